@@ -1,0 +1,86 @@
+"""Command line: `python run_bridge.py [COMMAND] ...`.
+
+Each command lives in ``bridge/commands/<name>.py`` with ``HELP``, ``add_arguments(parser)``
+and ``run(args) -> int``.  They are imported only when chosen, so `replay` never pulls in
+torch.  With no command, `serve` runs (the live bridge).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from .errors import UserError
+
+COMMANDS = ("serve", "render", "replay", "timelapse", "export")
+
+DESCRIPTION = """\
+Attention bridge: run a text-to-image diffusion model step by step, capture its
+cross-attention per word (DAAM), and stream heat maps, previews and phase metadata to
+TouchDesigner and a browser; record runs, replay them, render timelapses.
+
+With no command the live bridge starts (same as `serve`) on the built-in offline model.
+"""
+
+EPILOG = """\
+examples:
+  python run_bridge.py                                 live bridge, built-in model, preset "live"
+  python run_bridge.py render --prompt "a red apple on a wooden table" --steps 20 --seed 7 --out runs/apple
+  python run_bridge.py replay runs/apple --loop        stream a saved run (no GPU, no torch)
+  python run_bridge.py timelapse runs/apple -o apple.mp4
+  python run_bridge.py export runs/apple --what maps,overlays,masks,curves
+
+`python run_bridge.py COMMAND --help` explains each command.
+"""
+
+
+def _load(name: str):
+    return importlib.import_module(f"bridge.commands.{name}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="run_bridge.py", description=DESCRIPTION, epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = _load(name)
+        except ImportError as exc:  # a command whose optional dependency is missing stays listed
+            sub.add_parser(name, help=f"(unavailable: {exc})")
+            continue
+        p = sub.add_parser(
+            name, help=module.HELP, description=getattr(module, "DESCRIPTION", module.HELP),
+            epilog=getattr(module, "EPILOG", None), formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+        module.add_arguments(p)
+        p.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help", "-v", "--verbose")):
+        argv = ["serve", *argv]  # no command: the live bridge
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "_module", None) is None:
+        parser.print_help()
+        return 2
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", datefmt="%H:%M:%S",
+    )
+    try:
+        return int(args._module.run(args) or 0)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("stopped.", file=sys.stderr)
+        return 130

@@ -1,0 +1,1 @@
+"""One module per command of run_bridge.py (see bridge/cli.py)."""
