@@ -1,0 +1,241 @@
+"""Control messages, validated once for both transports (websocket JSON and OSC).
+
+A control arrives as a JSON object (``{"type": "prompt", "prompt": "..."}``) or an OSC message
+(``/daam/prompt "..."``).  Both become a :class:`Control` whose values are already checked and
+typed, or raise :class:`ControlError` with one sentence that names the field and the problem —
+that sentence goes back to the sender as is.  The table of controls is in docs/PROTOCOL.md.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from .errors import InvalidRequest
+from .protocol import ProtocolError, Subscription
+
+
+class ControlError(InvalidRequest):
+    """A control message that cannot be applied; ``code`` is sent along for programs."""
+
+    def __init__(self, message: str, code: str = "invalid_value"):
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on values a remote sender may ask for (a wrong value never reaches the model)."""
+
+    max_prompt_chars: int = 2000
+    max_prompt_words: int = 200  # the encoder keeps ~75 tokens; far beyond that is a mistake
+    max_steps: int = 500
+    max_guidance: float = 100.0
+    min_size: int = 64
+    max_size: int = 2048
+
+
+DEFAULT_LIMITS = Limits()
+
+# Settings a run is made from; `set` and `prompt` may carry any of them.
+SETTING_NAMES = ("prompt", "negative_prompt", "seed", "steps", "guidance", "width", "height")
+# Controls with no value.
+ACTIONS = ("pause", "resume", "cancel", "status", "next")
+KINDS = ("prompt", "set", "select", "preset", "subscribe", *ACTIONS)
+
+
+@dataclass(frozen=True)
+class Control:
+    """One validated control: ``kind`` is one of :data:`KINDS`; ``values`` depends on it.
+
+    prompt/set → settings dict (subset of :data:`SETTING_NAMES`); select → {"word": int|str};
+    preset → {"name": str}; subscribe → {"subscription": dict of given fields}; actions → {}.
+    """
+
+    kind: str
+    values: dict = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- value checks
+
+
+def _text(name: str, value, limits: Limits, allow_empty: bool) -> str:
+    if not isinstance(value, str):
+        raise ControlError(f"{name} must be text, got {_kind(value)}")
+    text = " ".join(value.split())  # newlines/tabs from a text field become spaces
+    if not text and not allow_empty:
+        raise ControlError(f"{name} is empty; send some words to generate from")
+    words = len(text.split())
+    if words > limits.max_prompt_words:
+        raise ControlError(f"{name} has {words} words; the limit is {limits.max_prompt_words}")
+    if len(text) > limits.max_prompt_chars:
+        raise ControlError(f"{name} has {len(text)} characters; the limit is {limits.max_prompt_chars}")
+    return text
+
+
+def _int(name: str, value, lo: int, hi: int) -> int:
+    if isinstance(value, bool):
+        raise ControlError(f"{name} must be a whole number, got {value!r}")
+    if isinstance(value, float):
+        if not math.isfinite(value) or value != int(value):
+            raise ControlError(f"{name} must be a whole number, got {value!r}")
+        value = int(value)
+    if not isinstance(value, int):
+        raise ControlError(f"{name} must be a whole number, got {_kind(value)}")
+    if not lo <= value <= hi:
+        raise ControlError(f"{name} must be within {lo}..{hi}, got {value}")
+    return value
+
+
+def _float(name: str, value, lo: float, hi: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ControlError(f"{name} must be a number, got {_kind(value)}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ControlError(f"{name} must be a finite number, got {value}")
+    if not lo <= value <= hi:
+        raise ControlError(f"{name} must be within {lo:g}..{hi:g}, got {value:g}")
+    return value
+
+
+def _size(name: str, value, limits: Limits) -> int:
+    v = _int(name, value, limits.min_size, limits.max_size)
+    if v % 8:
+        raise ControlError(f"{name} must be a multiple of 8 (the latent grid), got {v}")
+    return v
+
+
+def _kind(value) -> str:
+    return {str: "text", bool: "true/false", int: "a number", float: "a number", list: "a list",
+            dict: "an object", type(None): "null", bytes: "binary data"}.get(type(value), type(value).__name__)
+
+
+def check_setting(name: str, value, limits: Limits = DEFAULT_LIMITS):
+    """Validate one setting by name; returns the typed value."""
+    if name == "prompt":
+        return _text("prompt", value, limits, allow_empty=False)
+    if name == "negative_prompt":
+        return _text("negative_prompt", value, limits, allow_empty=True)
+    if name == "seed":
+        return _int("seed", value, 0, 2**32 - 1)
+    if name == "steps":
+        return _int("steps", value, 1, limits.max_steps)
+    if name == "guidance":
+        return _float("guidance", value, 0.0, limits.max_guidance)
+    if name in ("width", "height"):
+        return _size(name, value, limits)
+    raise ControlError(f"unknown setting {name!r}; known: {', '.join(SETTING_NAMES)}", "unknown_field")
+
+
+def _settings(msg: dict, limits: Limits, kind: str) -> dict:
+    out = {}
+    for key, value in msg.items():
+        if key == "type":
+            continue
+        if key == "size":  # convenience: "size": [w, h]
+            if not isinstance(value, (list, tuple)) or len(value) != 2:
+                raise ControlError("size must be [width, height]")
+            out["width"], out["height"] = _size("width", value[0], limits), _size("height", value[1], limits)
+            continue
+        if key not in SETTING_NAMES:
+            raise ControlError(_unknown(f"{kind} field", key, (*SETTING_NAMES, "size")), "unknown_field")
+        out[key] = check_setting(key, value, limits)
+    if kind == "prompt" and "prompt" not in out:
+        raise ControlError('a prompt message needs a "prompt" field with the text to generate')
+    if kind == "set" and not out:
+        raise ControlError(f"set needs at least one of {', '.join(SETTING_NAMES)}")
+    return out
+
+
+def _unknown(what: str, name, known) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(str(name), list(known), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(known)}"
+    return f"unknown {what} {name!r}{hint}"
+
+
+def _select(value) -> dict:
+    if isinstance(value, str):
+        word = value.strip()
+        if not word or len(word) > 200:
+            raise ControlError("select needs a word index or a word of the prompt")
+        return {"word": word}
+    return {"word": _int("word", value, 0, 9999)}
+
+
+def _preset(value) -> dict:
+    if not isinstance(value, str) or not value.strip() or len(value) > 100:
+        raise ControlError("preset needs a preset name")
+    return {"name": value.strip()}
+
+
+# --------------------------------------------------------------------------- transports
+
+
+def parse_json_control(msg: dict, limits: Limits = DEFAULT_LIMITS) -> Control:
+    """A decoded JSON control message → :class:`Control` (raises :class:`ControlError`)."""
+    kind = msg.get("type")
+    if kind in ("prompt", "set"):
+        return Control(kind, _settings(msg, limits, kind))
+    if kind == "select":
+        if "word" not in msg:
+            raise ControlError('select needs a "word": an index or a word of the prompt')
+        return Control("select", _select(msg["word"]))
+    if kind == "preset":
+        return Control("preset", _preset(msg.get("name")))
+    if kind == "subscribe":
+        try:
+            Subscription.from_dict(msg)  # validate now, apply on top of the client's current one
+        except ProtocolError as exc:
+            raise ControlError(str(exc)) from None
+        return Control("subscribe", {"subscription": {k: v for k, v in msg.items() if k != "type"}})
+    if kind in ACTIONS:
+        return Control(kind)
+    raise ControlError(_unknown("message type", kind, KINDS), "unknown_type")
+
+
+# OSC address (after the prefix) → (kind, setting name or None)
+OSC_CONTROLS = {
+    "/prompt": ("prompt", "prompt"),
+    "/negative_prompt": ("set", "negative_prompt"),
+    "/seed": ("set", "seed"),
+    "/steps": ("set", "steps"),
+    "/guidance": ("set", "guidance"),
+    "/size": ("set", "size"),
+    "/select": ("select", None),
+    "/preset": ("preset", None),
+    **{f"/{a}": (a, None) for a in ACTIONS},
+}
+
+
+def parse_osc_control(address: str, args: list, prefix: str = "/daam", limits: Limits = DEFAULT_LIMITS) -> Control | None:
+    """An OSC message → :class:`Control`, or None for a button release (an action sent with 0).
+
+    TouchDesigner buttons send 1 on press and 0 on release, so actions accept no argument or
+    one number and ignore the release.
+    """
+    if not address.startswith(prefix + "/"):
+        raise ControlError(f"OSC address {address!r} is outside {prefix}/", "unknown_address")
+    tail = address[len(prefix):]
+    if tail not in OSC_CONTROLS:
+        raise ControlError(_unknown("OSC address", address, [prefix + k for k in OSC_CONTROLS]), "unknown_address")
+    kind, name = OSC_CONTROLS[tail]
+    if kind in ACTIONS:
+        if len(args) > 1 or (args and (isinstance(args[0], bool) or not isinstance(args[0], (int, float)))):
+            raise ControlError(f"{address} takes no argument or one number (a button value)", "bad_arguments")
+        if args and args[0] == 0:
+            return None
+        return Control(kind)
+    if name == "size":
+        if len(args) != 2:
+            raise ControlError(f"{address} takes two numbers (width, height), got {len(args)} argument(s)", "bad_arguments")
+        return Control("set", _settings({"size": list(args)}, limits, "set"))
+    if len(args) != 1:
+        raise ControlError(f"{address} takes exactly one argument, got {len(args)}", "bad_arguments")
+    value = args[0]
+    if kind == "select":
+        return Control("select", _select(value))
+    if kind == "preset":
+        return Control("preset", _preset(value))
+    return Control(kind, _settings({name: value}, limits, kind))

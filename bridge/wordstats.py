@@ -1,0 +1,73 @@
+"""Per-word statistics of a step's maps, for OSC channels and JSON step messages.
+
+Every number is small and bounded so an OSC In CHOP can use it directly:
+- ``mass``: the word's share of this step's attention over all words (sums to 1 over words);
+- ``peak``: the word's maximum divided by the maximum over all words (0..1);
+- ``x``, ``y``: the attention-weighted centroid in image coordinates, 0..1, origin top-left;
+- ``spread``: the weighted standard deviation of distance from the centroid (0..~0.7);
+- ``change``: mean absolute difference of the word's peak-normalised map from the previous
+  step's (0..1; 0 on the first step).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .frames import StepFrame, normalize_maps
+
+STAT_NAMES = ("mass", "peak", "x", "y", "spread", "change")
+
+
+def word_stats(maps: np.ndarray, mass, previous: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Return (stats, normalised maps): stats is float32 (words, 6) in :data:`STAT_NAMES` order."""
+    m = np.asarray(maps, dtype=np.float32)
+    n, h, w = m.shape
+    norm = normalize_maps(m)
+    if n == 0:
+        return np.zeros((0, len(STAT_NAMES)), np.float32), norm
+    peaks = m.reshape(n, -1).max(axis=1)
+    top = peaks.max()
+    peak = peaks / top if top > 0 else np.zeros(n, np.float32)
+    # pixel centres in 0..1 so a 1-pixel-wide map has its centroid at 0.5
+    ys = (np.arange(h, dtype=np.float32) + 0.5) / h
+    xs = (np.arange(w, dtype=np.float32) + 0.5) / w
+    weight = norm.sum(axis=(1, 2))
+    safe = np.where(weight > 0, weight, 1.0)
+    cx = np.where(weight > 0, (norm.sum(axis=1) * xs).sum(axis=1) / safe, 0.5)
+    cy = np.where(weight > 0, (norm.sum(axis=2) * ys).sum(axis=1) / safe, 0.5)
+    d2 = (xs[None, None, :] - cx[:, None, None]) ** 2 + (ys[None, :, None] - cy[:, None, None]) ** 2
+    spread = np.sqrt(np.where(weight > 0, (norm * d2).sum(axis=(1, 2)) / safe, 0.0))
+    if previous is not None and previous.shape == norm.shape:
+        change = np.abs(norm - previous).mean(axis=(1, 2))
+    else:
+        change = np.zeros(n, np.float32)
+    mass_arr = np.asarray(mass, dtype=np.float32) if len(mass) == n else np.full(n, 1.0 / n, np.float32)
+    stats = np.stack([mass_arr, peak, cx, cy, spread, change], axis=1).astype(np.float32)
+    return stats, norm
+
+
+class StatsTracker:
+    """Keeps the previous step's normalised maps per run so ``change`` can be computed.
+
+    Computes once per frame (memoised on identity) so several sinks can share one tracker.
+    """
+
+    def __init__(self):
+        self._run = None
+        self._previous: np.ndarray | None = None
+        self._last_frame = None
+        self._last_stats: np.ndarray | None = None
+
+    def update(self, frame: StepFrame) -> np.ndarray:
+        if frame is self._last_frame:
+            return self._last_stats  # type: ignore[return-value]
+        if frame.run_id != self._run:
+            self._run, self._previous = frame.run_id, None
+        stats, norm = word_stats(frame.maps, frame.mass, self._previous)
+        self._previous, self._last_frame, self._last_stats = norm, frame, stats
+        return stats
+
+
+def stats_dicts(stats: np.ndarray) -> list[dict]:
+    """JSON form: one object per word, floats rounded to 6 digits to keep messages small."""
+    return [{k: round(float(v), 6) for k, v in zip(STAT_NAMES, row)} for row in stats]
