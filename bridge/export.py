@@ -1,0 +1,152 @@
+"""Exports of a recorded run: per-word heat maps, overlays, DAAM masks and mass curves.
+
+    maps/     NN_word.png   the word's final DAAM map, normalised to its peak, colormapped
+    overlays/ NN_word.png   that heat map over the final image (opacity × heat per pixel)
+    masks/    NN_word.png   Eqn. 7 of the DAAM paper at image size: white where D ≥ τ·max D
+    curves.csv              per step: phase, each word's attention mass and mask IoU with the final
+    curves.png              the mass curves, with each word's stabilisation step marked
+    stability.csv           per word: stabilisation step (see bridge/masks.py), final mass
+
+The DAAM map is the cumulative map of the last recorded step (daam.npy), upsampled bicubically
+to the image size and clamped at 0 before thresholding, as the paper thresholds the
+image-sized map.  NN is the word's index in the run, so repeated words keep distinct files.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from . import masks
+from .errors import UserError
+from .recording import Recording, load_recording
+from .recording.format import CUMULATIVE_DIR, step_name
+from .timelapse import colormaps, heatmap
+from .timelapse.plot import LinePlot
+
+log = logging.getLogger(__name__)
+
+WHAT = ("maps", "overlays", "masks", "curves")
+
+
+class ExportError(UserError):
+    """An export option that cannot work with this recording."""
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    what: tuple[str, ...] = WHAT
+    tau: float = masks.DEFAULT_TAU
+    min_iou: float = masks.DEFAULT_MIN_IOU
+    colormap: str = "inferno"
+    opacity: float = 0.6
+
+    def check(self) -> None:
+        bad = [w for w in self.what if w not in WHAT]
+        if bad or not self.what:
+            raise ExportError(f"--what takes a comma-separated list of {', '.join(WHAT)}; got {','.join(self.what) or 'nothing'}")
+        if not 0.0 <= self.tau <= 1.0:
+            raise ExportError(f"tau must be within 0..1 (the paper uses 0.4), got {self.tau}")
+        if not 0.0 < self.min_iou <= 1.0:
+            raise ExportError(f"the stabilisation IoU must be within 0..1, got {self.min_iou}")
+        if self.colormap not in colormaps.COLORMAPS:
+            raise ExportError(f"unknown colormap {self.colormap!r}; choose one of {', '.join(colormaps.COLORMAPS)}")
+        if not 0.0 <= self.opacity <= 1.0:
+            raise ExportError(f"opacity must be within 0..1, got {self.opacity}")
+
+
+def file_stem(index: int, word: str) -> str:
+    """``03_apple``; characters unsafe in file names become '_', punctuation words get a name."""
+    safe = re.sub(r"[^A-Za-z0-9_-]+", "_", word).strip("_")
+    if not safe:
+        safe = f"u{ord(word[0]):04x}" if word else "empty"  # e.g. "," → u002c
+    return f"{index:02d}_{safe}"
+
+
+def export(recording: str | Path | Recording, out: str | Path, options: ExportOptions = ExportOptions(),
+           progress: bool = True) -> dict:
+    """Write the chosen exports into ``out`` (created); returns {kind: [paths]} and stability."""
+    options.check()
+    rec = recording if isinstance(recording, Recording) else load_recording(recording)
+    if len(rec) == 0:
+        raise ExportError(f"{rec.folder} has no completed steps to export")
+    if rec.truncated:
+        log.warning("recording %s is truncated: exporting from its %d completed steps of %d",
+                    rec.folder, len(rec), rec.start.steps)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    words = rec.start.words
+    written: dict[str, list[str]] = {}
+    image = _final_image(rec)
+    size = image.shape[:2]
+    daam = np.asarray(rec.daam(), dtype=np.float32)
+
+    image_kinds = [w for w in ("maps", "overlays", "masks") if w in options.what]
+    if image_kinds:
+        for kind in image_kinds:
+            (out / kind).mkdir(exist_ok=True)
+        for i, word in enumerate(tqdm(words, desc="export", unit="word", disable=not progress)):
+            d = heatmap.upsample(daam[i], size)
+            h = heatmap.normalized(d)
+            stem = file_stem(i, word) + ".png"
+            if "maps" in image_kinds:
+                _save(out / "maps" / stem, heatmap.heat_image(h, options.colormap), written, "maps")
+            if "overlays" in image_kinds:
+                _save(out / "overlays" / stem, heatmap.overlay(image, h, options.colormap, options.opacity), written, "overlays")
+            if "masks" in image_kinds:
+                m = masks.daam_mask(d, options.tau).astype(np.uint8) * 255
+                _save(out / "masks" / stem, m, written, "masks")
+    result: dict = {"files": written, "truncated": rec.truncated, "steps": len(rec)}
+    if "curves" in options.what:
+        result["stability"] = _curves(rec, out, options, written)
+    return result
+
+
+def _final_image(rec: Recording) -> np.ndarray:
+    """The finished image, or the last preview when the run did not finish."""
+    image = rec.final_image()
+    if image is None:
+        image = rec.frame(len(rec) - 1).preview
+    return image
+
+
+def _save(path: Path, array: np.ndarray, written: dict, kind: str) -> None:
+    Image.fromarray(array).save(path)
+    written.setdefault(kind, []).append(str(path))
+
+
+def _curves(rec: Recording, out: Path, options: ExportOptions, written: dict) -> list[dict]:
+    words = rec.start.words
+    steps = np.array([int(line["step"]) for line in rec.steps])
+    mass = np.array([line["mass"] for line in rec.steps], dtype=np.float64)  # (S, W), as sent live
+    cumulative = np.stack([np.load(rec.folder / CUMULATIVE_DIR / step_name(int(s), "npy")) for s in steps])
+    ious = masks.iou_with_final(cumulative, options.tau)  # (S, W), at map resolution
+    stable = masks.stabilisation_steps(ious, steps, options.min_iou)
+
+    with open(out / "curves.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["step", "phase"] + [f"mass_{file_stem(i, x)}" for i, x in enumerate(words)]
+                   + [f"iou_{file_stem(i, x)}" for i, x in enumerate(words)])
+        for k, line in enumerate(rec.steps):
+            w.writerow([int(line["step"]), line["phase"]] + [f"{v:.6f}" for v in mass[k]] + [f"{v:.4f}" for v in ious[k]])
+    with open(out / "stability.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["index", "word", "stable_step", "final_mass", "tau", "min_iou"])
+        for i, word in enumerate(words):
+            w.writerow([i, word, "" if stable[i] is None else stable[i], f"{mass[-1, i]:.6f}", options.tau, options.min_iou])
+    written.setdefault("curves", []).extend([str(out / "curves.csv"), str(out / "stability.csv")])
+
+    plot = LinePlot(width=960, height=540, title=f"attention mass per step: {rec.start.prompt}",
+                    x_label="step", y_label="mass", x_max=max(rec.start.steps - 1, 1))
+    for i, word in enumerate(words):
+        plot.add(steps, mass[:, i], label=word, color=colormaps.word_color(i), marker_x=stable[i])
+    plot.save(out / "curves.png")
+    written["curves"].append(str(out / "curves.png"))
+    return [{"index": i, "word": word, "stable_step": stable[i]} for i, word in enumerate(words)]

@@ -1,0 +1,186 @@
+"""Render a recording into a timelapse video: layout on top, caption, then mass timeline."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from ..errors import UserError
+from ..frames import RunStart
+from ..recording import Recording, load_recording
+from . import colormaps
+from .caption import Caption
+from .layouts import LAYOUTS, Style, make_layout, tile_size
+from .timeline import MassTimeline
+from .writers import UnsupportedFormat, open_writer
+
+log = logging.getLogger(__name__)
+
+MAP_KINDS = ("step", "cumulative")
+
+
+class TimelapseError(UserError):
+    """A timelapse option that cannot work with this recording."""
+
+
+@dataclass(frozen=True)
+class TimelapseOptions:
+    layout: str = "single"
+    words: tuple[str, ...] = ()  # empty: a default per layout (see choose_words)
+    colormap: str = "inferno"
+    opacity: float = 0.6
+    map_kind: str = "auto"  # auto: "step" for overlays, "cumulative" for particles (as the viewer)
+    size: int = 384  # pixels on the long side of one image tile
+    fps: float = 8.0
+    hold: float = 1.0  # seconds the final image stays on screen
+    caption: bool = True
+    timeline: bool = True
+    timeline_height: int = 72
+    particles: int = 0  # particles layout: how many (0: one per pixel of a half-size tile)
+    frames_per_step: int = 3  # particles layout: video frames per recorded step
+
+    def check(self) -> None:
+        if self.layout not in LAYOUTS:
+            raise TimelapseError(f"unknown layout {self.layout!r}; choose one of {', '.join(LAYOUTS)}")
+        if self.colormap not in colormaps.COLORMAPS:
+            raise TimelapseError(f"unknown colormap {self.colormap!r}; choose one of {', '.join(colormaps.COLORMAPS)}")
+        if self.map_kind not in MAP_KINDS + ("auto",):
+            raise TimelapseError(f"unknown map kind {self.map_kind!r}; choose one of {', '.join(MAP_KINDS)}")
+        if not 0.0 <= self.opacity <= 1.0:
+            raise TimelapseError(f"opacity must be within 0..1, got {self.opacity}")
+        if not 16 <= self.size <= 4096:
+            raise TimelapseError(f"size must be 16..4096 pixels, got {self.size}")
+        if not 0.1 <= self.fps <= 120:
+            raise TimelapseError(f"fps must be within 0.1..120, got {self.fps}")
+        if self.hold < 0:
+            raise TimelapseError(f"hold must be ≥ 0 seconds, got {self.hold}")
+        if self.particles < 0 or self.particles > 1_000_000:
+            raise TimelapseError(f"particles must be 0 (automatic) .. 1000000, got {self.particles}")
+        if not 1 <= self.frames_per_step <= 60:
+            raise TimelapseError(f"frames per step must be 1..60, got {self.frames_per_step}")
+
+    @property
+    def resolved_map_kind(self) -> str:
+        if self.map_kind != "auto":
+            return self.map_kind
+        return "cumulative" if self.layout == "particles" else "step"
+
+
+def choose_words(start: RunStart, requested: tuple[str, ...], layout: str, mass: np.ndarray) -> tuple[tuple[int, str], ...]:
+    """The (index, word) pairs to show.
+
+    Requested words match the run's words case-insensitively (first occurrence), or are a
+    0-based index.  With none requested: the word with the most attention for single and
+    particles, the two strongest for side, and up to 16 words in prompt order for grid.
+    """
+    words = start.words
+    if not words:
+        raise TimelapseError("the recording has no words to show")
+    if requested:
+        chosen = []
+        lower = [w.lower() for w in words]
+        for r in requested:
+            if r.isdigit() and int(r) < len(words):
+                chosen.append((int(r), words[int(r)]))
+            elif r.lower() in lower:
+                i = lower.index(r.lower())
+                chosen.append((i, words[i]))
+            else:
+                raise TimelapseError(f"word {r!r} is not in this run; its words are: {' '.join(words)}")
+        return tuple(dict.fromkeys(chosen))
+    strength = mass.sum(axis=0) if mass.size else np.zeros(len(words))
+    order = [int(i) for i in np.argsort(-strength, kind="stable")]
+    if layout in ("single", "particles"):
+        return ((order[0], words[order[0]]),)
+    if layout == "side":
+        return tuple((i, words[i]) for i in sorted(order[:2]))
+    return tuple((i, w) for i, w in enumerate(words[:16]))
+
+
+def render_timelapse(recording: str | Path | Recording, out: str | Path, options: TimelapseOptions = TimelapseOptions(),
+                     progress: bool = True) -> dict:
+    """Write the video; returns a summary (frames, size, steps, seconds, truncated)."""
+    options.check()
+    rec = recording if isinstance(recording, Recording) else load_recording(recording)
+    if len(rec) == 0:
+        raise TimelapseError(f"{rec.folder} has no completed steps to render")
+    if rec.truncated:
+        log.warning("recording %s is truncated: rendering its %d completed steps of %d", rec.folder, len(rec), rec.start.steps)
+    mass = np.array([line["mass"] for line in rec.steps], dtype=np.float64)
+    words = choose_words(rec.start, options.words, options.layout, mass)
+    style = Style(tile_size(rec.start, options.size), words, options.colormap, options.opacity, options.resolved_map_kind)
+    extra = ({"particles": options.particles, "frames_per_step": options.frames_per_step, "fps": options.fps}
+             if options.layout == "particles" else {})
+    layout = make_layout(options.layout, rec.start, style, **extra)
+    per_step = getattr(layout, "frames_per_step", 1)  # animated layouts give several frames per step
+
+    final = rec.final_image() if not rec.truncated else None
+    hold_frames = round(options.hold * options.fps)
+    total_frames = len(rec) * per_step + hold_frames
+    t0 = time.perf_counter()
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        writer = open_writer(out, options.fps)
+    except UnsupportedFormat as exc:
+        raise TimelapseError(str(exc)) from None
+    composer = None
+    shape = None
+    try:
+        with tqdm(total=total_frames, unit="frame", desc="timelapse", disable=not progress) as bar:
+            frame = None
+            for frame in rec.frames():
+                for body in _bodies(layout, frame):
+                    composer = composer or _Composer(body.shape[1], rec, words, options, mass)
+                    image = composer.compose(body, frame)
+                    shape = image.shape
+                    writer.append(image)
+                    bar.update()
+            if hold_frames and frame is not None:
+                # The final image (when the run finished) stays on screen; animated layouts keep moving.
+                last = dataclasses.replace(frame, preview=final) if final is not None else frame
+                held = 0
+                while held < hold_frames:
+                    bodies = _bodies(layout, last) if per_step > 1 else [layout.render(last)] * hold_frames
+                    for body in bodies[: hold_frames - held]:
+                        writer.append(composer.compose(body, last))
+                        held += 1
+                        bar.update()
+    finally:
+        writer.close()
+    seconds = time.perf_counter() - t0
+    return {
+        "path": str(out), "frames": total_frames, "steps": len(rec), "size": (shape[1], shape[0]) if shape else None,
+        "seconds": seconds, "fps_rendered": total_frames / seconds if seconds > 0 else float("inf"),
+        "truncated": rec.truncated, "words": [w for _, w in words],
+    }
+
+
+def _bodies(layout, frame) -> list:
+    sequence = getattr(layout, "sequence", None)
+    return sequence(frame) if sequence is not None else [layout.render(frame)]
+
+
+class _Composer:
+    """Stacks layout, caption and timeline; built from the first rendered frame's width."""
+
+    def __init__(self, width: int, rec: Recording, words, options: TimelapseOptions, mass: np.ndarray):
+        self.caption = Caption(width, rec.start.prompt, list(words), rec.start.steps) if options.caption else None
+        steps = [int(line["step"]) for line in rec.steps]
+        self.timeline = (
+            MassTimeline(width, options.timeline_height, steps, rec.start.steps, mass, list(words))
+            if options.timeline else None
+        )
+
+    def compose(self, body: np.ndarray, frame) -> np.ndarray:
+        parts = [body]
+        if self.caption is not None:
+            parts.append(self.caption.render(frame.step, frame.phase, frame.phase_weights))
+        if self.timeline is not None:
+            parts.append(self.timeline.render(frame.step))
+        return np.concatenate(parts, axis=0)
