@@ -1,0 +1,87 @@
+"""Tokens → words for CLIP BPE prompts.
+
+CLIP's byte-level BPE marks the last subword of every word with ``</w>`` and its pre-tokenizer
+already splits punctuation from letters, so a word is a run of tokens up to and including one
+that ends in ``</w>``: "unbelievably," → ``un bel iev ably</w> ,</w>`` → "unbelievably", ",".
+The text encoder sees ``<|startoftext|>``, at most ``max_length - 2`` prompt tokens,
+``<|endoftext|>`` and padding; words whose tokens do not all fit are dropped and reported.
+
+Start, end and padding are not words of the prompt and are excluded unless asked for; when
+included they appear as ``<start>``, ``<end>`` and ``<pad>`` (all padding positions together).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from ..builtin.clip_bpe import byte_to_unicode
+
+log = logging.getLogger(__name__)
+
+WORD_END = "</w>"
+_BYTE_DECODER = {c: b for b, c in byte_to_unicode().items()}
+
+
+@dataclass(frozen=True)
+class WordMap:
+    words: tuple[str, ...]
+    token_indices: tuple[tuple[int, ...], ...]  # positions in the encoder sequence, per word
+    dropped_words: tuple[str, ...]
+    sequence_length: int  # the encoder's sequence length (77 for CLIP)
+
+
+def _decode(token: str) -> str:
+    token = token[: -len(WORD_END)] if token.endswith(WORD_END) else token
+    try:
+        return bytes(_BYTE_DECODER[c] for c in token).decode("utf-8", errors="replace")
+    except KeyError:  # not a byte-level token (another tokenizer family): show it as is
+        return token
+
+
+def group_tokens(tokens: list[str]) -> list[list[int]]:
+    """Group token positions (0-based, within ``tokens``) into words by the ``</w>`` end mark.
+
+    A trailing group without an end mark (cut by truncation, or a tokenizer without end marks)
+    still forms a word.  Tokenizers that never use ``</w>`` get one word per token.
+    """
+    if not any(t.endswith(WORD_END) for t in tokens):
+        return [[i] for i in range(len(tokens))]
+    groups, current = [], []
+    for i, tok in enumerate(tokens):
+        current.append(i)
+        if tok.endswith(WORD_END):
+            groups.append(current)
+            current = []
+    if current:
+        groups.append(current)
+    return groups
+
+
+def map_words(tokenizer, prompt: str, include_special: bool = False) -> WordMap:
+    """Split ``prompt`` into words with their positions in the (padded) encoder input."""
+    max_length = int(getattr(tokenizer, "model_max_length", 77) or 77)
+    if max_length > 4096:  # tokenizers saved without a limit report a huge sentinel
+        max_length = 77
+    ids = tokenizer(prompt, add_special_tokens=False, truncation=False).input_ids
+    tokens = tokenizer.convert_ids_to_tokens(ids)
+    room = max_length - 2  # start and end tokens
+    words, indices, dropped = [], [], []
+    for group in group_tokens(tokens):
+        text = "".join(_decode(tokens[i]) for i in group)
+        if group[-1] < room:
+            words.append(text)
+            indices.append(tuple(i + 1 for i in group))  # +1: after <|startoftext|>
+        else:
+            dropped.append(text)
+    if dropped:
+        log.warning("prompt is over the text encoder's limit of %d tokens; dropped words: %s", room, " ".join(dropped))
+    if include_special:
+        kept = min(len(tokens), room)
+        end = kept + 1
+        specials = [("<start>", (0,)), ("<end>", (end,))]
+        if end + 1 < max_length:
+            specials.append(("<pad>", tuple(range(end + 1, max_length))))
+        words = [specials[0][0], *words, *(s[0] for s in specials[1:])]
+        indices = [specials[0][1], *indices, *(s[1] for s in specials[1:])]
+    return WordMap(tuple(words), tuple(indices), tuple(dropped), max_length)

@@ -1,0 +1,140 @@
+"""`render`: one generation from the command line, recorded step by step to a folder."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from ..errors import UserError
+
+HELP = "generate one image and record every step's per-word attention maps"
+DESCRIPTION = """\
+Generate one image and record the run: for every denoising step and every prompt word that
+step's attention heat map (DAAM), the cumulative map, a preview image, then the final image.
+The recording (docs/RECORDING.md) can be replayed live, turned into a timelapse or exported.
+"""
+EPILOG = """\
+examples:
+  python run_bridge.py render --prompt "a red apple on a wooden table" --steps 20 --seed 7 --out runs/apple
+  python run_bridge.py render --prompt "a cat in a hat" --model stable-diffusion-v1-5/stable-diffusion-v1-5 --out runs/cat
+  python run_bridge.py render --prompt "a castle" --model ~/models/sd15.safetensors --width 768 --height 512 --out runs/castle
+  python run_bridge.py render --prompt "neon city" --phases 0.1,0.5,0.4 --vae-every 5 --layers 16,32 --out runs/city
+
+--model takes `builtin` (default, offline), `builtin:tiny`, a diffusers folder, a .safetensors/.ckpt
+file or a hub id.  --layers keeps only some cross-attention layers: resolution factors (8 16 32 64,
+relative to the image, 8 = latent size) and/or name parts (down, mid, up, up_blocks.1).
+"""
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--prompt", required=True, help="what the image should show")
+    p.add_argument("--negative", default="", help="negative prompt (only used with guidance > 1)")
+    p.add_argument("--out", help="recording folder, created; must be empty or absent (default: runs/<run id>)")
+    p.add_argument("--model", default="builtin", help="model to load (default: %(default)s; see below)")
+    p.add_argument("--steps", type=int, default=20, help="denoising steps (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="random seed; same seed, same run (default: %(default)s)")
+    p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default: the model's)")
+    p.add_argument("--width", type=int, default=None, help="image width in pixels (default: the model's native size)")
+    p.add_argument("--height", type=int, default=None, help="image height in pixels (default: the model's native size)")
+    p.add_argument("--map-size", default=None, help="heat map size: N or HxW (default: latent size, ≥ 64 on the long side)")
+    p.add_argument("--vae-every", type=int, default=0, help="full VAE preview every k steps (default: 0, cheap previews only)")
+    p.add_argument("--phases", default="0.2,0.4,0.4", help="noise,structure,detail fractions of the run (default: %(default)s)")
+    p.add_argument("--layers", default=None, help="comma-separated cross-attention layer filter (default: all layers)")
+    p.add_argument("--include-special", action="store_true", help="also map the start, end and padding tokens")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: %(default)s)")
+    p.add_argument("--dtype", default="auto", help="auto (fp16 on a GPU, fp32 on CPU), fp32, fp16 or bf16")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def parse_map_size(text: str | None):
+    if text is None:
+        return None
+    parts = text.lower().replace(" ", "").split("x")
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        raise UserError(f"--map-size must be N or HxW, like 64 or 48x64, got {text!r}") from None
+    if len(values) == 1:
+        return values[0]
+    if len(values) == 2:
+        return tuple(values)
+    raise UserError(f"--map-size must be N or HxW, like 64 or 48x64, got {text!r}")
+
+
+def parse_phases(text: str):
+    from ..phases import PhaseSchedule
+
+    try:
+        noise, structure, detail = (float(x) for x in text.split(","))
+        return PhaseSchedule(noise, structure, detail)
+    except ValueError as exc:
+        raise UserError(f"--phases must be three fractions summing to 1, like 0.2,0.4,0.4 ({exc})") from None
+
+
+class ProgressBar:
+    """A bus sink that shows a tqdm bar over the steps of each run."""
+
+    def __init__(self, disable: bool = False):
+        self.disable = disable
+        self._bar = None
+
+    def on_run_start(self, start) -> None:
+        from tqdm import tqdm
+
+        self._bar = tqdm(total=start.steps, desc="denoising", unit="step", disable=self.disable)
+
+    def on_step(self, frame) -> None:
+        if self._bar is not None:
+            self._bar.set_postfix_str(frame.phase, refresh=False)
+            self._bar.update(1)
+
+    def on_run_end(self, end) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+def _check_out(out: Path) -> None:
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"recording folder {out} already exists and is not empty; choose another --out")
+
+
+def run(args) -> int:
+    from ..bus import Bus
+    from ..engine import Engine, GenerationRequest, new_run_id
+    from ..recording import Recorder
+
+    out = Path(args.out) if args.out else Path("runs") / new_run_id()
+    _check_out(out)
+    layers = tuple(s.strip() for s in args.layers.split(",") if s.strip()) if args.layers else None
+    request = GenerationRequest(
+        prompt=args.prompt, negative_prompt=args.negative, seed=args.seed, steps=args.steps, guidance=args.guidance,
+        width=args.width, height=args.height, phases=parse_phases(args.phases), map_size=parse_map_size(args.map_size),
+        vae_every=args.vae_every, include_special=args.include_special, layers=layers,
+    )
+    engine = Engine.load(args.model, device=args.device, dtype=args.dtype, progress=not args.no_progress)
+    request = engine.validate(request)  # before anything is written
+    recorder = Recorder(out)
+    bar = ProgressBar(disable=args.no_progress)
+    bus = Bus([recorder, bar])
+    starts = []
+    bus.add(type("StartKeeper", (), {"on_run_start": lambda self, s: starts.append(s)})())
+    try:
+        end = engine.generate(request, bus)
+    finally:
+        bus.close()
+    start = starts[0]
+    dropped = ", ".join(start.dropped_words) if start.dropped_words else "none"
+    print(
+        f"{end.status}: {end.steps_done}/{start.steps} steps in {end.elapsed:.1f} s on {engine.device} "
+        f"({engine.model_name}); words: {' · '.join(start.words)}; dropped words: {dropped}; recording: {out}"
+    )
+    if end.status == "failed":
+        print(f"error: the run failed: {end.error}")
+        return 1
+    return 0 if end.status == "completed" else 130

@@ -1,0 +1,281 @@
+"""The engine: one loaded pipeline that turns generation requests into run events on a bus.
+
+    engine = Engine.load("builtin")                      # ModelError on failure
+    req = engine.validate(GenerationRequest("a red apple on a wooden table", seed=7))
+    end = engine.generate(req, bus)                      # RunStart, one StepFrame per step, RunEnd
+
+Per step (in ``callback_on_step_end``) the attention aggregator closes the step on the device,
+the preview is made on the device, and everything crosses to the host in one transfer.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from .errors import InvalidRequest
+from .frames import RunEnd, RunStart, StepFrame, attention_mass
+from .phases import PhaseSchedule
+
+log = logging.getLogger(__name__)
+
+MAX_STEPS = 1000
+MAX_SIDE = 4096
+MIN_MAP_LONG_SIDE = 64  # small latents (the built-in model's 8×8) are upsampled to at least this
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    prompt: str
+    negative_prompt: str = ""
+    seed: int = 0
+    steps: int = 20
+    guidance: float | None = None  # None: the model's default (7.5; 0 for Turbo; LCM embeds it)
+    width: int | None = None  # None: the model's native size
+    height: int | None = None
+    phases: PhaseSchedule = field(default_factory=PhaseSchedule)
+    map_size: tuple[int, int] | int | None = None  # (h, w); None: latent size, at least 64 on the long side
+    vae_every: int = 0  # full VAE decode for the preview every k steps (0: never, linear preview only)
+    include_special: bool = False  # also map <start>, <end> and <pad>
+    layers: tuple | None = None  # cross-attention layer filter (see attention.LayerFilter)
+
+
+class _Cancelled(Exception):
+    """Raised inside the step callback to stop the pipeline at once."""
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+
+
+def default_map_size(latent_hw: tuple[int, int]) -> tuple[int, int]:
+    h, w = latent_hw
+    k = max(1, math.ceil(MIN_MAP_LONG_SIDE / max(h, w)))
+    return h * k, w * k
+
+
+class Engine:
+    """A loaded model ready to generate.  One ``generate`` at a time."""
+
+    def __init__(self, loaded):
+        from .preview import Previewer, fit_latent_rgb, load_latent_rgb
+
+        self.loaded = loaded
+        self.pipe = loaded.pipe
+        self._lock = threading.Lock()
+        folder = loaded.source.location if loaded.source.kind == "folder" else None
+        fit = load_latent_rgb(folder) or fit_latent_rgb(self.pipe.vae)
+        self.previewer = Previewer(fit, loaded.device, loaded.dtype)
+
+    @classmethod
+    def load(cls, model: str | None = "builtin", device: str = "auto", dtype: str = "auto", progress: bool = True) -> "Engine":
+        from .models import load_model
+
+        return cls(load_model(model, device=device, dtype=dtype, progress=progress))
+
+    # -- what the model is --------------------------------------------------------------
+    @property
+    def model_name(self) -> str:
+        return self.loaded.source.name
+
+    @property
+    def device(self) -> str:
+        return self.loaded.device
+
+    @property
+    def vae_factor(self) -> int:
+        return int(getattr(self.pipe, "vae_scale_factor", 8) or 8)
+
+    @property
+    def native_size(self) -> tuple[int, int]:
+        """(width, height) the model was trained at."""
+        side = int(self.pipe.unet.config.sample_size) * self.vae_factor
+        return side, side
+
+    @property
+    def embeds_guidance(self) -> bool:
+        """LCM-style UNets take guidance as an input and never run CFG."""
+        return getattr(self.pipe.unet.config, "time_cond_proj_dim", None) is not None
+
+    @property
+    def default_guidance(self) -> float:
+        if "turbo" in self.model_name.lower():
+            return 0.0
+        if self.embeds_guidance:
+            return 8.0
+        return 5.0 if self.loaded.family == "sdxl" else 7.5
+
+    def uses_cfg(self, guidance: float) -> bool:
+        return guidance > 1.0 and not self.embeds_guidance
+
+    @property
+    def tokenizer(self):
+        return getattr(self.pipe, "tokenizer", None) or self.pipe.tokenizer_2
+
+    # -- requests -----------------------------------------------------------------------
+    def validate(self, req: GenerationRequest) -> GenerationRequest:
+        """Check every field and fill the model defaults; InvalidRequest with one sentence."""
+        if not isinstance(req.prompt, str) or not req.prompt.strip():
+            raise InvalidRequest("the prompt is empty; type what the image should show")
+        if not isinstance(req.negative_prompt, str):
+            raise InvalidRequest("the negative prompt must be text")
+        seed = _int(req.seed, "seed", 0, 2**63 - 1)
+        steps = _int(req.steps, "steps", 1, MAX_STEPS)
+        guidance = self.default_guidance if req.guidance is None else req.guidance
+        if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not math.isfinite(guidance) or not 0 <= guidance <= 100:
+            raise InvalidRequest(f"guidance must be a number from 0 to 100, got {req.guidance!r}")
+        native_w, native_h = self.native_size
+        width = native_w if req.width is None else _int(req.width, "width", self.vae_factor, MAX_SIDE)
+        height = native_h if req.height is None else _int(req.height, "height", self.vae_factor, MAX_SIDE)
+        for name, v in (("width", width), ("height", height)):
+            if v % self.vae_factor:
+                raise InvalidRequest(f"{name} must be a multiple of {self.vae_factor} for this model, got {v}")
+        latent_hw = (height // self.vae_factor, width // self.vae_factor)
+        if req.map_size is None:
+            map_size = default_map_size(latent_hw)
+        elif isinstance(req.map_size, (int, np.integer)) and not isinstance(req.map_size, bool):
+            s = _int(req.map_size, "map size", 1, 1024)
+            map_size = (s, s)
+        else:
+            try:
+                mh, mw = req.map_size
+            except (TypeError, ValueError):
+                raise InvalidRequest(f"map size must be one number or (height, width), got {req.map_size!r}") from None
+            map_size = (_int(mh, "map height", 1, 1024), _int(mw, "map width", 1, 1024))
+        vae_every = _int(req.vae_every, "vae_every", 0, MAX_STEPS)
+        if not isinstance(req.phases, PhaseSchedule):
+            raise InvalidRequest("phases must be a phase schedule (noise, structure, detail fractions)")
+        layers = None if not req.layers else tuple(req.layers)
+        if layers is not None:
+            from .attention import LayerFilter
+
+            f = LayerFilter(layers)
+            from .attention.capture import cross_attention_modules
+
+            names = [n for n, _ in cross_attention_modules(self.pipe.unet)]
+            if f.names and not any(s in n for s in f.names for n in names) and not f.factors:
+                raise InvalidRequest(f"no cross-attention layer matches {', '.join(f.names)}; layers look like {names[0]}")
+            if f.factors - {self.vae_factor * 2**k for k in range(6)}:
+                raise InvalidRequest(f"layer resolution factors must be among 8, 16, 32, 64, got {sorted(f.factors)}")
+        return replace(req, seed=seed, steps=steps, guidance=float(guidance), width=width, height=height,
+                       map_size=map_size, vae_every=vae_every, layers=layers, include_special=bool(req.include_special))
+
+    # -- generation ---------------------------------------------------------------------
+    def generate(self, req: GenerationRequest, bus, should_stop=lambda: False) -> RunEnd:
+        """Run one request; publishes RunStart, StepFrames and RunEnd on ``bus``; returns the RunEnd."""
+        if not self._lock.acquire(blocking=False):
+            raise InvalidRequest("the engine is busy with another run; wait for it or cancel it first")
+        try:
+            return self._generate(self.validate(req), bus, should_stop)
+        finally:
+            self._lock.release()
+
+    def _generate(self, req: GenerationRequest, bus, should_stop) -> RunEnd:
+        import torch
+
+        from .attention import Aggregator, AttentionCapture, map_words
+        from .preview import upscale
+
+        pipe = self.pipe
+        words = map_words(self.tokenizer, req.prompt, req.include_special)
+        cfg = self.uses_cfg(req.guidance)
+        latent_hw = (req.height // self.vae_factor, req.width // self.vae_factor)
+        run_id = new_run_id()
+        start = RunStart(
+            run_id=run_id, prompt=req.prompt, negative_prompt=req.negative_prompt, seed=req.seed, steps=req.steps,
+            guidance=req.guidance, width=req.width, height=req.height, map_size=tuple(req.map_size),
+            words=words.words, word_token_indices=words.token_indices, dropped_words=words.dropped_words,
+            model=self.model_name, scheduler=type(pipe.scheduler).__name__, phases=req.phases,
+            extra=self._extra(req, cfg),
+        )
+        bus.publish(start)
+        t0 = time.perf_counter()
+        state = {"done": 0, "last": t0}
+        aggregator = Aggregator(words.token_indices, words.sequence_length, latent_hw, req.map_size, cfg, self.device)
+        n_words = len(words.words)
+        map_numel = n_words * req.map_size[0] * req.map_size[1]
+
+        def on_step_end(_pipe, i, t, kwargs):
+            tc = time.perf_counter()
+            latents = kwargs["latents"]
+            step_maps, cumulative = aggregator.end_step()
+            full = req.vae_every and ((i + 1) % req.vae_every == 0 or i + 1 == req.steps)
+            tp = time.perf_counter()
+            preview = self.previewer.decode(pipe, latents) if full else self.previewer.linear(latents)
+            # One device → host transfer per step: maps, cumulative maps and preview together.
+            packed = torch.cat([step_maps.reshape(-1), cumulative.reshape(-1), preview.reshape(-1).float()]).cpu().numpy()
+            shape = (n_words, *req.map_size)
+            maps = packed[:map_numel].reshape(shape).astype(np.float16)
+            cum = packed[map_numel: 2 * map_numel].reshape(shape).astype(np.float16)
+            rgb = upscale(packed[2 * map_numel:].reshape(preview.shape), req.height, req.width)
+            now = time.perf_counter()
+            frame = StepFrame(
+                run_id=run_id, step=i, total=req.steps, timestep=float(t), phase=req.phases.phase_at(i, req.steps),
+                phase_weights=req.phases.weights_at(i, req.steps), words=words.words, maps=maps, cumulative=cum,
+                mass=attention_mass(maps), preview=rgb, elapsed=now - t0,
+                timings={"step": tc - state["last"], "capture": tp - tc, "preview": now - tp},
+            )
+            state["done"], state["last"] = i + 1, now
+            bus.publish(frame)
+            if should_stop():
+                raise _Cancelled()
+            return kwargs
+
+        try:
+            with AttentionCapture(pipe.unet, req.layers, self.vae_factor) as capture:
+                capture.begin(aggregator)
+                kwargs = dict(
+                    prompt=req.prompt, num_inference_steps=req.steps, guidance_scale=req.guidance,
+                    width=req.width, height=req.height, output_type="np",
+                    generator=torch.Generator("cpu").manual_seed(req.seed),
+                    callback_on_step_end=on_step_end, callback_on_step_end_tensor_inputs=["latents"],
+                )
+                if cfg and req.negative_prompt:
+                    kwargs["negative_prompt"] = req.negative_prompt
+                with torch.inference_mode():
+                    out = pipe(**kwargs)
+            image = np.clip(np.rint(np.asarray(out.images[0]) * 255), 0, 255).astype(np.uint8)
+            end = RunEnd(run_id, "completed", state["done"], time.perf_counter() - t0, image)
+        except _Cancelled:
+            end = RunEnd(run_id, "cancelled", state["done"], time.perf_counter() - t0)
+        except KeyboardInterrupt:  # Ctrl-C: close the run cleanly for every sink, then stop
+            bus.publish(RunEnd(run_id, "cancelled", state["done"], time.perf_counter() - t0, error="interrupted"))
+            raise
+        except Exception as exc:
+            log.exception("run %s failed at step %d", run_id, state["done"])
+            end = RunEnd(run_id, "failed", state["done"], time.perf_counter() - t0, error=f"{type(exc).__name__}: {exc}".splitlines()[0])
+        bus.publish(end)
+        return end
+
+    def _extra(self, req: GenerationRequest, cfg: bool) -> dict:
+        import diffusers
+        import torch
+        import transformers
+
+        from . import __version__
+
+        return {
+            "device": self.device,
+            "dtype": str(self.loaded.dtype).replace("torch.", ""),
+            "cfg": cfg,
+            "vae_every": req.vae_every,
+            "include_special": req.include_special,
+            "layers": list(req.layers) if req.layers else "all",
+            "versions": {"bridge": __version__, "torch": torch.__version__, "diffusers": diffusers.__version__,
+                         "transformers": transformers.__version__, "numpy": np.__version__},
+        }
+
+
+def _int(value, name: str, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) and not (isinstance(value, float) and value.is_integer()):
+        raise InvalidRequest(f"{name} must be a whole number, got {value!r}")
+    v = int(value)
+    if not lo <= v <= hi:
+        raise InvalidRequest(f"{name} must be from {lo} to {hi}, got {v}")
+    return v

@@ -1,0 +1,146 @@
+"""Load a text-to-image diffusers pipeline on the right device in the right precision.
+
+All sources, the built-in models included, end in the same diffusers call
+(``AutoPipelineForText2Image`` for folders and hub ids, the SD / SDXL pipeline's
+``from_single_file`` for checkpoints).  Every failure becomes one ``ModelError`` sentence.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import ModelError
+from .resolve import ModelSource, resolve_model
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoadedModel:
+    pipe: object
+    source: ModelSource
+    device: str
+    dtype: object  # torch.dtype
+    family: str  # "sd" | "sdxl"
+
+
+def pick_device(device: str = "auto") -> str:
+    import torch
+
+    device = (device or "auto").lower()
+    if device == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelError(f"device {device!r} was asked for but no CUDA GPU is available; use --device cpu or auto")
+    if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ModelError("device 'mps' was asked for but Apple Metal is not available; use --device cpu or auto")
+    if device not in ("cpu", "mps") and not device.startswith("cuda"):
+        raise ModelError(f"unknown device {device!r}; choose auto, cpu, cuda, cuda:N or mps")
+    return device
+
+
+def pick_dtype(dtype: str = "auto", device: str = "cpu"):
+    import torch
+
+    names = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
+             "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
+    dtype = (dtype or "auto").lower()
+    if dtype == "auto":
+        return torch.float32 if device == "cpu" else torch.float16
+    if dtype not in names:
+        raise ModelError(f"unknown dtype {dtype!r}; choose auto, fp32, fp16 or bf16")
+    return names[dtype]
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+
+
+def _folder_kwargs(model_index: dict) -> dict:
+    """Skip the NSFW checker: the bridge streams every step anyway, a checker cannot help there."""
+    if "safety_checker" in model_index:
+        return {"safety_checker": None, "requires_safety_checker": False}
+    return {}
+
+
+def _load_folder_or_hub(source: ModelSource, dtype):
+    from diffusers import AutoPipelineForText2Image, DiffusionPipeline
+
+    if source.kind == "folder":
+        model_index = json.loads((Path(source.location) / "model_index.json").read_text(encoding="utf-8"))
+    else:
+        try:
+            model_index = DiffusionPipeline.load_config(source.location)
+        except Exception as exc:  # no network, unknown repo, gated repo …
+            reason = "the network or hub is unreachable and it is not in the local cache" if _is_network(exc) or _offline() \
+                else _first_line(exc)
+            raise ModelError(f"could not fetch model {source.location!r} from the Hugging Face hub: {reason}") from None
+    return AutoPipelineForText2Image.from_pretrained(source.location, dtype=dtype, **_folder_kwargs(model_index))
+
+
+def _is_network(exc: BaseException) -> bool:
+    text = f"{type(exc).__name__} {exc}".lower()
+    return any(k in text for k in ("connection", "offline", "resolve", "timed out", "localentrynotfound", "max retries"))
+
+
+def _is_sdxl_checkpoint(path: str) -> bool:
+    if path.lower().endswith(".safetensors"):
+        from safetensors import safe_open
+
+        with safe_open(path, framework="pt") as f:
+            return any(k.startswith("conditioner.embedders.1") for k in f.keys())
+    return False  # .ckpt: reading keys means unpickling everything; the name is the hint
+    
+
+def _load_single_file(source: ModelSource, dtype):
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+
+    sdxl = _is_sdxl_checkpoint(source.location) or "xl" in Path(source.location).name.lower()
+    cls = StableDiffusionXLPipeline if sdxl else StableDiffusionPipeline
+    kwargs = {} if sdxl else {"safety_checker": None, "requires_safety_checker": False}
+    return cls.from_single_file(source.location, dtype=dtype, **kwargs)
+
+
+def load_model(model: str | None = "builtin", device: str = "auto", dtype: str = "auto", progress: bool = True) -> LoadedModel:
+    """Load ``model`` (see :func:`resolve_model`) → :class:`LoadedModel`; ModelError on any failure."""
+    import diffusers.utils.logging as dlog
+    import torch
+
+    source = resolve_model(model)
+    dev = pick_device(device)
+    torch_dtype = pick_dtype(dtype, dev)
+    (dlog.enable_progress_bar if progress else dlog.disable_progress_bar)()
+    log.info("loading model %s on %s (%s)", source.name, dev, str(torch_dtype).replace("torch.", ""))
+    try:
+        if source.kind == "single_file":
+            pipe = _load_single_file(source, torch_dtype)
+        else:
+            pipe = _load_folder_or_hub(source, torch_dtype)
+        pipe = pipe.to(dev)
+    except ModelError:
+        raise
+    except Exception as exc:
+        if source.kind != "folder" and (_is_network(exc) or _offline()):
+            raise ModelError(
+                f"could not load model {source.name!r}: it needs files from the Hugging Face hub, which is unreachable "
+                "and not in the local cache"
+            ) from None
+        raise ModelError(f"could not load model {source.name!r}: {_first_line(exc)}") from None
+    if getattr(pipe, "unet", None) is None:
+        raise ModelError(f"model {source.name!r} is a {type(pipe).__name__}, not a UNet text-to-image pipeline this bridge can capture")
+    pipe.set_progress_bar_config(disable=True)  # the bridge shows its own progress
+    family = "sdxl" if getattr(pipe, "text_encoder_2", None) is not None or "XL" in type(pipe).__name__ else "sd"
+    return LoadedModel(pipe, source, dev, torch_dtype, family)

@@ -1,0 +1,100 @@
+"""Cheap per-step previews: a linear latent → RGB map, and an optional full VAE decode.
+
+The linear map (one 3×C matrix and a bias) turns a latent into a rough colour image at latent
+resolution for the price of a 1×1 convolution, so every step can carry a preview.  The
+factors are fitted per model by least squares against the model's own VAE: decode a few
+random latents, average-pool the images to latent resolution, solve ``[z, 1] @ W ≈ rgb``.
+The built-in models ship their fitted factors (``latent_rgb.json`` beside model_index.json);
+any other model is fitted once when it loads (a single small decode).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+LATENT_RGB_FILE = "latent_rgb.json"
+
+
+@dataclass(frozen=True)
+class LatentRGB:
+    factors: tuple[tuple[float, float, float], ...]  # (latent_channels, 3)
+    bias: tuple[float, float, float]
+
+    def to_dict(self) -> dict:
+        return {"factors": [list(r) for r in self.factors], "bias": list(self.bias)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "LatentRGB":
+        return cls(tuple(tuple(float(x) for x in r) for r in d["factors"]), tuple(float(x) for x in d["bias"]))
+
+
+def save_latent_rgb(model_dir: str | Path, fit: LatentRGB) -> None:
+    (Path(model_dir) / LATENT_RGB_FILE).write_text(json.dumps(fit.to_dict(), indent=2) + "\n", encoding="utf-8")
+
+
+def load_latent_rgb(model_dir: str | Path | None) -> LatentRGB | None:
+    if model_dir is None:
+        return None
+    path = Path(model_dir) / LATENT_RGB_FILE
+    return LatentRGB.from_dict(json.loads(path.read_text(encoding="utf-8"))) if path.is_file() else None
+
+
+def fit_latent_rgb(vae, latent_size: int = 16, batch: int = 2, seed: int = 0) -> LatentRGB:
+    """Least-squares fit of pipeline-space latents (the ones the scheduler sees) to decoded RGB in [-1, 1]."""
+    import torch
+    import torch.nn.functional as F
+
+    param = next(vae.parameters())
+    channels = int(vae.config.latent_channels)
+    scale = float(getattr(vae.config, "scaling_factor", 1.0) or 1.0)
+    g = torch.Generator("cpu").manual_seed(seed)
+    z = torch.randn(batch, channels, latent_size, latent_size, generator=g)
+    with torch.no_grad():
+        image = vae.decode((z / scale).to(param.device, param.dtype)).sample.float().cpu()
+    factor = image.shape[-1] // latent_size
+    rgb = F.avg_pool2d(image, factor)  # (B, 3, h, w): the colour each latent pixel stands for
+    x = torch.cat([z, torch.ones(batch, 1, latent_size, latent_size)], 1).permute(0, 2, 3, 1).reshape(-1, channels + 1)
+    y = rgb.permute(0, 2, 3, 1).reshape(-1, 3)
+    w = torch.linalg.lstsq(x.double(), y.double()).solution.float()  # (C + 1, 3)
+    return LatentRGB(tuple(tuple(float(v) for v in r) for r in w[:channels].tolist()), tuple(float(v) for v in w[channels].tolist()))
+
+
+class Previewer:
+    """Turns latents into a uint8 RGB preview tensor on the device (latent resolution)."""
+
+    def __init__(self, fit: LatentRGB, device, dtype):
+        import torch
+
+        self.weight = torch.tensor(fit.factors, device=device, dtype=torch.float32)  # (C, 3)
+        self.bias = torch.tensor(fit.bias, device=device, dtype=torch.float32)
+
+    def linear(self, latents):
+        """(1, C, h, w) latents → (h, w, 3) float RGB in 0..255 on the device."""
+        import torch
+
+        rgb = torch.einsum("chw,cr->hwr", latents[0].float(), self.weight) + self.bias
+        return ((rgb.clamp(-1, 1) + 1) * 127.5)
+
+    @staticmethod
+    def decode(pipe, latents):
+        """Full VAE decode of the current latents → (H, W, 3) float RGB in 0..255 on the device."""
+        import torch
+
+        vae = pipe.vae
+        with torch.no_grad():
+            image = vae.decode(latents[:1].to(vae.dtype) / vae.config.scaling_factor).sample[0]
+        return ((image.float().clamp(-1, 1) + 1) * 127.5).permute(1, 2, 0)
+
+
+def upscale(rgb: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Host-side bilinear resize of a float (h, w, 3) preview to uint8 (height, width, 3)."""
+    from PIL import Image
+
+    img = np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+    if img.shape[:2] == (height, width):
+        return img
+    return np.asarray(Image.fromarray(img, "RGB").resize((width, height), Image.BILINEAR))
