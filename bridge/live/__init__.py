@@ -1,0 +1,1 @@
+"""The live bridge behind `serve`: generation worker, OSC control receiver, session wiring."""

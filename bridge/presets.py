@@ -1,0 +1,267 @@
+"""Presets: named sets of settings in ``presets/*.toml``, validated on load.
+
+A preset file has sections (``[generation]``, ``[server]``, ``[osc]`` …); every key is one
+:class:`Field` with a type, a range and a command-line flag, so any preset value can be
+overridden on the command line (``--steps 30`` beats ``steps = 20``).  Mistakes are reported
+with the file and key: an unknown key gets a "did you mean …", a wrong type or range names
+the key and the allowed values.
+
+    preset = load_preset("live")                 # or a path to a .toml file
+    values = apply_overrides(preset.values, args)
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import UserError
+
+PRESETS_DIR = Path(__file__).resolve().parents[1] / "presets"
+DEFAULT_PRESET = "live"
+MODES = ("vj", "installation")
+SEED_MODES = ("random", "increment", "fixed")
+
+
+class PresetError(UserError):
+    """A preset that cannot be found or has a bad key or value."""
+
+
+@dataclass(frozen=True)
+class Field:
+    key: str
+    section: str  # "" for top-level keys
+    kind: str  # str | int | float | bool | list
+    default: object
+    help: str
+    lo: float | None = None
+    hi: float | None = None
+    choices: tuple = ()
+    flag: str | None = None  # command-line flag; default: --key with - for _
+
+    @property
+    def option(self) -> str:
+        return self.flag or "--" + self.key.replace("_", "-")
+
+
+FIELDS: tuple[Field, ...] = (
+    Field("description", "", "str", "", "one line shown by --help"),
+    Field("mode", "", "str", "vj", "vj: a new prompt interrupts the run; installation: loop the playlist", choices=MODES),
+    # model
+    Field("model", "model", "str", "builtin", "model: builtin, builtin:tiny, a hub id, a folder or a .safetensors file"),
+    Field("device", "model", "str", "auto", "auto, cpu, cuda, cuda:1, mps"),
+    Field("dtype", "model", "str", "auto", "auto, float32, float16, bfloat16", choices=("auto", "float32", "float16", "bfloat16")),
+    # generation
+    Field("prompt", "generation", "str", "a red apple on a wooden table", "prompt of the first run"),
+    Field("negative_prompt", "generation", "str", "", "negative prompt"),
+    Field("seed", "generation", "int", 0, "seed of the first run", 0, 2**32 - 1),
+    Field("steps", "generation", "int", 20, "denoising steps per run", 1, 500),
+    Field("guidance", "generation", "float", None, "guidance scale (left out: the model's default)", 0, 100),
+    Field("width", "generation", "int", 0, "image width, multiple of 8 (0: the model's native size)", 0, 2048),
+    Field("height", "generation", "int", 0, "image height, multiple of 8 (0: the model's native size)", 0, 2048),
+    Field("map_size", "generation", "int", 0, "heat map side in pixels (0: from the latent size)", 0, 1024),
+    Field("vae_every", "generation", "int", 0, "full VAE preview every k steps (0: fast linear preview only)", 0, 500),
+    Field("include_special", "generation", "bool", False, "also map the start/end/padding tokens"),
+    Field("autostart", "generation", "bool", False, "vj mode: generate `prompt` once at start-up"),
+    # phases
+    Field("noise", "phases", "float", 0.2, "fraction of the run in the noise phase", 0, 1, flag="--phase-noise"),
+    Field("structure", "phases", "float", 0.4, "fraction of the run in the structure phase", 0, 1, flag="--phase-structure"),
+    Field("detail", "phases", "float", 0.4, "fraction of the run in the detail phase", 0, 1, flag="--phase-detail"),
+    Field("blend", "phases", "float", 0.1, "cross-fade width around phase boundaries", 0, 0.5, flag="--phase-blend"),
+    # server
+    Field("host", "server", "str", "127.0.0.1", "websocket/HTTP address (not 127.0.0.1 needs --token)"),
+    Field("port", "server", "int", 8765, "websocket + HTTP viewer port", 0, 65535),
+    Field("token", "server", "str", "", "shared token clients must send (?token=…) when not on 127.0.0.1"),
+    Field("web_root", "server", "str", "web", "folder served over HTTP (the browser viewer)"),
+    # osc
+    Field("osc_out", "osc", "list", ["127.0.0.1:7000"], "OSC targets host:port (repeat the flag for several)"),
+    Field("osc_prefix", "osc", "str", "/daam", "OSC address prefix"),
+    Field("osc_in_host", "osc", "str", "127.0.0.1", "address the OSC control receiver listens on"),
+    Field("osc_in_port", "osc", "int", 7001, "OSC control port (0: no OSC control)", 0, 65535),
+    Field("osc_allow", "osc", "list", [], "hosts allowed to send OSC control (empty: any)"),
+    # spout
+    Field("spout", "spout", "bool", False, "send the selected word's map and the preview over Spout (Windows)"),
+    Field("spout_name", "spout", "str", "daam", "Spout sender name prefix"),
+    # installation
+    Field("playlist", "installation", "list", [], "installation prompts, played in order, forever (repeat the flag)"),
+    Field("pause", "installation", "float", 5.0, "seconds to hold each finished image before the next run", 0, 86400),
+    Field("seeds", "installation", "str", "random", "seed per run: random, increment or fixed", choices=SEED_MODES),
+    Field("loops", "installation", "int", 0, "playlist passes before stopping (0: forever)", 0, 10**9),
+    Field("record", "installation", "str", "", "folder to record every run into (empty: no recording)"),
+    # replay
+    Field("recordings", "replay", "str", "", "replay: a recording folder or a folder of recordings"),
+    Field("speed", "replay", "float", 1.0, "replay speed factor", 0.001, 1000),
+    Field("loop", "replay", "bool", True, "replay: start over at the end"),
+    Field("shuffle", "replay", "bool", False, "replay: shuffle a folder of recordings"),
+)
+
+FIELD_BY_KEY = {f.key: f for f in FIELDS}
+SECTIONS = tuple(dict.fromkeys(f.section for f in FIELDS if f.section))
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    path: Path | None
+    values: dict  # key → value for every field (defaults filled in)
+
+    @property
+    def description(self) -> str:
+        return self.values.get("description", "")
+
+
+def defaults() -> dict:
+    return {f.key: (list(f.default) if isinstance(f.default, list) else f.default) for f in FIELDS}
+
+
+def list_presets(folder: Path = PRESETS_DIR) -> list[str]:
+    return sorted(p.stem for p in Path(folder).glob("*.toml"))
+
+
+def preset_path(name: str, folder: Path = PRESETS_DIR) -> Path:
+    """A preset name (``live``) or a path to a .toml file → the file; PresetError if absent."""
+    candidate = Path(name)
+    if candidate.suffix == ".toml" or "/" in name or "\\" in name:
+        if not candidate.is_file():
+            raise PresetError(f"preset file {name} does not exist")
+        return candidate
+    path = Path(folder) / f"{name}.toml"
+    if not path.is_file():
+        names = list_presets(folder)
+        close = difflib.get_close_matches(name, names, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise PresetError(f"no preset named {name!r}{hint} (presets: {', '.join(names) or 'none'})")
+    return path
+
+
+def load_preset(name: str = DEFAULT_PRESET, folder: Path = PRESETS_DIR) -> Preset:
+    path = preset_path(name, folder)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise PresetError(f"{path}: not valid TOML ({exc})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PresetError(f"{path}: cannot be read ({exc})") from None
+    values = defaults()
+    values.update(parse_table(data, str(path)))
+    check_consistency(values, str(path))
+    return Preset(path.stem, path, values)
+
+
+def parse_table(data: dict, where: str) -> dict:
+    """Flatten and validate a parsed TOML document; raises PresetError naming ``where`` and the key."""
+    out = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            if key not in SECTIONS:
+                raise PresetError(f"{where}: unknown section [{key}]{_hint(key, SECTIONS)}")
+            for sub, v in value.items():
+                field = FIELD_BY_KEY.get(sub)
+                if field is None or field.section != key:
+                    known = [f.key for f in FIELDS if f.section == key]
+                    elsewhere = f" ({sub} belongs in [{field.section}])" if field and field.section else ""
+                    raise PresetError(f"{where}: unknown key {sub!r} in [{key}]{elsewhere or _hint(sub, known)}")
+                out[sub] = check_value(field, v, where)
+        else:
+            field = FIELD_BY_KEY.get(key)
+            if field is None or field.section:
+                where_it_goes = f" (it belongs in [{field.section}])" if field else _hint(key, [f.key for f in FIELDS])
+                raise PresetError(f"{where}: unknown top-level key {key!r}{where_it_goes}")
+            out[key] = check_value(field, value, where)
+    return out
+
+
+def check_value(field: Field, value, where: str):
+    """Type and range check of one value; returns it typed (ints accepted for floats)."""
+    name = f"[{field.section}] {field.key}" if field.section else field.key
+    expected = {"str": "text", "int": "a whole number", "float": "a number", "bool": "true or false",
+                "list": "a list of text"}[field.kind]
+    ok = {
+        "str": isinstance(value, str),
+        "int": isinstance(value, int) and not isinstance(value, bool),
+        "float": isinstance(value, (int, float)) and not isinstance(value, bool),
+        "bool": isinstance(value, bool),
+        "list": isinstance(value, list) and all(isinstance(v, str) for v in value),
+    }[field.kind]
+    if not ok:
+        raise PresetError(f"{where}: {name} must be {expected}, got {value!r}")
+    if field.kind == "float":
+        value = float(value)
+        if not math.isfinite(value):
+            raise PresetError(f"{where}: {name} must be a finite number, got {value}")
+    if field.kind in ("int", "float") and (
+            (field.lo is not None and value < field.lo) or (field.hi is not None and value > field.hi)):
+        raise PresetError(f"{where}: {name} must be within {field.lo:g}..{field.hi:g}, got {value}")
+    if field.choices and value not in field.choices:
+        raise PresetError(f"{where}: {name} must be one of {', '.join(field.choices)}, got {value!r}")
+    return list(value) if field.kind == "list" else value
+
+
+def check_consistency(values: dict, where: str) -> None:
+    """Rules that involve several keys."""
+    parts = values["noise"] + values["structure"] + values["detail"]
+    if abs(parts - 1.0) > 1e-6:
+        raise PresetError(f"{where}: [phases] noise + structure + detail must be 1, got {parts:g}")
+    for key in ("width", "height"):
+        if values[key] % 8:
+            raise PresetError(f"{where}: [generation] {key} must be a multiple of 8 (or 0), got {values[key]}")
+    if values["mode"] == "installation" and not values["playlist"]:
+        raise PresetError(f"{where}: installation mode needs a [installation] playlist of prompts")
+
+
+def _hint(name: str, known) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(known)}"
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def add_preset_arguments(parser, sections=None) -> None:
+    """Add ``--preset`` and one flag per field (all defaulting to "not given")."""
+    import argparse
+
+    names = list_presets()
+    parser.add_argument("--preset", default=DEFAULT_PRESET, metavar="NAME",
+                        help=f"preset name or .toml path (default {DEFAULT_PRESET}); presets: {', '.join(names)}")
+    for section in ("", *SECTIONS):
+        if sections is not None and section not in sections:
+            continue
+        fields = [f for f in FIELDS if f.section == section]
+        group = parser.add_argument_group(f"[{section}] preset values" if section else "preset values")
+        for f in fields:
+            if f.key == "description":
+                continue
+            kw = dict(dest=f.key, default=argparse.SUPPRESS, help=f.help)
+            if f.kind == "bool":
+                group.add_argument(f.option, action=argparse.BooleanOptionalAction, **kw)
+            elif f.kind == "list":
+                group.add_argument(f.option, action="append", metavar=f.key.upper(), **kw)
+            else:
+                typ = {"str": str, "int": int, "float": float}[f.kind]
+                group.add_argument(f.option, type=typ, metavar=f.key.upper(),
+                                   choices=list(f.choices) or None, **kw)
+
+
+def apply_overrides(values: dict, args) -> dict:
+    """Preset values with every flag the user gave on top, validated like the file."""
+    out = dict(values)
+    for f in FIELDS:
+        if hasattr(args, f.key):
+            out[f.key] = check_value(f, getattr(args, f.key), "command line")
+    check_consistency(out, "command line")
+    return out
+
+
+def presets_epilog() -> str:
+    lines = ["presets (presets/*.toml; --preset NAME, any value overridable by its flag):"]
+    for name in list_presets():
+        try:
+            desc = load_preset(name).description
+        except UserError as exc:
+            desc = f"(invalid: {exc})"
+        lines.append(f"  {name:<14}{desc}")
+    return "\n".join(lines)

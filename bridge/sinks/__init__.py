@@ -1,0 +1,87 @@
+"""Sinks: where run events go (websocket, OSC, Spout, progress bar, recordings).
+
+:func:`build_sinks` makes the set a config asks for; ``serve`` and ``replay`` both use it, so
+both put the same bytes on the same wires.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .selection import Selection
+
+
+@dataclass
+class SinkConfig:
+    """What to send where.  ``port=None`` turns the websocket off; an empty ``osc_out`` turns OSC off."""
+
+    host: str = "127.0.0.1"
+    port: int | None = 8765
+    token: str = ""
+    web_root: str | None = "web"
+    osc_out: list = field(default_factory=lambda: ["127.0.0.1:7000"])
+    osc_prefix: str = "/daam"
+    spout: bool = False
+    spout_name: str = "daam"
+    progress: bool = True
+    record: str = ""  # a folder: every run is recorded into its own subfolder
+
+
+@dataclass
+class Sinks:
+    """The built sinks; ``all`` is what goes on the Bus."""
+
+    all: list
+    selection: Selection
+    websocket: object = None
+    osc: object = None
+    spout: object = None
+
+    def close(self) -> None:
+        for sink in reversed(self.all):
+            close = getattr(sink, "close", None)
+            if close is not None:
+                close()
+
+
+def build_sinks(config: SinkConfig, *, selection: Selection | None = None, controller=None, status=None,
+                presets=()) -> Sinks:
+    """Create (and start) the sinks ``config`` asks for.
+
+    ``controller``/``status`` are handed to the websocket sink (see
+    :class:`bridge.sinks.websocket.WebSocketSink`).  Raises :class:`bridge.errors.UserError` for a
+    bad target or a port in use; sinks created before the failure are closed.
+    """
+    selection = selection or Selection()
+    built = Sinks([], selection)
+    try:
+        if config.osc_out:
+            from .osc import OscSink
+
+            built.osc = OscSink(config.osc_out, config.osc_prefix, selection)
+            built.all.append(built.osc)
+        if config.spout:
+            from .spout import make_spout_sink
+
+            built.spout = make_spout_sink(config.spout_name, selection)
+            if built.spout is not None:
+                built.all.append(built.spout)
+        if config.record:
+            from ..recording.writer import RecordEveryRun
+
+            built.all.append(RecordEveryRun(config.record))
+        if config.progress:
+            from .progress import ProgressSink
+
+            built.all.append(ProgressSink())
+        if config.port is not None:
+            from .websocket import WebSocketSink
+
+            built.websocket = WebSocketSink(config.host, config.port, token=config.token, web_root=config.web_root,
+                                            selection=selection, controller=controller, status=status,
+                                            presets=presets).start()
+            built.all.append(built.websocket)
+    except BaseException:
+        built.close()
+        raise
+    return built

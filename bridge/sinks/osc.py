@@ -1,0 +1,143 @@
+"""OSC sink: run, step, phase and per-word statistics to one or more UDP targets.
+
+Each event becomes one bundle with the IMMEDIATE timetag.  Numbers are int32/float32 so a
+TouchDesigner OSC In CHOP reads them as channels; strings (prompt, words, phase name, errors)
+go on their own addresses for an OSC In DAT.  The address space is in docs/PROTOCOL.md §3.
+Bundles are built and sent on the sink's own thread (see :class:`ThreadedSink`).
+"""
+
+from __future__ import annotations
+
+import socket
+
+from pythonosc.osc_bundle_builder import IMMEDIATELY, OscBundleBuilder
+from pythonosc.osc_message_builder import OscMessageBuilder
+
+from ..errors import UserError
+from ..frames import RunEnd, RunStart, StepFrame
+from ..phases import PHASE_NAMES
+from ..wordstats import StatsTracker
+from .mailbox import ThreadedSink
+from .selection import Selection
+
+STATUS_CODES = {"completed": 0, "cancelled": 1, "failed": 2}
+MAX_DATAGRAM = 65000  # UDP payload limit (with headroom); bigger bundles are split
+
+
+def parse_target(text: str) -> tuple[str, int]:
+    """``"host:port"`` → (host, port); raises :class:`UserError` naming the bad target."""
+    host, sep, port = str(text).strip().rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UserError(f"OSC target {text!r} must look like host:port, e.g. 127.0.0.1:7000")
+    return host.strip("[]"), int(port)
+
+
+def message(address: str, *args):
+    """One OSC message (``.dgram`` is its bytes) with explicit int32/float32/string types."""
+    builder = OscMessageBuilder(address)
+    for a in args:
+        if isinstance(a, bool):
+            builder.add_arg(int(a), "i")
+        elif isinstance(a, int):
+            builder.add_arg(a, "i")
+        elif isinstance(a, float):
+            builder.add_arg(a, "f")
+        else:
+            builder.add_arg(str(a), "s")
+    return builder.build()
+
+
+def bundle(messages) -> list[bytes]:
+    """Bundles with the IMMEDIATE timetag, split so each fits one UDP datagram."""
+    out, builder, size = [], OscBundleBuilder(IMMEDIATELY), 16
+    for m in messages:
+        if size + len(m.dgram) + 4 > MAX_DATAGRAM and size > 16:
+            out.append(builder.build().dgram)
+            builder, size = OscBundleBuilder(IMMEDIATELY), 16
+        builder.add_content(m)
+        size += len(m.dgram) + 4
+    if size > 16:
+        out.append(builder.build().dgram)
+    return out
+
+
+def _int32(x: int) -> int:
+    return int(x) % 2**31
+
+
+class OscSink(ThreadedSink):
+    """Sends the OSC address space to ``targets`` (list of host:port or (host, port))."""
+
+    name = "osc"
+
+    def __init__(self, targets, prefix: str = "/daam", selection: Selection | None = None):
+        self.targets = [parse_target(t) if isinstance(t, str) else (t[0], int(t[1])) for t in targets]
+        self.prefix = prefix.rstrip("/")
+        self.selection = selection or Selection()
+        self.tracker = StatsTracker()
+        self.sent = 0
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._addrs = []
+        for host, port in self.targets:
+            try:
+                self._addrs.append(socket.getaddrinfo(host, port, socket.AF_INET, socket.SOCK_DGRAM)[0][4])
+            except socket.gaierror as exc:
+                raise UserError(f"OSC target {host}:{port} cannot be resolved ({exc.strerror})") from None
+        super().__init__()
+        self.selection.add_listener(lambda index: self.send([self._msg("/selected", index)]))
+
+    def msg(self, address: str, *args):
+        """A message on ``prefix + address``."""
+        return message(self.prefix + address, *args)
+
+    def _msg(self, address: str, *args):
+        return message(self.prefix + address, *args)
+
+    def send(self, messages) -> None:
+        """Send messages as bundle(s) to every target; network errors are logged, not raised."""
+        for dgram in bundle(messages):
+            for addr in self._addrs:
+                try:
+                    self._sock.sendto(dgram, addr)
+                    self.sent += 1
+                except OSError as exc:  # e.g. no route: the show goes on
+                    self._log.warning("OSC send to %s:%s failed: %s", *addr[:2], exc)
+
+    def send_error(self, code: str, text: str, reply_to=None) -> None:
+        """``/daam/error s code, s message`` to the targets and, if given, the sender's address."""
+        dgram = message(self.prefix + "/error", code, text).dgram
+        for addr in {*self._addrs, *([reply_to] if reply_to else [])}:
+            try:
+                self._sock.sendto(dgram, addr)
+            except OSError:
+                pass
+
+    def handle(self, event) -> None:
+        if isinstance(event, RunStart):
+            map_h, map_w = event.map_size
+            self.send([
+                self._msg("/run/start", event.steps, _int32(event.seed), event.width, event.height, len(event.words), map_h, map_w),
+                self._msg("/run/prompt", event.prompt),
+                self._msg("/words", *event.words),
+                self._msg("/selected", self.selection.index),
+            ])
+        elif isinstance(event, StepFrame):
+            stats = self.tracker.update(event)
+            phase = PHASE_NAMES.index(event.phase) if event.phase in PHASE_NAMES else 0
+            msgs = [
+                self._msg("/step", event.step, event.total, (event.step + 1) / max(event.total, 1)),
+                self._msg("/phase", phase),
+                self._msg("/phase/name", event.phase),
+                self._msg("/phase/weights", *(float(w) for w in event.phase_weights)),
+            ]
+            msgs += [self._msg(f"/word/{i}", *(float(v) for v in row)) for i, row in enumerate(stats)]
+            self.send(msgs)
+        elif isinstance(event, RunEnd):
+            self.send([
+                self._msg("/run/end", event.steps_done, STATUS_CODES.get(event.status, 2)),
+                self._msg("/run/status", event.status),
+            ])
+
+    def close(self) -> None:
+        super().close()
+        self._sock.close()
