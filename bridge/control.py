@@ -41,7 +41,9 @@ DEFAULT_LIMITS = Limits()
 SETTING_NAMES = ("prompt", "negative_prompt", "seed", "steps", "guidance", "width", "height")
 # Controls with no value.
 ACTIONS = ("pause", "resume", "cancel", "status", "next")
-KINDS = ("prompt", "set", "select", "preset", "subscribe", *ACTIONS)
+KINDS = ("prompt", "set", "select", "preset", "subscribe", "speed", *ACTIONS)
+MAX_SPEED = 1000.0  # replay speed factor bounds (speed → {"speed": float})
+MIN_SPEED = 0.001
 
 
 @dataclass(frozen=True)
@@ -192,6 +194,10 @@ def parse_json_control(msg: dict, limits: Limits = DEFAULT_LIMITS) -> Control:
         return Control("subscribe", {"subscription": {k: v for k, v in msg.items() if k != "type"}})
     if kind in ACTIONS:
         return Control(kind)
+    if kind == "speed":
+        if "speed" not in msg:
+            raise ControlError('speed needs a "speed": the replay speed factor, e.g. 2 for twice as fast')
+        return Control("speed", {"speed": _float("speed", msg["speed"], MIN_SPEED, MAX_SPEED)})
     raise ControlError(_unknown("message type", kind, KINDS), "unknown_type")
 
 
@@ -205,6 +211,7 @@ OSC_CONTROLS = {
     "/size": ("set", "size"),
     "/select": ("select", None),
     "/preset": ("preset", None),
+    "/speed": ("speed", None),
     **{f"/{a}": (a, None) for a in ACTIONS},
 }
 
@@ -236,6 +243,8 @@ def parse_osc_control(address: str, args: list, prefix: str = "/daam", limits: L
     value = args[0]
     if kind == "select":
         return Control("select", _select(value))
+    if kind == "speed":
+        return Control("speed", {"speed": _float("speed", value, MIN_SPEED, MAX_SPEED)})
     if kind == "preset":
         return Control("preset", _preset(value))
     return Control(kind, _settings({name: value}, limits, kind))
