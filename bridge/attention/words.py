@@ -3,6 +3,9 @@
 CLIP's byte-level BPE marks the last subword of every word with ``</w>`` and its pre-tokenizer
 already splits punctuation from letters, so a word is a run of tokens up to and including one
 that ends in ``</w>``: "unbelievably," → ``un bel iev ably</w> ,</w>`` → "unbelievably", ",".
+CLIP also cuts digits and contractions into pieces of their own ("w12" → w, 1, 2; "don't" →
+don, 't); pieces that touch in the prompt and both hold letters or digits are joined back,
+so the words are what a person typed, while punctuation stays a word of its own.
 The text encoder sees ``<|startoftext|>``, at most ``max_length - 2`` prompt tokens,
 ``<|endoftext|>`` and padding; words whose tokens do not all fit are dropped and reported.
 
@@ -58,17 +61,42 @@ def group_tokens(tokens: list[str]) -> list[list[int]]:
     return groups
 
 
+def _is_alnum(text: str) -> bool:
+    return any(c.isalnum() for c in text)
+
+
+def join_touching(prompt: str, groups: list[list[int]], texts: list[str]) -> tuple[list[list[int]], list[str]]:
+    """Join consecutive alphanumeric pieces with no whitespace between them in ``prompt``."""
+    text = " ".join(prompt.lower().split())
+    out_groups: list[list[int]] = []
+    out_texts: list[str] = []
+    pos = 0
+    for group, piece in zip(groups, texts):
+        at = text.find(piece, pos)
+        touching = at == pos and pos > 0 and not text[pos - 1].isspace()
+        if at >= 0:
+            pos = at + len(piece)
+        if touching and out_texts and _is_alnum(out_texts[-1]) and _is_alnum(piece):
+            out_groups[-1] = out_groups[-1] + group
+            out_texts[-1] += piece
+        else:
+            out_groups.append(list(group))
+            out_texts.append(piece)
+    return out_groups, out_texts
+
+
 def map_words(tokenizer, prompt: str, include_special: bool = False) -> WordMap:
     """Split ``prompt`` into words with their positions in the (padded) encoder input."""
     max_length = int(getattr(tokenizer, "model_max_length", 77) or 77)
     if max_length > 4096:  # tokenizers saved without a limit report a huge sentinel
         max_length = 77
-    ids = tokenizer(prompt, add_special_tokens=False, truncation=False).input_ids
+    ids = _token_ids(tokenizer, prompt)
     tokens = tokenizer.convert_ids_to_tokens(ids)
     room = max_length - 2  # start and end tokens
+    groups = group_tokens(tokens)
+    groups, texts = join_touching(prompt, groups, ["".join(_decode(tokens[i]) for i in g) for g in groups])
     words, indices, dropped = [], [], []
-    for group in group_tokens(tokens):
-        text = "".join(_decode(tokens[i]) for i in group)
+    for group, text in zip(groups, texts):
         if group[-1] < room:
             words.append(text)
             indices.append(tuple(i + 1 for i in group))  # +1: after <|startoftext|>
@@ -85,3 +113,15 @@ def map_words(tokenizer, prompt: str, include_special: bool = False) -> WordMap:
         words = [specials[0][0], *words, *(s[0] for s in specials[1:])]
         indices = [specials[0][1], *indices, *(s[1] for s in specials[1:])]
     return WordMap(tuple(words), tuple(indices), tuple(dropped), max_length)
+
+
+def _token_ids(tokenizer, prompt: str) -> list[int]:
+    """All token ids of the prompt, without specials and without the over-length warning."""
+    import transformers
+
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()  # the limit is handled (and reported) here
+    try:
+        return list(tokenizer(prompt, add_special_tokens=False, truncation=False).input_ids)
+    finally:
+        transformers.logging.set_verbosity(verbosity)

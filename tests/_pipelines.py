@@ -1,0 +1,85 @@
+"""Tiny random diffusers pipelines of each family the bridge serves, saved as real folders.
+
+SD 1.x is the shipped built-in tiny model.  Here: SD 2.x-style (linear projections,
+v-prediction, "!" padding) and SDXL-style (two text encoders, text_time conditioning).
+Weights are random and seeded; only the architecture matters to the capture.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bridge.builtin.clip_bpe import write_clip_tokenizer
+
+MERGES = 1000
+
+
+def _text_encoder(tokenizer, with_projection=False, hidden=32, seed=0):
+    import torch
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    torch.manual_seed(seed)
+    cfg = CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+        max_position_embeddings=77, projection_dim=32, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, hidden_act="gelu",
+    )
+    return (CLIPTextModelWithProjection if with_projection else CLIPTextModel)(cfg)
+
+
+def _vae(seed=2):
+    import torch
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(seed)
+    return AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=8, block_out_channels=(8, 8, 8, 8),
+        layers_per_block=1, down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+    )
+
+
+def make_sd2_like(folder: Path) -> Path:
+    import torch
+    from diffusers import DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTokenizer
+
+    tok = CLIPTokenizer.from_pretrained(write_clip_tokenizer(folder / "_tok", MERGES, pad_token="!"))
+    torch.manual_seed(1)
+    unet = UNet2DConditionModel(
+        sample_size=8, block_out_channels=(16, 32), layers_per_block=1, norm_num_groups=8,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=32, attention_head_dim=(2, 4), use_linear_projection=True, upcast_attention=True,
+    )
+    scheduler = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
+                              prediction_type="v_prediction", clip_sample=False, set_alpha_to_one=False)
+    pipe = StableDiffusionPipeline(vae=_vae(), text_encoder=_text_encoder(tok), tokenizer=tok, unet=unet, scheduler=scheduler,
+                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    out = folder / "sd2"
+    pipe.save_pretrained(out)
+    return out
+
+
+def make_sdxl_like(folder: Path) -> Path:
+    import torch
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTokenizer
+
+    tok = CLIPTokenizer.from_pretrained(write_clip_tokenizer(folder / "_tok1", MERGES))
+    tok2 = CLIPTokenizer.from_pretrained(write_clip_tokenizer(folder / "_tok2", MERGES, pad_token="!"))
+    torch.manual_seed(1)
+    unet = UNet2DConditionModel(
+        sample_size=8, block_out_channels=(16, 32), layers_per_block=1, norm_num_groups=8,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4), use_linear_projection=True, addition_embed_type="text_time",
+        addition_time_embed_dim=8, transformer_layers_per_block=(1, 2), projection_class_embeddings_input_dim=80,
+        cross_attention_dim=64,
+    )
+    scheduler = EulerDiscreteScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
+                                       steps_offset=1, timestep_spacing="leading")
+    pipe = StableDiffusionXLPipeline(
+        vae=_vae(), text_encoder=_text_encoder(tok), text_encoder_2=_text_encoder(tok2, with_projection=True, seed=3),
+        tokenizer=tok, tokenizer_2=tok2, unet=unet, scheduler=scheduler,
+    )
+    out = folder / "sdxl"
+    pipe.save_pretrained(out)
+    return out

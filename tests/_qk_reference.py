@@ -1,0 +1,89 @@
+"""An independent, plain DAAM reference: hook each cross-attention's q and k, redo it by hand.
+
+Per captured layer call: for every image of the conditional half and every head, an eager
+softmax(q·kᵀ/√d) in float64; the mean over heads; every token's (h, w) map — h and w read
+from the transformer block's own 4-D input, not derived — bicubic-upsampled to the map size
+and clamped ≥ 0; summed over layers per step; each word = mean of its tokens' maps; the
+cumulative map = sum over steps.  Nothing here is shared with bridge/attention.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+class QKRecorder:
+    """Forward hooks on every attn2's to_q / to_k and on each transformer's input."""
+
+    def __init__(self, unet):
+        self.unet = unet
+        self.calls: list[dict] = []
+        self.boundaries: list[int] = []
+        self._hooks = []
+        self._hw: dict[str, tuple[int, int]] = {}
+
+    def __enter__(self):
+        for name, module in self.unet.named_modules():
+            if type(module).__name__ == "Transformer2DModel":
+                self._hooks.append(module.register_forward_pre_hook(self._shape_hook(name), with_kwargs=True))
+            if name.endswith("attn2"):
+                owner = name.split(".transformer_blocks")[0]
+                self._hooks.append(module.to_q.register_forward_hook(self._q_hook(name, owner, module.heads)))
+                self._hooks.append(module.to_k.register_forward_hook(self._k_hook()))
+        return self
+
+    def __exit__(self, *exc):
+        for h in self._hooks:
+            h.remove()
+
+    def _shape_hook(self, name):
+        def hook(module, args, kwargs):
+            x = args[0] if args else kwargs["hidden_states"]
+            self._hw[name] = (int(x.shape[2]), int(x.shape[3]))
+        return hook
+
+    def _q_hook(self, name, owner, heads):
+        def hook(module, args, out):
+            self.calls.append({"name": name, "q": out.detach().double().clone(), "heads": heads, "hw": self._hw[owner]})
+        return hook
+
+    def _k_hook(self):
+        def hook(module, args, out):
+            self.calls[-1]["k"] = out.detach().double().clone()
+        return hook
+
+    def mark_step(self):
+        self.boundaries.append(len(self.calls))
+
+    def reference(self, token_indices, cfg: bool, map_hw) -> list[tuple[np.ndarray, np.ndarray]]:
+        """[(step word maps, cumulative word maps)] per step, float64 (words, map_h, map_w)."""
+        out, start = [], 0
+        cumulative = None
+        for end in self.boundaries:
+            token_maps = None
+            for call in self.calls[start:end]:
+                q, k, heads = call["q"], call["k"], call["heads"]
+                b = q.shape[0]
+                rows = range(b // 2, b) if cfg else range(b)
+                d = q.shape[-1] // heads
+                h, w = call["hw"]
+                acc = torch.zeros(q.shape[1], k.shape[1], dtype=torch.float64)
+                for i in rows:
+                    per_image = torch.zeros_like(acc)
+                    for head in range(heads):
+                        qh = q[i, :, head * d:(head + 1) * d]
+                        kh = k[i, :, head * d:(head + 1) * d]
+                        per_image += torch.softmax(qh @ kh.T / math.sqrt(d), dim=-1)
+                    acc += per_image / heads
+                maps = acc.T.reshape(1, k.shape[1], h, w)
+                up = F.interpolate(maps, size=tuple(map_hw), mode="bicubic", align_corners=False)[0].clamp(min=0)
+                token_maps = up if token_maps is None else token_maps + up
+            words = torch.stack([token_maps[list(ix)].mean(0) for ix in token_indices]).numpy()
+            cumulative = words.copy() if cumulative is None else cumulative + words
+            out.append((words, cumulative.copy()))
+            start = end
+        return out
