@@ -115,11 +115,13 @@ class Player:
 
     ``play()`` blocks until the playlist ends (never with ``loop``) or :meth:`stop` is called.
     Controls may come from any thread: :meth:`pause`, :meth:`resume`, :meth:`next`,
-    :meth:`set_speed`, :meth:`stop`.
+    :meth:`set_speed`, :meth:`stop`.  ``paused=True`` sends the first run's start and then
+    waits for :meth:`resume` (clients connect first, the show starts on cue).  ``next`` while
+    paused ends the run and stays paused at the start of the next one.
     """
 
     def __init__(self, recordings: Sequence[Recording], bus, *, speed: float = 1.0, loop: bool = False,
-                 shuffle: bool = False, gap: float = 1.0, seed: int | None = None,
+                 shuffle: bool = False, gap: float = 1.0, seed: int | None = None, paused: bool = False,
                  clock: Callable[[], float] = time.monotonic, on_change: Callable[[PlayerStatus], None] | None = None):
         if not recordings:
             raise ReplayError("the playlist is empty")
@@ -133,7 +135,7 @@ class Player:
         self._on_change = on_change
         self._cond = threading.Condition()
         self._speed = parse_speed(speed)
-        self._paused = False
+        self._paused = paused
         self._skip = False
         self._stopped = False
         self._pos = 0.0  # recording clock, seconds of the current run

@@ -1,0 +1,222 @@
+"""`run_bridge.py replay RUN`: stream saved runs over the live bridge's wire, without torch."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+import time
+
+from ..errors import UserError
+
+log = logging.getLogger("bridge.replay")
+
+HELP = "stream saved runs over websocket/OSC/Spout exactly as the live bridge did (no GPU, no torch)"
+DESCRIPTION = """\
+Play recordings (made by `render` or `serve --record`) over the same wire as the live
+bridge: the same websocket + HTTP viewer, OSC and Spout sinks, the same messages in the same
+order, each step at its original time (scaled by --speed).  TouchDesigner and the browser
+cannot tell a replay from a live run.  Runs on a show machine without a GPU: replay never
+imports torch or diffusers.
+
+RUN is one recording folder, or a folder of recordings played as a playlist in name order
+(--shuffle for random order, --loop to start over).  A recording cut short (the run was
+killed) plays up to its last saved step and ends as cancelled, with a warning.
+
+Control while playing, over websocket JSON or OSC (to --osc-in-port, default 7001):
+  pause / resume     {"type":"pause"}   /daam/pause     hold the current step
+  next               {"type":"next"}    /daam/next      end this run now, play the next
+  speed              {"type":"speed","speed":2}  /daam/speed 2.0   change the speed factor
+  select             {"type":"select","word":"apple"}  /daam/select apple
+"""
+EPILOG = """\
+examples:
+  python run_bridge.py replay runs/apple                       play once at the original speed
+  python run_bridge.py replay runs/apple --loop --speed 0.5    loop at half speed
+  python run_bridge.py replay runs --loop --shuffle            a folder of runs as a playlist
+  python run_bridge.py replay --preset showcase                the show machine preset
+  python run_bridge.py replay runs/apple --port 9000 --osc-out 10.0.0.7:7000
+
+Without --preset the server and OSC settings are the live preset's, and a replay plays once.
+"""
+
+SECTIONS = ("replay", "server", "osc", "spout")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from ..presets import add_preset_arguments
+
+    p.add_argument("run", nargs="?", default=None,
+                   help="a recording folder or a folder of recordings (default: the preset's [replay] recordings)")
+    p.add_argument("--gap", type=float, default=1.0, help="seconds between runs of a playlist or loop (default: 1)")
+    p.add_argument("--paused", action="store_true",
+                   help="start paused: the first run's start goes out, its steps wait for a resume control")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar per run")
+    add_preset_arguments(p, sections=SECTIONS)
+    p.set_defaults(preset=None)  # no --preset: live server settings, replay once (see run_values)
+
+
+def run_values(args) -> dict:
+    """Preset values with the command line on top; without --preset a replay plays once."""
+    from ..presets import DEFAULT_PRESET, apply_overrides, load_preset
+
+    preset = load_preset(args.preset or DEFAULT_PRESET)
+    values = dict(preset.values)
+    if args.preset is None:  # the live preset knows nothing of replay: plain defaults
+        values.update(loop=False, shuffle=False, speed=1.0)
+    values = apply_overrides(values, args)
+    if args.run:
+        values["recordings"] = args.run
+    if not values["recordings"]:
+        raise UserError("give a recording folder to replay, e.g. `replay runs/apple` (or a preset with [replay] recordings)")
+    if args.gap < 0:
+        raise UserError(f"--gap must be ≥ 0 seconds, got {args.gap}")
+    return values
+
+
+class ReplaySession:
+    """Player + the live bridge's sinks + OSC control in, wired like the live session."""
+
+    def __init__(self, values: dict, *, gap: float = 1.0, progress: bool = True, seed: int | None = None,
+                 paused: bool = False):
+        from ..replay import find_recordings, open_playlist
+
+        self.values = values
+        self.recordings = open_playlist(find_recordings(values["recordings"]))
+        self.gap, self.progress, self.seed, self.paused = gap, progress, seed, paused
+        self.player = None
+        self.sinks = None
+        self.osc_in = None
+
+    def start(self) -> "ReplaySession":
+        from ..bus import Bus
+        from ..live.osc_in import OscControlServer
+        from ..live.session import sink_config
+        from ..presets import list_presets
+        from ..replay import Player
+        from ..sinks import build_sinks
+
+        v = self.values
+        self.bus = Bus()
+        self.player = Player(self.recordings, self.bus, speed=v["speed"], loop=v["loop"], shuffle=v["shuffle"],
+                             gap=self.gap, seed=self.seed, paused=self.paused, on_change=self._changed)
+        config = sink_config(v, self.progress)
+        config.record = ""  # replaying must not record copies of itself
+        build = build_sinks(config, controller=self.control, status=self.status, presets=list_presets())
+        self.sinks = build
+        for sink in build.all:
+            self.bus.add(sink)
+        try:
+            if v["osc_in_port"]:
+                self.osc_in = OscControlServer(v["osc_in_host"], v["osc_in_port"], self.control, self._osc_reply,
+                                               v["osc_prefix"], v["osc_allow"]).start()
+        except BaseException:
+            build.close()
+            raise
+        return self
+
+    def play(self) -> int:
+        return self.player.play()
+
+    def close(self) -> None:
+        if self.player is not None:
+            self.player.stop()
+        if self.osc_in is not None:
+            self.osc_in.close()
+        if self.sinks is not None:
+            _drain(self.sinks)
+            self.sinks.close()
+
+    # -- control and status ---------------------------------------------------------------
+    def control(self, control) -> None:
+        """Apply one validated control (websocket or OSC); UserError refuses it."""
+        from ..control import ControlError
+
+        kind, values = control.kind, control.values
+        log.info("control: %s %s", kind, values or "")
+        if kind == "pause":
+            self.player.pause()
+        elif kind == "resume":
+            self.player.resume()
+        elif kind in ("next", "cancel"):
+            self.player.next()
+        elif kind == "speed":
+            self.player.set_speed(values["speed"])
+        elif kind == "select":
+            self.sinks.selection.select(values["word"])
+        elif kind == "status":
+            pass
+        else:
+            raise ControlError(f"{kind} is not available while replaying recordings; "
+                               "replay takes pause, resume, next, speed and select", "unknown_type")
+        if self.sinks.websocket is not None:
+            self.sinks.websocket.broadcast_status()
+
+    def status(self) -> dict:
+        s = self.player.status() if self.player is not None else None
+        if s is None:
+            return {"state": "idle", "mode": "replay"}
+        return {"state": s.state, "mode": "replay", "preset": "", "run_id": s.run_id,
+                "replay": {"speed": s.to_dict()["speed"], "step": s.step, "total": s.total},
+                "playlist": {"position": s.entry, "length": s.entries, "loops_done": s.loops}}
+
+    def _changed(self, _status) -> None:
+        if self.sinks is not None and self.sinks.websocket is not None:
+            self.sinks.websocket.broadcast_status()
+
+    def _osc_reply(self, code: str, message: str, addr) -> None:
+        if self.sinks is not None and self.sinks.osc is not None:
+            self.sinks.osc.send_error(code, message, reply_to=addr)
+
+    def describe(self) -> list[str]:
+        v, lines = self.values, []
+        ws = self.sinks.websocket
+        if ws is not None:
+            lines += [f"viewer:     {ws.http_url}", f"websocket:  {ws.url}"]
+        if v["osc_out"]:
+            lines.append(f"OSC out:    {', '.join(v['osc_out'])} ({v['osc_prefix']}/…)")
+        if self.osc_in is not None:
+            lines.append(f"OSC in:     {self.osc_in.host}:{self.osc_in.port} ({v['osc_prefix']}/pause, /next, /speed …)")
+        speed = "max" if self.player.speed == float("inf") else f"{self.player.speed:g}×"
+        lines.append(f"replay:     {len(self.recordings)} recording(s) from {v['recordings']}, speed {speed}"
+                     f"{', loop' if v['loop'] else ''}{', shuffle' if v['shuffle'] else ''}")
+        return lines
+
+
+def _drain(sinks, timeout: float = 3.0) -> None:
+    """Let the network sinks send what is queued before they close (the last run's end)."""
+    deadline = time.monotonic() + timeout
+    if sinks.osc is not None and hasattr(sinks.osc, "flush"):
+        sinks.osc.flush(timeout)
+    ws = sinks.websocket
+    while ws is not None and time.monotonic() < deadline:
+        if not any(getattr(c, "queue", None) for c in list(getattr(ws, "clients", ()))):
+            break
+        time.sleep(0.02)
+
+
+def run(args) -> int:
+    values = run_values(args)
+    session = ReplaySession(values, gap=args.gap, progress=not args.no_progress, paused=args.paused).start()
+    stop = threading.Event()
+
+    def on_term(*_):
+        stop.set()
+        session.player.stop()
+
+    previous = signal.signal(signal.SIGTERM, on_term) if threading.current_thread() is threading.main_thread() else None
+    try:
+        for line in session.describe():
+            print(line, flush=True)
+        if args.paused:
+            print("paused:     send resume (websocket {\"type\":\"resume\"} or OSC /daam/resume) to start", flush=True)
+        played = session.play()
+        log.info("replay finished: %d run(s) played", played)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+        session.close()
+    return 0

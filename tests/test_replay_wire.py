@@ -1,0 +1,123 @@
+"""Replay puts the same bytes on the wire as the live run it recorded, and needs no torch.
+
+A real live session (tiny built-in model) records a run while a websocket client and a UDP
+listener capture everything it sends; then `run_bridge.py replay` runs in a fresh Python
+process and the same capture is made.  Binary frames and run/step JSON must be identical byte
+for byte, and so must every OSC datagram; `hello`/`status` messages describe the server (live
+or replay, its state, its clients) and are left out of the comparison.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from _live import OscCollector, live_session
+from replay_recordings import REPO
+
+SERVER_INFO = ('"type":"hello"', '"type":"status"')
+
+
+class RawClient:
+    """A websocket client that keeps every message exactly as received (bytes or str)."""
+
+    def __init__(self, url: str):
+        from websockets.sync.client import connect
+
+        self.ws = connect(url, max_size=None)
+        self.messages: list = []
+        self.ended = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _loop(self):
+        try:
+            for m in self.ws:
+                self.messages.append(m)
+                if isinstance(m, str) and '"type":"run_end"' in m:
+                    self.ended.set()
+        except Exception:
+            pass
+
+    def send(self, msg: dict):
+        self.ws.send(json.dumps(msg))
+
+    def run_messages(self) -> list:
+        """Everything about the run (frames, run_start, step, run_end): not server hello/status."""
+        return [m for m in self.messages if not (isinstance(m, str) and any(s in m for s in SERVER_INFO))]
+
+    def close(self):
+        self.ws.close()
+        self._thread.join(2)
+
+
+@pytest.fixture(scope="module")
+def live_capture(tiny_engine, tmp_path_factory):
+    """One live run: the recording it left and what a websocket client and OSC target received."""
+    root = tmp_path_factory.mktemp("wire")
+    osc = OscCollector()
+    try:
+        with live_session(tiny_engine, osc_out=[osc.target], record=str(root / "runs"), steps=6) as session:
+            client = RawClient(session.websocket.url)
+            time.sleep(0.2)  # hello and status in, before the run
+            client.send({"type": "prompt", "prompt": "a red apple on a wooden table", "seed": 7})
+            assert client.ended.wait(120), "the live run did not end"
+            assert osc.wait_for(lambda msgs: any(a == "/daam/run/status" for a, _ in msgs), 10)
+            time.sleep(0.2)
+            client.close()
+        runs = list((root / "runs").iterdir())
+        assert len(runs) == 1
+        return runs[0], client.run_messages(), list(osc.datagrams)
+    finally:
+        osc.close()
+
+
+def test_replay_is_byte_identical_to_live_and_imports_no_torch(live_capture):
+    recording, live_ws, live_osc = live_capture
+    osc = OscCollector()
+    code = ("import sys\nfrom bridge.cli import main\n"
+            "rc = main(sys.argv[1:])\n"
+            "print('HEAVY', sorted(m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules), flush=True)\n"
+            "sys.exit(rc)\n")
+    args = ["replay", str(recording), "--paused", "--port", "0", "--osc-in-port", "0", "--osc-out", osc.target,
+            "--no-progress", "--web-root", "web"]
+    proc = subprocess.Popen([sys.executable, "-c", code, *args], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        url = None
+        started = time.monotonic()
+        for line in proc.stdout:
+            m = re.match(r"websocket:\s+(ws://\S+)", line)
+            if m:
+                url = m.group(1)
+                break
+        assert url, proc.stderr.read()
+        startup = time.monotonic() - started
+        client = RawClient(url)
+        time.sleep(0.2)
+        client.send({"type": "resume"})
+        assert client.ended.wait(60), "the replay did not end"
+        out, err = proc.communicate(timeout=30)
+        client.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        osc.close()
+    assert proc.returncode == 0, err
+    assert "HEAVY []" in out, out  # no torch, diffusers or transformers in the replaying process
+    assert startup < 20  # generous: a cold interpreter on a busy 2-core machine
+
+    replay_ws = client.run_messages()
+    assert len(replay_ws) == len(live_ws) > 6 * 4  # run_start, 6 × (maps, cumulative, preview, step), final, run_end
+    for i, (a, b) in enumerate(zip(live_ws, replay_ws)):
+        assert type(a) is type(b) and a == b, f"message {i} differs"
+    assert any(isinstance(m, bytes) for m in replay_ws)
+    assert len(live_osc) >= 6 + 2  # a bundle per step, start and end
+    assert osc.datagrams == live_osc
