@@ -16,6 +16,7 @@ import asyncio
 import hmac
 import logging
 import mimetypes
+import socket
 import threading
 import time
 from collections import deque
@@ -42,6 +43,9 @@ log = logging.getLogger(__name__)
 MAX_INCOMING = 2**20
 MAX_CONTROL = 16 * 1024
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+# Kernel send buffer per client.  Linux autotunes it up to 4 MiB, which is seconds of stale
+# frames queued for a slow client; a bounded buffer makes "latest frame" hold on the wire too.
+SEND_BUFFER = 256 * 1024
 SERVER_NAME = "attention-bridge"
 
 
@@ -70,6 +74,15 @@ class _Client:
                 self.queue = deque(item for item in self.queue if not item[0])
         self.queue.append((droppable, messages, t_event))
         self.wake.set()
+
+
+def _bound_send_buffer(ws) -> None:
+    sock = ws.transport.get_extra_info("socket") if ws.transport else None
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+        except OSError:
+            pass
 
 
 def _peer(ws) -> str:
@@ -287,6 +300,7 @@ class WebSocketSink:
             log.warning("refused websocket client %s: missing or wrong token", _peer(ws))
             await ws.close(1008, "this bridge needs its token: connect to ws://HOST:PORT/?token=SECRET")
             return
+        _bound_send_buffer(ws)
         client = _Client(ws)
         self.clients.add(client)
         log.info("websocket client %s connected (%d connected)", client.peer, len(self.clients))

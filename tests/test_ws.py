@@ -1,0 +1,185 @@
+"""Websocket sink and control over real sockets, with real runs of the tiny built-in model."""
+
+from __future__ import annotations
+
+import base64
+import os
+import socket
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+from websockets.exceptions import ConnectionClosed
+
+from bridge import protocol as P
+from bridge.errors import UserError
+from bridge.sinks.websocket import WebSocketSink
+from tests._live import WsClient, is_json, live_session
+
+
+def test_a_run_streams_frames_and_metadata_in_order(tiny_engine, collect):
+    with live_session(tiny_engine, steps=3) as session:
+        session.bus.add(collect)
+        client = WsClient(session.websocket.url)
+        hello = client.recv()
+        assert hello["type"] == "hello" and hello["protocol"] == 1 and "live" in hello["presets"]
+        client.send({"type": "prompt", "prompt": "a red apple on a table", "seed": 5})
+        end = client.until(is_json("run_end"))
+        client.close()
+    assert end["status"] == "completed" and end["steps_done"] == 3
+    start = client.json("run_start")[0]
+    assert start["words"] == ["a", "red", "apple", "on", "a", "table"] and start["seed"] == 5
+    assert start["run"] == P.run_code(start["run_id"]) == P.run_code(collect.start.run_id)
+    # per step: maps, cumulative, preview, then the step's JSON; then final image and run_end
+    kinds = [m.type_name if isinstance(m, P.Frame) else m["type"] for m in client.received]
+    body = kinds[kinds.index("run_start") + 1:]
+    body = [k for k in body if k != "status"]
+    assert body == ["maps", "cumulative", "preview", "step"] * 3 + ["final", "run_end"]
+    for frame, sent_maps, sent_cum, preview in zip(collect.frames, client.frames("maps"), client.frames("cumulative"),
+                                                   client.frames("preview")):
+        assert sent_maps.step == frame.step and sent_maps.total == 3 and sent_maps.first_word == 0
+        assert sent_maps.data.dtype == np.uint8 and sent_maps.data.shape == frame.maps.shape
+        assert np.array_equal(sent_maps.data, P.convert_maps(frame.maps, P.UINT8))
+        assert np.array_equal(sent_cum.data, P.convert_maps(frame.cumulative, P.UINT8))
+        assert np.array_equal(preview.data, frame.preview)
+    steps = client.json("step")
+    assert [s["step"] for s in steps] == [0, 1, 2]
+    assert all(len(s["stats"]) == 6 and sum(s["mass"]) == pytest.approx(1.0) for s in steps)
+    assert np.array_equal(client.frames("final")[0].data, collect.end.image)
+
+
+def test_selected_word_subscription_gets_one_texture_per_step(tiny_engine, collect):
+    with live_session(tiny_engine, steps=3) as session:
+        session.bus.add(collect)
+        td = WsClient(session.websocket.url)  # what a TouchDesigner Script TOP asks for
+        raw = WsClient(session.websocket.url)
+        td.send({"type": "subscribe", "frames": ["maps"], "words": "selected", "dtype": "uint8", "meta": False})
+        raw.send({"type": "subscribe", "frames": ["cumulative"], "words": 1, "dtype": "float32"})
+        td.until(lambda m: isinstance(m, dict) and m["type"] == "status" and m["subscription"]["meta"] is False)
+        raw.until(lambda m: isinstance(m, dict) and m["type"] == "status" and m["subscription"]["dtype"] == "float32")
+        td.send({"type": "prompt", "prompt": "a red apple", "steps": 3})
+        td.until(is_json("run_start"))
+        td.send({"type": "select", "word": "apple"})
+        td.until(is_json("run_end"))
+        raw.until(is_json("run_end"))
+        td.close()
+        raw.close()
+    frames = td.frames()
+    assert len(frames) >= 3 and all(f.type_name == "maps" and f.data.shape == (1, 64, 64) for f in frames)
+    assert td.json("step") == []  # meta off: binary only
+    last = frames[-1]
+    assert last.first_word == 2 and last.step == 2  # "apple" selected before the run ended
+    assert np.array_equal(last.data[0], P.convert_maps(collect.frames[-1].maps, P.UINT8)[2])
+    floats = raw.frames("cumulative")
+    assert [f.step for f in floats] == [0, 1, 2] and all(f.first_word == 1 for f in floats)
+    assert np.array_equal(floats[-1].data[0], collect.frames[-1].cumulative[1].astype(np.float32))
+    assert raw.frames("maps") == [] and raw.frames("preview") == []
+
+
+def _stalled_socket(port: int) -> socket.socket:
+    """A websocket client that completes the handshake and then never reads again."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # tiny window: the server's writes back up fast
+    s.connect(("127.0.0.1", port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    s.sendall((f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+               f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+    response = b""
+    while b"\r\n\r\n" not in response:
+        response += s.recv(1)
+    assert b" 101 " in response.split(b"\r\n")[0]
+    # ask for the largest frames (a masked text frame, as clients must send), then never read
+    payload = b'{"type":"subscribe","dtype":"float32"}'
+    mask = os.urandom(4)
+    s.sendall(bytes([0x81, 0x80 | len(payload)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+    return s
+
+
+def test_a_stalled_client_does_not_delay_another(tiny_engine):
+    with live_session(tiny_engine, steps=12) as session:
+        stalled = _stalled_socket(session.websocket.port)
+        fast = WsClient(session.websocket.url)
+        fast.send({"type": "subscribe", "dtype": "float32"})
+        fast.send({"type": "prompt", "prompt": "a lighthouse on a cliff at dusk"})
+        end = fast.until(is_json("run_end"), timeout=120)
+        assert end["status"] == "completed"
+        # every step reached the fast client although the stalled one has read nothing since the handshake
+        assert [s["step"] for s in fast.json("step")] == list(range(12))
+        stalled_client = next(c for c in session.websocket.clients if c.peer.endswith(str(stalled.getsockname()[1])))
+        assert stalled_client.dropped > 0
+        fast_client = next(c for c in session.websocket.clients if c is not stalled_client)
+        assert fast_client.dropped == 0
+        fast.close()
+        stalled.close()
+
+
+def test_token_required_off_loopback(tiny_engine, tmp_path):
+    with pytest.raises(UserError, match="--token"):
+        WebSocketSink("0.0.0.0", 0)
+    (tmp_path / "index.html").write_text("<h1>viewer</h1>")
+    sink = WebSocketSink("0.0.0.0", 0, token="s3cret", web_root=tmp_path).start()
+    try:
+        base = f"127.0.0.1:{sink.port}"
+        refused = WsClient(f"ws://{base}/")
+        with pytest.raises(ConnectionClosed) as info:
+            refused.recv(10)
+        assert info.value.rcvd.code == 1008 and "token" in info.value.rcvd.reason
+        ok = WsClient(f"ws://{base}/?token=s3cret")
+        assert ok.recv()["type"] == "hello"
+        ok.close()
+        with pytest.raises(urllib.error.HTTPError) as http:
+            urllib.request.urlopen(f"http://{base}/", timeout=10)
+        assert http.value.code == 403 and b"token" in http.value.read()
+        assert urllib.request.urlopen(f"http://{base}/?token=s3cret", timeout=10).read() == b"<h1>viewer</h1>"
+    finally:
+        sink.close()
+
+
+def test_static_viewer_is_served_on_the_same_port(tmp_path):
+    (tmp_path / "index.html").write_text("<h1>viewer</h1>")
+    (tmp_path / "app.js").write_text("console.log(1)")
+    (tmp_path.parent / "secret.txt").write_text("no")
+    sink = WebSocketSink("127.0.0.1", 0, web_root=tmp_path).start()
+    try:
+        base = f"http://127.0.0.1:{sink.port}"
+        assert urllib.request.urlopen(base + "/", timeout=10).read() == b"<h1>viewer</h1>"
+        with urllib.request.urlopen(base + "/app.js", timeout=10) as js:
+            assert js.headers["Content-Type"] == "text/javascript" and js.read() == b"console.log(1)"
+        for path in ("/../secret.txt", "/%2e%2e/secret.txt", "/missing.css"):
+            with pytest.raises(urllib.error.HTTPError) as err:
+                urllib.request.urlopen(base + path, timeout=10)
+            assert err.value.code == 404
+            err.value.close()  # an open HTTP connection would hold the server's shutdown
+        client = WsClient(sink.url)  # and the websocket on the same port
+        assert client.recv()["type"] == "hello"
+        client.close()
+    finally:
+        sink.close()
+
+
+def test_oversize_and_garbage_get_specific_errors():
+    sink = WebSocketSink("127.0.0.1", 0, web_root=None).start()
+    try:
+        client = WsClient(sink.url)
+        client.send("x" * 20_000)
+        assert client.until(is_json("error"))["code"] == "too_large"
+        client.send(b"\x00\x01binary")
+        assert client.until(is_json("error"))["code"] == "bad_message"
+        client.send({"type": "subscribe", "dtype": "int8"})
+        err = client.until(is_json("error"))
+        assert err["code"] == "invalid_value" and "dtype" in err["message"]
+        client.send({"type": "prompt", "prompt": "a cat"})  # no controller on a bare sink
+        assert client.until(is_json("error"))["code"] == "unknown_type"
+        client.send({"type": "status"})
+        assert client.until(is_json("status"))["state"] == "idle"  # still connected and answering
+        client.send("y" * (2**20 + 10))  # beyond the websocket limit: closed with 1009
+        with pytest.raises(ConnectionClosed) as info:
+            client.until(lambda m: False, timeout=10)
+        assert info.value.rcvd.code == 1009
+        again = WsClient(sink.url)  # the server itself is fine
+        assert again.recv()["type"] == "hello"
+        again.close()
+    finally:
+        sink.close()
