@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,18 +77,54 @@ def _folder_kwargs(model_index: dict) -> dict:
     return {}
 
 
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """A fast check before any download: without it the hub client retries for ~30 s."""
+    import socket
+    from urllib.parse import urlparse
+
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    port = url.port or (80 if url.scheme == "http" else 443)
+    try:
+        socket.create_connection((url.hostname or "huggingface.co", port), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _hub_model_index(repo: str) -> tuple[dict, bool]:
+    """model_index.json of a hub model and whether it came from the local cache."""
+    from diffusers import DiffusionPipeline
+
+    try:
+        return DiffusionPipeline.load_config(repo, local_files_only=True), True
+    except Exception:
+        pass
+    if _offline():
+        raise ModelError(f"model {repo!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set; "
+                         "download it first, or use a local folder or 'builtin'")
+    if not _hub_reachable():
+        raise ModelError(f"model {repo!r} is not in the local Hugging Face cache and the hub is unreachable (no network); "
+                         "download it on a connected machine, or use a local folder or 'builtin'")
+    try:
+        return DiffusionPipeline.load_config(repo), False
+    except Exception as exc:  # unknown repo, gated repo, not a diffusers pipeline …
+        raise ModelError(f"could not fetch model {repo!r} from the Hugging Face hub: {_first_line(exc)}") from None
+
+
 def _load_folder_or_hub(source: ModelSource, dtype):
-    from diffusers import AutoPipelineForText2Image, DiffusionPipeline
+    from diffusers import AutoPipelineForText2Image
 
     if source.kind == "folder":
         model_index = json.loads((Path(source.location) / "model_index.json").read_text(encoding="utf-8"))
-    else:
-        try:
-            model_index = DiffusionPipeline.load_config(source.location)
-        except Exception as exc:  # no network, unknown repo, gated repo …
-            reason = "the network or hub is unreachable and it is not in the local cache" if _is_network(exc) or _offline() \
-                else _first_line(exc)
-            raise ModelError(f"could not fetch model {source.location!r} from the Hugging Face hub: {reason}") from None
+        return AutoPipelineForText2Image.from_pretrained(source.location, dtype=dtype, **_folder_kwargs(model_index))
+    model_index, cached = _hub_model_index(source.location)
+    try:
+        return AutoPipelineForText2Image.from_pretrained(
+            source.location, dtype=dtype, local_files_only=cached, **_folder_kwargs(model_index))
+    except Exception:
+        if not cached:
+            raise
+    # config cached but some weights missing: let the hub client fetch them
     return AutoPipelineForText2Image.from_pretrained(source.location, dtype=dtype, **_folder_kwargs(model_index))
 
 
@@ -125,6 +162,7 @@ def load_model(model: str | None = "builtin", device: str = "auto", dtype: str =
     (dlog.enable_progress_bar if progress else dlog.disable_progress_bar)()
     log.info("loading model %s on %s (%s)", source.name, dev, str(torch_dtype).replace("torch.", ""))
     try:
+        warnings.filterwarnings("ignore", message=".*local_dir_use_symlinks.*")
         if source.kind == "single_file":
             pipe = _load_single_file(source, torch_dtype)
         else:
