@@ -163,7 +163,7 @@ def test_oversize_and_garbage_get_specific_errors():
     sink = WebSocketSink("127.0.0.1", 0, web_root=None).start()
     try:
         client = WsClient(sink.url)
-        client.send("x" * 20_000)
+        client.send("x" * 300_000)
         assert client.until(is_json("error"))["code"] == "too_large"
         client.send(b"\x00\x01binary")
         assert client.until(is_json("error"))["code"] == "bad_message"

@@ -49,10 +49,13 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from ..engine import Engine
     from ..live.session import LiveSession, describe
+    from ..sinks.osc import parse_target
 
     preset = load_preset(args.preset)
     values = apply_overrides(preset.values, args)
     log.info("preset %s: %s", preset.name, preset.description)
+    for target in values["osc_out"]:  # a typo should not cost a model load first
+        parse_target(target)
     engine = Engine.load(values["model"], device=values["device"], dtype=values["dtype"], progress=not args.no_progress)
     session = LiveSession(engine, values, preset=preset.name, progress=not args.no_progress)
     session.start()

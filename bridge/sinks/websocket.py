@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 # Incoming messages are control JSON: a few hundred bytes.  The websocket layer accepts up to
 # 1 MiB (bigger closes with 1009) so that a merely oversized control gets a readable error.
 MAX_INCOMING = 2**20
-MAX_CONTROL = 16 * 1024
+MAX_CONTROL = 256 * 1024  # room for a 10 000-word prompt, so its error names the word count
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 # Kernel send buffer per client.  Linux autotunes it up to 4 MiB, which is seconds of stale
 # frames queued for a slow client; a bounded buffer makes "latest frame" hold on the wire too.
