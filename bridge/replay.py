@@ -8,7 +8,8 @@ the recording reader): a show machine without a GPU, torch or diffusers can run 
 Pacing keeps a *recording clock*: seconds of the original run that have been played.  It
 advances with the wall clock times the speed and stands still while paused, so pause, resume
 and speed changes in the middle of a run all keep the remaining steps' relative timing.
-Reading a step from disk happens before waiting for it, so disk time hides inside the wait.
+Steps are read from disk a few ahead by worker threads (:class:`ReadAhead`), so disk time
+hides inside the wait and, at full speed, overlaps with the sinks' work.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ import math
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,6 +94,45 @@ def open_playlist(paths: Sequence[Path]) -> list[Recording]:
     if not recordings:
         raise ReplayError("none of the recordings could be read; see the warnings above")
     return recordings
+
+
+class ReadAhead:
+    """A recording's frames, read and decoded by worker threads a few steps ahead, in order.
+
+    PNG decoding and file reads release the GIL, so with spare cores reading overlaps with
+    the sinks' work and two previews decode at once.  A damaged step is yielded as its
+    RecordingError (and ends the sequence) so the player can end the run cleanly.
+    """
+
+    def __init__(self, rec: Recording, depth: int = 6, workers: int = 2):
+        self._rec = rec
+        self._depth = depth
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="replay-read")
+        self._pending: deque[Future] = deque()
+        self._next = 0
+
+    def _fill(self) -> None:
+        while len(self._pending) < self._depth and self._next < len(self._rec):
+            self._pending.append(self._pool.submit(self._rec.frame, self._next))
+            self._next += 1
+
+    def __iter__(self):
+        self._fill()
+        while self._pending:
+            future = self._pending.popleft()
+            try:
+                item = future.result()
+            except RecordingError as exc:
+                yield exc
+                return
+            self._fill()
+            yield item
+
+    def close(self) -> None:
+        for future in self._pending:
+            future.cancel()
+        self._pending.clear()
+        self._pool.shutdown(wait=False)
 
 
 @dataclass(frozen=True)
@@ -232,23 +274,25 @@ class Player:
                  " (truncated)" if rec.truncated else "")
         self.bus.publish(start)
         done, last_elapsed = 0, 0.0
-        for i in range(len(rec)):
-            try:
-                frame = rec.frame(i)  # read before waiting: disk time hides in the wait
-            except RecordingError as exc:
-                log.error("%s", exc)
-                end = RunEnd(start.run_id, "failed", done, last_elapsed, None, str(exc))
-                self.bus.publish(end)
-                return end
-            if not self._wait_until(frame.elapsed):
-                end = RunEnd(start.run_id, "cancelled", done, last_elapsed, None,
-                             "stopped" if self._stopped else "skipped")
-                self.bus.publish(end)
-                return end
-            self.bus.publish(frame)
-            done, last_elapsed = done + 1, frame.elapsed
-            with self._cond:
-                self._step = frame.step
+        frames = ReadAhead(rec)
+        try:
+            for frame in frames:
+                if isinstance(frame, RecordingError):
+                    log.error("%s", frame)
+                    end = RunEnd(start.run_id, "failed", done, last_elapsed, None, str(frame))
+                    self.bus.publish(end)
+                    return end
+                if not self._wait_until(frame.elapsed):
+                    end = RunEnd(start.run_id, "cancelled", done, last_elapsed, None,
+                                 "stopped" if self._stopped else "skipped")
+                    self.bus.publish(end)
+                    return end
+                self.bus.publish(frame)
+                done, last_elapsed = done + 1, frame.elapsed
+                with self._cond:
+                    self._step = frame.step
+        finally:
+            frames.close()
         end = rec.run_end()
         self._wait_until(end.elapsed)  # a skip here still sends the recorded end: every step went out
         if rec.truncated:
