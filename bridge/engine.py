@@ -121,15 +121,8 @@ class Engine:
     # -- requests -----------------------------------------------------------------------
     def validate(self, req: GenerationRequest) -> GenerationRequest:
         """Check every field and fill the model defaults; InvalidRequest with one sentence."""
-        if not isinstance(req.prompt, str) or not req.prompt.strip():
-            raise InvalidRequest("the prompt is empty; type what the image should show")
-        if not isinstance(req.negative_prompt, str):
-            raise InvalidRequest("the negative prompt must be text")
-        seed = _int(req.seed, "seed", 0, 2**63 - 1)
-        steps = _int(req.steps, "steps", 1, MAX_STEPS)
+        req = check_request(req)
         guidance = self.default_guidance if req.guidance is None else req.guidance
-        if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not math.isfinite(guidance) or not 0 <= guidance <= 100:
-            raise InvalidRequest(f"guidance must be a number from 0 to 100, got {req.guidance!r}")
         native_w, native_h = self.native_size
         width = native_w if req.width is None else _int(req.width, "width", self.vae_factor, MAX_SIDE)
         height = native_h if req.height is None else _int(req.height, "height", self.vae_factor, MAX_SIDE)
@@ -148,23 +141,21 @@ class Engine:
             except (TypeError, ValueError):
                 raise InvalidRequest(f"map size must be one number or (height, width), got {req.map_size!r}") from None
             map_size = (_int(mh, "map height", 1, 1024), _int(mw, "map width", 1, 1024))
-        vae_every = _int(req.vae_every, "vae_every", 0, MAX_STEPS)
-        if not isinstance(req.phases, PhaseSchedule):
-            raise InvalidRequest("phases must be a phase schedule (noise, structure, detail fractions)")
-        layers = None if not req.layers else tuple(req.layers)
-        if layers is not None:
-            from .attention import LayerFilter
+        if req.layers is not None:
+            self._check_layers(req.layers)
+        return replace(req, guidance=float(guidance), width=width, height=height, map_size=map_size)
 
-            f = LayerFilter(layers)
-            from .attention.capture import cross_attention_modules
+    def _check_layers(self, layers) -> None:
+        from .attention import LayerFilter, cross_attention_modules
 
-            names = [n for n, _ in cross_attention_modules(self.pipe.unet)]
-            if f.names and not any(s in n for s in f.names for n in names) and not f.factors:
-                raise InvalidRequest(f"no cross-attention layer matches {', '.join(f.names)}; layers look like {names[0]}")
-            if f.factors - {self.vae_factor * 2**k for k in range(6)}:
-                raise InvalidRequest(f"layer resolution factors must be among 8, 16, 32, 64, got {sorted(f.factors)}")
-        return replace(req, seed=seed, steps=steps, guidance=float(guidance), width=width, height=height,
-                       map_size=map_size, vae_every=vae_every, layers=layers, include_special=bool(req.include_special))
+        f = LayerFilter(layers)
+        names = [n for n, _ in cross_attention_modules(self.pipe.unet)]
+        allowed = [self.vae_factor * 2**k for k in range(4)]
+        if f.factors - set(allowed):
+            raise InvalidRequest(f"layer resolution factors must be among {', '.join(map(str, allowed))}, got {sorted(f.factors)}")
+        missing = [s for s in f.names if not any(s in n for n in names)]
+        if missing:
+            raise InvalidRequest(f"no cross-attention layer matches {', '.join(missing)}; layer names look like {names[0]}")
 
     # -- generation ---------------------------------------------------------------------
     def generate(self, req: GenerationRequest, bus, should_stop=lambda: False) -> RunEnd:
@@ -270,6 +261,27 @@ class Engine:
             "versions": {"bridge": __version__, "torch": torch.__version__, "diffusers": diffusers.__version__,
                          "transformers": transformers.__version__, "numpy": np.__version__},
         }
+
+
+def check_request(req: GenerationRequest) -> GenerationRequest:
+    """The checks that need no model (so a command line can fail before loading one)."""
+    if not isinstance(req.prompt, str) or not req.prompt.strip():
+        raise InvalidRequest("the prompt is empty; type what the image should show")
+    if not isinstance(req.negative_prompt, str):
+        raise InvalidRequest("the negative prompt must be text")
+    seed = _int(req.seed, "seed", 0, 2**63 - 1)
+    steps = _int(req.steps, "steps", 1, MAX_STEPS)
+    g = req.guidance
+    if g is not None and (isinstance(g, bool) or not isinstance(g, (int, float)) or not math.isfinite(g) or not 0 <= g <= 100):
+        raise InvalidRequest(f"guidance must be a number from 0 to 100, got {g!r}")
+    for name in ("width", "height"):
+        if getattr(req, name) is not None:
+            _int(getattr(req, name), name, 8, MAX_SIDE)
+    vae_every = _int(req.vae_every, "vae_every", 0, MAX_STEPS)
+    if not isinstance(req.phases, PhaseSchedule):
+        raise InvalidRequest("phases must be a phase schedule (noise, structure, detail fractions)")
+    layers = None if not req.layers else tuple(req.layers)
+    return replace(req, seed=seed, steps=steps, vae_every=vae_every, layers=layers, include_special=bool(req.include_special))
 
 
 def _int(value, name: str, lo: int, hi: int) -> int:

@@ -106,7 +106,7 @@ def _check_out(out: Path) -> None:
 
 def run(args) -> int:
     from ..bus import Bus
-    from ..engine import Engine, GenerationRequest, new_run_id
+    from ..engine import Engine, GenerationRequest, check_request, new_run_id
     from ..recording import Recorder
 
     out = Path(args.out) if args.out else Path("runs") / new_run_id()
@@ -117,6 +117,7 @@ def run(args) -> int:
         width=args.width, height=args.height, phases=parse_phases(args.phases), map_size=parse_map_size(args.map_size),
         vae_every=args.vae_every, include_special=args.include_special, layers=layers,
     )
+    check_request(request)  # fail on bad flags before the (slow) model load
     engine = Engine.load(args.model, device=args.device, dtype=args.dtype, progress=not args.no_progress)
     request = engine.validate(request)  # before anything is written
     recorder = Recorder(out)

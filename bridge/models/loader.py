@@ -155,11 +155,13 @@ def load_model(model: str | None = "builtin", device: str = "auto", dtype: str =
     """Load ``model`` (see :func:`resolve_model`) → :class:`LoadedModel`; ModelError on any failure."""
     import diffusers.utils.logging as dlog
     import torch
+    import transformers.utils.logging as tlog
 
     source = resolve_model(model)
     dev = pick_device(device)
     torch_dtype = pick_dtype(dtype, dev)
     (dlog.enable_progress_bar if progress else dlog.disable_progress_bar)()
+    (tlog.enable_progress_bar if progress else tlog.disable_progress_bar)()
     log.info("loading model %s on %s (%s)", source.name, dev, str(torch_dtype).replace("torch.", ""))
     try:
         warnings.filterwarnings("ignore", message=".*local_dir_use_symlinks.*")

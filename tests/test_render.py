@@ -1,0 +1,78 @@
+"""`run_bridge.py render`: a recorded run, a summary line, and one-line errors for bad input."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bridge.cli import main
+from bridge.recording import load_recording
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ["--model", "builtin:tiny", "--device", "cpu", "--no-progress"]
+
+
+def test_render_records_a_run_and_prints_a_summary(tmp_path, capsys):
+    out = tmp_path / "apple"
+    code = main(["render", "--prompt", "a red apple on a wooden table", "--steps", "6", "--seed", "7",
+                 "--width", "64", "--height", "48", "--map-size", "24x32", "--vae-every", "3",
+                 "--phases", "0.5,0.25,0.25", "--out", str(out), *TINY])
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert "completed: 6/6 steps" in printed and "a · red · apple · on · a · wooden · table" in printed
+    assert "dropped words: none" in printed and str(out) in printed
+    rec = load_recording(out)
+    assert len(rec) == 6 and rec.status == "completed"
+    assert tuple(rec.start.map_size) == (24, 32) and rec.start.phases.noise == 0.5
+    assert rec.manifest["extra"]["vae_every"] == 3
+    frames = list(rec.frames())
+    assert [f.phase for f in frames] == ["noise"] * 3 + ["structure", "detail", "detail"]
+    # steps 3 and 6 carry a full VAE decode, the others the linear preview: they differ in kind
+    assert frames[2].preview.shape == (48, 64, 3)
+    assert (out / "final.png").is_file() and (out / "daam.npy").is_file()
+    assert np.load(out / "daam.npy").shape == (7, 24, 32)
+
+
+def test_render_reports_dropped_words(tmp_path, capsys):
+    prompt = " ".join(f"word{i}" for i in range(60))  # well over 75 tokens
+    assert main(["render", "--prompt", prompt, "--steps", "1", "--out", str(tmp_path / "long"), *TINY]) == 0
+    printed = capsys.readouterr().out
+    assert "dropped words: " in printed and "word59" in printed.split("dropped words: ")[1]
+    assert "word59" in load_recording(tmp_path / "long").start.dropped_words
+
+
+@pytest.mark.parametrize(
+    "extra,expected",
+    [
+        (["--steps", "0"], "steps must be from 1 to"),
+        (["--width", "70"], "width must be a multiple of 8"),
+        (["--guidance", "nan"], "guidance must be a number"),
+        (["--map-size", "big"], "--map-size must be N or HxW"),
+        (["--phases", "0.5,0.5,0.5"], "--phases must be three fractions"),
+        (["--layers", "nowhere"], "no cross-attention layer matches nowhere"),
+        (["--model", "/no/such/folder"], "does not exist"),
+    ],
+)
+def test_bad_input_is_one_line_and_nothing_is_written(tmp_path, capsys, extra, expected):
+    out = tmp_path / "never"
+    args = ["render", "--prompt", "a cat", "--out", str(out), *TINY, *extra]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and expected in err and err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_render_refuses_a_non_empty_folder(tmp_path, capsys):
+    (tmp_path / "keep.txt").write_text("mine")
+    assert main(["render", "--prompt", "a cat", "--out", str(tmp_path), *TINY]) == 2
+    assert "not empty" in capsys.readouterr().err
+    assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
+
+
+def test_render_help_teaches():
+    result = subprocess.run([sys.executable, "run_bridge.py", "render", "--help"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0
+    for text in ("--prompt", "--model", "--map-size", "--phases", "--include-special", "examples:", "builtin:tiny"):
+        assert text in result.stdout
