@@ -9,6 +9,7 @@ import { PARTICLE_STEP_FS } from "./shaders.js";
 
 // Defaults of docs/PARTICLES.md (ParticleParams in bridge/particles.py).
 export const DEFAULTS = Object.freeze({
+  count: 65536,
   attraction: 8.0,
   wind: 1.5,
   drag: 0.08,

@@ -1,0 +1,228 @@
+"""The browser viewer (web/) in real headless Chromium against a real running bridge.
+
+A `serve` process on the built-in tiny model is started once for the module; each test opens
+the viewer it serves, types into the console and checks what the canvases show by reading
+their pixels.  A replay of a recording goes over the same wire and must show the same way.
+Screenshots go to docs/img/ (shown in the docs) and to test-artifacts/.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bridge.frames import RunEnd, RunStart, StepFrame, attention_mass
+from bridge.phases import PhaseSchedule
+from bridge.recording import Recorder
+from tests._browser import ROOT, browser_page
+
+DOCS_IMG = ROOT / "docs" / "img"
+ARTIFACTS = Path(os.environ.get("BRIDGE_TEST_ARTIFACTS", ROOT / "test-artifacts"))
+PARTICLES = 1024  # few particles: software GL shares the 2 cores with the model
+
+
+def free_port(kind=socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class BridgeProcess:
+    """`python run_bridge.py ARGS` in the background; waits for its `viewer:` line."""
+
+    def __init__(self, args: list[str], timeout: float = 180.0):
+        self.lines: list[str] = []
+        self.proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "run_bridge.py"), *args],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+        )
+        ready = threading.Event()
+
+        def pump():
+            for line in self.proc.stdout:
+                self.lines.append(line.rstrip())
+                if line.startswith("viewer:"):
+                    self.url = line.split(None, 1)[1].strip()
+                    ready.set()
+            ready.set()
+
+        threading.Thread(target=pump, daemon=True).start()
+        if not ready.wait(timeout) or self.proc.poll() is not None:
+            self.stop()
+            raise AssertionError("bridge did not start:\n" + "\n".join(self.lines[-30:]))
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+@pytest.fixture(scope="module")
+def live_bridge():
+    bridge = BridgeProcess([
+        "serve", "--model", "builtin:tiny", "--port", str(free_port()), "--osc-in-port", "0",
+        "--osc-out", f"127.0.0.1:{free_port(socket.SOCK_DGRAM)}", "--no-progress", "--no-autostart",
+    ])
+    yield bridge
+    bridge.stop()
+
+
+def canvas_pixels(page, selector: str) -> np.ndarray:
+    """A canvas's pixels as (h, w, 4) uint8: the page encodes it as PNG (WebGL canvases too,
+    drawn with preserveDrawingBuffer), Python decodes it."""
+    url = page.evaluate("(sel) => document.querySelector(sel).toDataURL('image/png')", selector)
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).convert("RGBA"))
+
+
+def lit_fraction(px: np.ndarray, level: int = 24) -> float:
+    return float((px[..., :3].max(axis=2) > level).mean())
+
+
+def save_screenshot(page, name: str) -> None:
+    for folder in (DOCS_IMG, ARTIFACTS):
+        folder.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(folder / name), full_page=True)
+
+
+def open_viewer(page, url: str) -> None:
+    page.goto(f"{url}?particles={PARTICLES}")
+    page.wait_for_function("window.viewer && window.viewer.connection === 'open'", timeout=20_000)
+
+
+def counts(page) -> dict:
+    return page.evaluate("({...window.viewer.counts})")
+
+
+def test_a_typed_prompt_runs_and_every_panel_fills(live_bridge):
+    with browser_page() as page:
+        open_viewer(page, live_bridge.url)
+        assert lit_fraction(canvas_pixels(page, "#preview")) == 0.0  # nothing before a run
+        page.fill("#prompt", "a red circle above a blue square")
+        page.fill("#seed", "3")
+        page.fill("#steps", "6")
+        page.press("#prompt", "Enter")
+        page.wait_for_function("window.viewer.counts.runs >= 1", timeout=120_000)
+        page.wait_for_timeout(1500)  # let the particles fly a little for the screenshot
+
+        run = page.evaluate("window.viewer.run")
+        assert run["prompt"] == "a red circle above a blue square"
+        assert run["seed"] == 3 and run["steps"] == 6
+        c = counts(page)
+        assert c["steps"] + int(page.evaluate("Number(document.querySelector('#dropped').textContent.split(' ')[0]) || 0")) == 6
+        assert c["maps"] >= 1 and c["cumulative"] >= 1 and c["preview"] >= 1 and c["final"] == 1
+        chips = page.locator("#words .word").all_inner_texts()
+        assert chips == run["words"] and "circle" in chips
+        assert page.locator("#grid canvas").count() == len(run["words"])
+        assert page.inner_text("#step").startswith("step 6/6")
+
+        preview = canvas_pixels(page, "#preview")
+        assert lit_fraction(preview) > 0.5 and preview[..., :3].std() > 2  # an image, not a flat fill
+        assert lit_fraction(canvas_pixels(page, "#heat")) > 0.5
+        assert lit_fraction(canvas_pixels(page, "#grid canvas")) > 0.5
+        timeline = canvas_pixels(page, "#timeline")
+        assert (np.abs(timeline[..., 0].astype(int) - timeline[..., 2]) > 60).sum() > 50  # coloured lines drawn
+        particles = canvas_pixels(page, "#particles")
+        assert 0.01 < lit_fraction(particles, 8) < 0.9, "particles are points on black"
+        assert counts(page)["particleFrames"] > 10
+        assert not page.errors, page.errors
+        save_screenshot(page, "viewer.png")
+
+
+def test_clicking_a_word_selects_it_on_the_bridge_and_redraws_its_heat_map(live_bridge):
+    with browser_page() as page:
+        open_viewer(page, live_bridge.url)
+        page.fill("#prompt", "green triangle left of a yellow star")
+        page.fill("#steps", "4")
+        page.press("#prompt", "Enter")
+        page.wait_for_function("window.viewer.counts.runs >= 1", timeout=120_000)
+        before = canvas_pixels(page, "#heat")
+        words = page.evaluate("window.viewer.run.words")
+        target = words.index("star")
+        statuses = counts(page)["json"]
+        page.click(f"#words .word[data-index='{target}']")
+        # The bridge confirms with a status message naming the new selection.
+        page.wait_for_function(f"window.viewer.counts.json > {statuses} && window.viewer.selected === {target}", timeout=10_000)
+        assert page.inner_text("#heat-word") == "star"
+        assert page.get_attribute(f"#words .word[data-index='{target}']", "aria-pressed") == "true"
+        after = canvas_pixels(page, "#heat")
+        assert np.abs(after.astype(int) - before).mean() > 1.0  # another word, another map
+        assert not page.errors, page.errors
+
+
+def test_a_bad_value_is_refused_with_the_bridges_sentence(live_bridge):
+    with browser_page() as page:
+        open_viewer(page, live_bridge.url)
+        page.fill("#prompt", "a cat")
+        page.fill("#steps", "0")
+        page.press("#prompt", "Enter")
+        page.wait_for_function("window.viewer.errors.length > 0", timeout=10_000)
+        assert "steps must be within 1..500, got 0" in page.inner_text("#message")
+        assert page.evaluate("window.viewer.connection") == "open"  # the connection survives
+
+
+def synthetic_recording(folder: Path, steps: int = 5) -> np.ndarray:
+    """A small recording with known content: the final image is a left-to-right red ramp."""
+    words = ("warm", "light")
+    h = w = 16
+    start = RunStart("replay-test-run", "warm light", "", 1, steps, 7.5, 64, 64, (h, w), words,
+                     ((1,), (2,)), (), "synthetic", "none", PhaseSchedule())
+    rec = Recorder(folder)
+    rec.on_run_start(start)
+    yy, xx = np.mgrid[0:h, 0:w]
+    image = np.zeros((64, 64, 3), np.uint8)
+    image[..., 0] = np.linspace(0, 255, 64, dtype=np.uint8)[None, :]
+    cumulative = np.zeros((2, h, w), np.float32)
+    for s in range(steps):
+        maps = np.stack([np.exp(-((xx - 4 - s) ** 2 + (yy - 8) ** 2) / 8.0), np.exp(-((xx - 12) ** 2 + (yy - 4) ** 2) / 8.0)])
+        cumulative += maps
+        preview = (image * ((s + 1) / steps)).astype(np.uint8)
+        rec.on_step(StepFrame("replay-test-run", s, steps, 1000.0 - s, start.phases.phase_at(s, steps),
+                              start.phases.weights_at(s, steps), words, maps.astype(np.float16),
+                              cumulative.astype(np.float16), attention_mass(maps), preview, 0.2 * (s + 1)))
+    rec.on_run_end(RunEnd("replay-test-run", "completed", steps, 0.2 * steps, image))
+    return image
+
+
+def test_a_replayed_recording_shows_the_same_way(tmp_path):
+    image = synthetic_recording(tmp_path / "run")
+    bridge = BridgeProcess([
+        "replay", str(tmp_path / "run"), "--paused", "--loop", "--gap", "60", "--port", str(free_port()), "--osc-in-port", "0",
+        "--osc-out", f"127.0.0.1:{free_port(socket.SOCK_DGRAM)}", "--no-progress",
+    ], timeout=60)
+    try:
+        with browser_page() as page:
+            open_viewer(page, bridge.url)
+            page.wait_for_function("window.viewer.run !== null", timeout=10_000)
+            assert page.locator("#words .word").all_inner_texts() == ["warm", "light"]
+            page.click("#resume")  # the replay waits, paused, for the console's Resume
+            page.wait_for_function("window.viewer.counts.final >= 1", timeout=30_000)
+            page.wait_for_timeout(300)
+            assert counts(page)["steps"] == 5
+            preview = canvas_pixels(page, "#preview")
+            lit = preview[..., :3][preview[..., :3].max(axis=2) > 0]
+            # The final image (a red ramp) fills the preview canvas: red rises left to right.
+            assert lit[:, 1:].max() == 0 and lit[:, 0].mean() == pytest.approx(image[..., 0].mean(), abs=12)
+            row = preview[preview.shape[0] // 2, :, 0].astype(int)
+            assert row[-5] - row[4] > 200
+            # "warm" peaks left of centre in its map, and its grid cell shows it there.
+            cell = canvas_pixels(page, "#grid canvas")[..., :3].astype(int).sum(axis=2)
+            assert cell[:, : cell.shape[1] // 2].mean() > cell[:, cell.shape[1] // 2:].mean() + 50
+            assert not page.errors, page.errors
+            save_screenshot(page, "viewer-replay.png")
+    finally:
+        bridge.stop()

@@ -1,0 +1,352 @@
+// The viewer: one websocket to the bridge (live or replay: the same wire), panels redrawn as
+// frames arrive, a console that sends prompts and selections back.  docs/PROTOCOL.md.
+
+import { FRAME, control, decodeFrame, mapsToUnit } from "./protocol.js";
+import { drawCell, drawFitted, drawHeat, drawTimeline, rgbToCanvas, wordColor } from "./views.js";
+import { DEFAULTS, ParticleSim, gridHomes, phaseWeight } from "./particles.js";
+
+const $ = (id) => document.getElementById(id);
+const params = new URLSearchParams(location.search);
+
+// Everything the page knows; exposed as window.viewer for debugging (and the browser tests).
+const view = {
+  connection: "connecting",
+  state: "idle",
+  run: null, // the run_start message
+  selected: 0,
+  step: null, // last step message
+  mass: [], // mass[step] = per-word shares
+  maps: null, // {maps: [Float32Array], h, w, firstWord} of the last step frame
+  cumulative: null,
+  preview: document.createElement("canvas"), // latest preview / final image at its own size
+  hasPreview: false,
+  counts: { binary: 0, json: 0, maps: 0, cumulative: 0, preview: 0, final: 0, steps: 0, runs: 0 },
+  errors: [],
+  particles: null, // ParticleSim, or null when WebGL2 float rendering is unavailable
+  particleError: "",
+  phaseTarget: 0, // w from the latest phase weights
+  phaseSmooth: 0, // w eased towards the target so the morph never cuts
+  law: { ...DEFAULTS },
+};
+window.viewer = view;
+
+// ------------------------------------------------------------------ connection
+
+let ws = null;
+let retry = 0;
+
+function socketUrl() {
+  if (params.get("ws")) return params.get("ws");
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const token = params.get("token");
+  return `${scheme}://${location.host}/` + (token ? `?token=${encodeURIComponent(token)}` : "");
+}
+
+function connect() {
+  setConnection("connecting", "connecting…");
+  ws = new WebSocket(socketUrl());
+  ws.binaryType = "arraybuffer";
+  ws.onopen = () => {
+    retry = 0;
+    setConnection("open", "connected");
+  };
+  ws.onclose = (ev) => {
+    const why = ev.reason ? `: ${ev.reason}` : "";
+    setConnection("closed", `disconnected${why} — retrying`);
+    setTimeout(connect, Math.min(5000, 500 * 2 ** retry++));
+  };
+  ws.onmessage = (ev) => {
+    try {
+      if (typeof ev.data === "string") onJson(JSON.parse(ev.data));
+      else onBinary(decodeFrame(ev.data));
+    } catch (err) {
+      view.errors.push(String(err));
+      showMessage(`could not read a message from the bridge: ${err.message}`);
+    }
+  };
+}
+
+function send(text) {
+  if (!ws || ws.readyState !== WebSocket.OPEN) {
+    showMessage("not connected to the bridge yet");
+    return false;
+  }
+  ws.send(text);
+  return true;
+}
+
+function setConnection(state, text) {
+  view.connection = state;
+  $("connection").dataset.state = state;
+  $("connection").textContent = text;
+}
+
+function showMessage(text, kind = "error") {
+  $("message").textContent = text;
+  $("message").className = kind;
+}
+
+// ------------------------------------------------------------------ messages
+
+function onJson(msg) {
+  view.counts.json++;
+  switch (msg.type) {
+    case "hello":
+      if (typeof msg.selected === "number") view.selected = msg.selected;
+      if (msg.state) setState(msg.state);
+      break;
+    case "status":
+      setState(msg.state);
+      if (typeof msg.selected === "number" && msg.selected !== view.selected) select(msg.selected, false);
+      if (msg.settings) fillSettings(msg.settings);
+      $("dropped").textContent = msg.dropped ? `${msg.dropped} steps skipped` : "";
+      break;
+    case "run_start":
+      startRun(msg);
+      break;
+    case "step":
+      onStep(msg);
+      break;
+    case "run_end":
+      view.counts.runs++;
+      showMessage(msg.status === "failed" ? `run failed: ${msg.error}` : `run ${msg.status} after ${msg.steps_done} steps`,
+        msg.status === "failed" ? "error" : "info");
+      break;
+    case "error":
+      view.errors.push(msg.message);
+      showMessage(msg.message);
+      break;
+    default:
+      break; // later protocol additions: ignore
+  }
+}
+
+function onBinary(frame) {
+  view.counts.binary++;
+  if (frame.type === FRAME.MAPS || frame.type === FRAME.CUMULATIVE) {
+    const unit = mapsToUnit(frame);
+    if (frame.type === FRAME.MAPS) {
+      view.maps = unit;
+      view.counts.maps++;
+    } else {
+      view.cumulative = unit;
+      view.counts.cumulative++;
+      updateParticleAttention();
+    }
+    drawMaps();
+  } else if (frame.type === FRAME.PREVIEW || frame.type === FRAME.FINAL) {
+    const [h, w] = frame.shape;
+    rgbToCanvas(view.preview, frame.data, w, h);
+    view.hasPreview = true;
+    view.counts[frame.type === FRAME.PREVIEW ? "preview" : "final"]++;
+    drawFitted($("preview"), view.preview);
+    if (view.particles) view.particles.setPreview(frame.data, w, h);
+    drawMaps();
+  }
+}
+
+function setState(state) {
+  view.state = state;
+  $("state").textContent = state;
+}
+
+let settingsFilled = false;
+function fillSettings(s) {
+  if (settingsFilled) return; // never overwrite what the user is typing
+  settingsFilled = true;
+  if (s.prompt && !$("prompt").value) $("prompt").value = s.prompt;
+  if (Number.isInteger(s.seed)) $("seed").value = s.seed;
+  if (Number.isInteger(s.steps)) $("steps").value = s.steps;
+}
+
+function startRun(msg) {
+  view.run = msg;
+  view.mass = [];
+  view.maps = view.cumulative = null;
+  view.step = null;
+  if (view.selected >= msg.words.length) view.selected = 0;
+  buildWords(msg.words);
+  $("step").textContent = `step 0/${msg.steps}`;
+  if (msg.dropped_words && msg.dropped_words.length) {
+    showMessage(`the model's token limit cut: ${msg.dropped_words.join(" ")}`, "info");
+  } else {
+    showMessage(`run ${msg.run_id}: “${msg.prompt}”, seed ${msg.seed}`, "info");
+  }
+  scatterParticles();
+  drawMaps();
+  redrawTimeline();
+}
+
+function onStep(msg) {
+  view.step = msg;
+  view.counts.steps++;
+  view.mass[msg.step] = msg.mass;
+  view.phaseTarget = phaseWeight(msg.phase_weights, view.law.phaseGain);
+  $("step").textContent = `step ${msg.step + 1}/${msg.total} · ${msg.phase}`;
+  document.querySelectorAll(".phase").forEach((el, i) => {
+    el.style.background = `rgba(249, 142, 9, ${0.15 + 0.85 * msg.phase_weights[i]})`;
+    el.style.color = msg.phase_weights[i] > 0.5 ? "#000" : "";
+  });
+  redrawTimeline();
+}
+
+// ------------------------------------------------------------------ words and selection
+
+function buildWords(words) {
+  const chips = $("words");
+  const grid = $("grid");
+  chips.replaceChildren();
+  grid.replaceChildren();
+  words.forEach((word, i) => {
+    const chip = document.createElement("button");
+    chip.type = "button";
+    chip.className = "word";
+    chip.textContent = word;
+    chip.style.color = wordColor(i);
+    chip.dataset.index = i;
+    chip.addEventListener("click", () => select(i, true));
+    chips.append(chip);
+
+    const fig = document.createElement("figure");
+    const canvas = document.createElement("canvas");
+    canvas.width = canvas.height = 128;
+    canvas.dataset.index = i;
+    canvas.addEventListener("click", () => select(i, true));
+    const cap = document.createElement("figcaption");
+    cap.textContent = `${i}: ${word}`;
+    fig.append(canvas, cap);
+    grid.append(fig);
+  });
+  markSelected();
+}
+
+function select(i, tellBridge) {
+  view.selected = i;
+  if (tellBridge) send(control.select(i)); // TouchDesigner and OSC follow the same selection
+  markSelected();
+  updateParticleAttention();
+  drawMaps();
+  redrawTimeline();
+}
+
+function markSelected() {
+  const word = view.run ? view.run.words[view.selected] ?? "–" : "–";
+  $("heat-word").textContent = word;
+  $("particle-word").textContent = word;
+  document.querySelectorAll(".word").forEach((el) => el.setAttribute("aria-pressed", String(+el.dataset.index === view.selected)));
+  document.querySelectorAll("#grid figure").forEach((fig, i) => fig.classList.toggle("selected", i === view.selected));
+}
+
+function wordMap(source, i) {
+  if (!source) return null;
+  const k = i - source.firstWord;
+  return k >= 0 && k < source.maps.length ? source.maps[k] : null;
+}
+
+function drawMaps() {
+  const source = $("cumulative").checked ? view.cumulative || view.maps : view.maps || view.cumulative;
+  const map = wordMap(source, view.selected);
+  drawHeat($("heat"), view.hasPreview ? view.preview : null, map, source?.w, source?.h);
+  document.querySelectorAll("#grid canvas").forEach((canvas, i) => {
+    drawCell(canvas, wordMap(source, i), source?.w, source?.h);
+  });
+}
+
+function redrawTimeline() {
+  drawTimeline($("timeline"), {
+    mass: view.mass,
+    total: view.run ? view.run.steps : 0,
+    words: view.run ? view.run.words : [],
+    phases: view.run ? view.run.phases : null,
+    selected: view.selected,
+  });
+}
+
+// ------------------------------------------------------------------ particles
+
+function startParticles() {
+  const canvas = $("particles");
+  const gl = canvas.getContext("webgl2", { preserveDrawingBuffer: true, antialias: false });
+  try {
+    if (!gl) throw new Error("this browser has no WebGL2; the particle morph is off");
+    const count = Math.max(1, Math.min(1 << 20, Number(params.get("particles")) || DEFAULTS.count));
+    view.particles = new ParticleSim(gl, Math.ceil(Math.sqrt(count)));
+    view.particles.setHomes(gridHomes(view.particles.count, 1));
+    scatterParticles();
+    requestAnimationFrame(animate);
+  } catch (err) {
+    view.particleError = String(err.message || err);
+    $("particle-word").textContent = view.particleError;
+  }
+}
+
+let scatterSeed = 7;
+function scatterParticles() {
+  const sim = view.particles;
+  if (!sim) return;
+  const state = new Float32Array(sim.count * 4);
+  const homes = gridHomes(sim.count, scatterSeed++); // any uniform scatter will do
+  for (let i = 0; i < sim.count; i++) {
+    state[4 * i] = homes[2 * i];
+    state[4 * i + 1] = homes[2 * i + 1];
+  }
+  sim.setState(state, sim.time);
+  view.phaseSmooth = view.phaseTarget = 0;
+}
+
+function updateParticleAttention() {
+  const sim = view.particles;
+  const source = view.cumulative || view.maps;
+  const map = wordMap(source, view.selected);
+  if (sim && map) sim.setAttention(map, source.w, source.h);
+}
+
+let last = 0;
+function animate(now) {
+  const sim = view.particles;
+  const elapsed = last ? Math.min(0.1, (now - last) / 1000) : 0;
+  last = now;
+  // Ease w towards the newest phase weight (time constant 0.5 s): no hard cuts between steps.
+  view.phaseSmooth += (view.phaseTarget - view.phaseSmooth) * (1 - Math.exp(-elapsed / 0.5));
+  sim.step(view.law, view.phaseSmooth);
+  sim.draw();
+  view.counts.particleFrames = (view.counts.particleFrames || 0) + 1;
+  requestAnimationFrame(animate);
+}
+
+// ------------------------------------------------------------------ console
+
+function wireConsole() {
+  $("console").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const prompt = $("prompt").value.trim();
+    if (!prompt) {
+      showMessage("type a prompt first");
+      return;
+    }
+    if ($("random-seed").checked) $("seed").value = Math.floor(Math.random() * 2 ** 31);
+    const settings = {};
+    for (const name of ["seed", "steps"]) {
+      const value = Number($(name).value);
+      if (!Number.isInteger(value)) {
+        showMessage(`${name} must be a whole number`);
+        return;
+      }
+      settings[name] = value;
+    }
+    if (send(control.prompt(prompt, settings))) showMessage(`sent: “${prompt}”`, "info");
+  });
+  for (const name of ["pause", "resume", "cancel"]) $(name).addEventListener("click", () => send(control.action(name)));
+  $("cumulative").addEventListener("change", drawMaps);
+  document.querySelectorAll("#controls input").forEach((input) => {
+    const apply = () => { view.law[input.dataset.param] = Number(input.value); };
+    input.addEventListener("input", apply);
+    apply();
+  });
+}
+
+wireConsole();
+redrawTimeline();
+drawMaps();
+startParticles();
+connect();
