@@ -1,0 +1,98 @@
+"""Engine requests: validation sentences, model defaults, previews, special tokens, one run at a time."""
+
+import threading
+
+import numpy as np
+import pytest
+
+from bridge.bus import Bus
+from bridge.engine import GenerationRequest
+from bridge.errors import InvalidRequest
+
+
+@pytest.mark.parametrize(
+    "changes,expected",
+    [
+        ({"prompt": "   "}, "prompt is empty"),
+        ({"steps": -3}, "steps must be from 1"),
+        ({"steps": 2.5}, "steps must be a whole number"),
+        ({"seed": -1}, "seed must be from 0"),
+        ({"guidance": float("inf")}, "guidance must be a number"),
+        ({"width": 100}, "width must be a multiple of 8"),
+        ({"height": 4}, "height must be from 8"),
+        ({"map_size": (0, 10)}, "map height must be from 1"),
+        ({"map_size": "wide"}, "map size must be one number or (height, width)"),
+        ({"vae_every": -1}, "vae_every must be from 0"),
+        ({"layers": ("12",)}, "layer resolution factors must be among 8, 16, 32, 64"),
+        ({"layers": ("sideways",)}, "no cross-attention layer matches sideways"),
+    ],
+)
+def test_validation_says_what_is_wrong(tiny_engine, changes, expected):
+    req = GenerationRequest(**{"prompt": "a cat", **changes})
+    with pytest.raises(InvalidRequest) as err:
+        tiny_engine.validate(req)
+    assert expected in str(err.value) and "\n" not in str(err.value)
+
+
+def test_defaults_come_from_the_model(tiny_engine):
+    req = tiny_engine.validate(GenerationRequest("a cat"))
+    assert (req.width, req.height, req.guidance) == (64, 64, 7.5)
+    assert req.map_size == (64, 64)  # the 8×8 latent, upsampled to at least 64 on the long side
+    assert tiny_engine.validate(GenerationRequest("a cat", width=128, height=64)).map_size == (32, 64)
+    assert tiny_engine.validate(GenerationRequest("a cat", map_size=20)).map_size == (20, 20)
+
+
+def test_vae_every_swaps_in_full_decodes_on_those_steps(tiny_engine, collect):
+    def previews(vae_every):
+        c = type(collect)()
+        tiny_engine.generate(GenerationRequest("a red apple", seed=4, steps=4, vae_every=vae_every), Bus([c]))
+        return [f.preview for f in c.frames]
+
+    linear, decoded = previews(0), previews(2)
+    same = [np.array_equal(a, b) for a, b in zip(linear, decoded)]
+    assert same == [True, False, True, False]  # steps 2 and 4 (1-based) are VAE decodes
+
+
+def test_include_special_adds_start_end_and_padding(tiny_engine, collect):
+    tiny_engine.generate(GenerationRequest("a red apple", steps=1, include_special=True), Bus([collect]))
+    start, frame = collect.start, collect.frames[0]
+    assert start.words == ("<start>", "a", "red", "apple", "<end>", "<pad>")
+    assert frame.maps.shape[0] == 6
+    assert all(m > 0 for m in frame.mass) and abs(sum(frame.mass) - 1) < 1e-6
+    # the default run over the same prompt has exactly the inner words, with the same maps
+    plain = type(collect)()
+    tiny_engine.generate(GenerationRequest("a red apple", steps=1), Bus([plain]))
+    np.testing.assert_array_equal(plain.frames[0].maps, frame.maps[1:4])
+
+
+def test_one_generate_at_a_time(tiny_engine):
+    entered, release = threading.Event(), threading.Event()
+
+    class Holder:
+        def on_step(self, frame):
+            entered.set()
+            release.wait(30)
+
+    t = threading.Thread(target=tiny_engine.generate, args=(GenerationRequest("a cat", steps=1), Bus([Holder()])))
+    t.start()
+    try:
+        assert entered.wait(60)
+        with pytest.raises(InvalidRequest, match="busy"):
+            tiny_engine.generate(GenerationRequest("a dog", steps=1), Bus())
+    finally:
+        release.set()
+        t.join(60)
+    assert tiny_engine.generate(GenerationRequest("a dog", steps=1), Bus()).status == "completed"
+
+
+def test_frames_follow_the_request(tiny_engine, collect):
+    end = tiny_engine.generate(GenerationRequest("a red apple", steps=5, width=96, height=64), Bus([collect]))
+    start, frames = collect.start, collect.frames
+    assert [type(e).__name__ for e in collect.events] == ["RunStart"] + ["StepFrame"] * 5 + ["RunEnd"]
+    assert len({f.run_id for f in frames} | {start.run_id, end.run_id}) == 1
+    assert [f.step for f in frames] == list(range(5)) and all(f.total == 5 for f in frames)
+    assert all(a.elapsed < b.elapsed for a, b in zip(frames, frames[1:]))
+    assert all(abs(sum(f.phase_weights) - 1) < 1e-9 for f in frames)
+    assert frames[0].timestep > frames[-1].timestep
+    assert {"step", "capture", "preview"} <= set(frames[0].timings)
+    assert end.image.shape == (64, 96, 3) and end.image.dtype == np.uint8
