@@ -96,3 +96,17 @@ def killed_recording(folder: Path, kill_after_step: int, steps: int = 10) -> Pat
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     return folder
+
+
+def engine_recording(tmp_path_factory, engine, steps: int = 6) -> Path:
+    """A real run of ``engine`` (the tiny built-in model) recorded by the Recorder, as `render`
+    does; made once per test session and shared by the replay, timelapse and export tests."""
+    from bridge.bus import Bus
+    from bridge.engine import GenerationRequest
+
+    folder = tmp_path_factory.getbasetemp() / f"engine-run-{steps}"
+    if not (folder / "manifest.json").exists():
+        req = engine.validate(GenerationRequest("a red apple on a wooden table", seed=7, steps=steps))
+        end = engine.generate(req, Bus([Recorder(folder)]))
+        assert end.status == "completed", end.error
+    return folder

@@ -157,3 +157,25 @@ def test_heat_is_clamped_after_bicubic_overshoot():
     m[4, 4] = 1.0
     up = heatmap.upsample(m, (32, 32))
     assert up.min() >= 0.0 and up.max() > 0.5
+
+
+def test_export_of_a_real_engine_run(tiny_engine, tmp_path_factory, tmp_path):
+    """End to end on a run of the tiny built-in model: every word gets its files, masks are
+    Eqn. 7 of the recorded DAAM map, curves have one row per step."""
+    from replay_recordings import engine_recording
+
+    rec = engine_recording(tmp_path_factory, tiny_engine)
+    manifest = json.loads((rec / "manifest.json").read_text())
+    words = manifest["words"]
+    result = export(rec, tmp_path / "out", progress=False)
+    for kind in ("maps", "overlays", "masks"):
+        assert len(result["files"][kind]) == len(words)
+    daam = np.load(rec / "daam.npy").astype(np.float32)
+    h, w = manifest["height"], manifest["width"]
+    for i, word in enumerate(words):
+        mask = np.asarray(Image.open(tmp_path / "out" / "masks" / f"{file_stem(i, word)}.png")) == 255
+        big = np.maximum(np.asarray(Image.fromarray(daam[i], "F").resize((w, h), Image.BICUBIC)), 0)
+        np.testing.assert_array_equal(mask, big >= 0.4 * big.max())
+    rows = list(csv.DictReader(open(tmp_path / "out" / "curves.csv")))
+    assert [int(r["step"]) for r in rows] == list(range(manifest["steps_done"]))
+    assert all(s["stable_step"] is not None for s in result["stability"])

@@ -133,3 +133,14 @@ def test_cli_corrupt_manifest_gets_one_clear_error(tmp_path, capsys):
     assert main(["timelapse", str(tmp_path), "-o", str(tmp_path / "x.mp4")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"error: {tmp_path / 'manifest.json'} is unreadable or corrupt") and "\n" not in err
+
+
+def test_timelapse_of_a_real_engine_run(tiny_engine, tmp_path_factory, tmp_path):
+    from replay_recordings import engine_recording
+
+    rec = engine_recording(tmp_path_factory, tiny_engine)
+    for layout in ("single", "grid"):
+        out = tmp_path / f"{layout}.mp4"
+        assert main(["timelapse", str(rec), "-o", str(out), "--layout", layout, "--size", "96", "--fps", "10",
+                     "--hold", "0.2", "--no-progress"]) == 0
+        assert len(video_frames(out)) == 6 + 2
