@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 
 from ..frames import StepFrame
@@ -23,18 +24,20 @@ class Mailbox:
         self.dropped = 0
 
     def put(self, event) -> None:
-        """Never blocks.  A pending, unprocessed step is replaced by a newer one."""
+        """Never blocks.  A pending, unprocessed step is replaced by a newer one.
+        Items are (event, time put) so a consumer can measure how long an event waited."""
+        item = (event, time.perf_counter())
         with self._cond:
-            if isinstance(event, StepFrame) and self._items and isinstance(self._items[-1], StepFrame):
-                self._items[-1] = event
+            if isinstance(event, StepFrame) and self._items and isinstance(self._items[-1][0], StepFrame):
+                self._items[-1] = item
                 self.dropped += 1
             else:
-                self._items.append(event)
+                self._items.append(item)
                 self._unfinished += 1
             self._cond.notify_all()
 
     def get(self, timeout: float | None = None):
-        """The next event, or None once closed (or after ``timeout`` with nothing pending)."""
+        """The next (event, time put), or None once closed (or after ``timeout`` with nothing pending)."""
         with self._cond:
             if not self._items and not self._closed:
                 self._cond.wait(timeout)
@@ -70,6 +73,7 @@ class ThreadedSink:
     name = "sink"
 
     def __init__(self):
+        self.latencies: deque = deque(maxlen=100_000)  # seconds from on_step to the step handled
         self._log = logging.getLogger(f"bridge.sinks.{self.name}")
         self.mailbox = Mailbox()
         self._thread = threading.Thread(target=self._work, name=f"{self.name}-sink", daemon=True)
@@ -93,13 +97,16 @@ class ThreadedSink:
 
     def _work(self) -> None:
         while True:
-            event = self.mailbox.get(timeout=0.5)
-            if event is None:
+            item = self.mailbox.get(timeout=0.5)
+            if item is None:
                 if self.mailbox.closed:
                     return
                 continue
+            event, t_put = item
             try:
                 self.handle(event)
+                if isinstance(event, StepFrame):
+                    self.latencies.append(time.perf_counter() - t_put)
             except Exception:
                 self._log.exception("%s sink failed on %s", self.name, type(event).__name__)
             finally:

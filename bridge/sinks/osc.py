@@ -76,6 +76,7 @@ class OscSink(ThreadedSink):
         self.selection = selection or Selection()
         self.tracker = StatsTracker()
         self.sent = 0
+        self.last_step_bytes = 0  # size of the last step's bundles, per target
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self._addrs = []
         for host, port in self.targets:
@@ -93,15 +94,19 @@ class OscSink(ThreadedSink):
     def _msg(self, address: str, *args):
         return message(self.prefix + address, *args)
 
-    def send(self, messages) -> None:
-        """Send messages as bundle(s) to every target; network errors are logged, not raised."""
+    def send(self, messages) -> int:
+        """Send messages as bundle(s) to every target; network errors are logged, not raised.
+        Returns the bytes sent per target."""
+        size = 0
         for dgram in bundle(messages):
+            size += len(dgram)
             for addr in self._addrs:
                 try:
                     self._sock.sendto(dgram, addr)
                     self.sent += 1
                 except OSError as exc:  # e.g. no route: the show goes on
                     self._log.warning("OSC send to %s:%s failed: %s", *addr[:2], exc)
+        return size
 
     def send_error(self, code: str, text: str, reply_to=None) -> None:
         """``/daam/error s code, s message`` to the targets and, if given, the sender's address."""
@@ -131,7 +136,7 @@ class OscSink(ThreadedSink):
                 self._msg("/phase/weights", *(float(w) for w in event.phase_weights)),
             ]
             msgs += [self._msg(f"/word/{i}", *(float(v) for v in row)) for i, row in enumerate(stats)]
-            self.send(msgs)
+            self.last_step_bytes = self.send(msgs)
         elif isinstance(event, RunEnd):
             self.send([
                 self._msg("/run/end", event.steps_done, STATUS_CODES.get(event.status, 2)),
