@@ -135,6 +135,8 @@ class LiveSession:
             self.switch_preset(values["name"])
         elif kind == "status":
             self._osc_status()
+        elif kind == "speed":
+            raise ControlError("speed applies to replayed recordings only; the live bridge runs as fast as the model", "unknown_type")
         else:
             raise ControlError(f"{kind} is not a control of the live bridge", "unknown_type")
         if self.websocket is not None:
