@@ -1,0 +1,183 @@
+#!/usr/bin/env python3
+"""Cost of the capture: the same pipeline and seed, plain vs captured, side by side in one run.
+
+    python bench/capture_overhead.py                      # CPU: SD 1.5 UNet at 256×256, 4 steps
+    python bench/capture_overhead.py --device cuda --size 512 --steps 20
+
+"plain" is the bare diffusers pipeline call (SDPA everywhere, no callback).  "captured" is
+``Engine.generate`` on the same pipeline object: capture processors on every cross-attention
+layer, per-step DAAM aggregation, the linear preview, the one device→host transfer per step and
+the StepFrame records (published to an empty bus, so no sink cost is counted).
+
+The UNet is the published Stable Diffusion 1.5 architecture (config below) with random
+weights: weights do not change the cost.  The text encoder is a 1-layer CLIP with SD's 768-wide
+output and the VAE is the built-in tiny one: both run once per image while the UNet runs
+twice (CFG) per step, so the UNet dominates the time and both variants share them anyway.
+Runs alternate (plain, captured, plain, …) after a warm-up of each, and medians are reported.
+Peak memory: on CUDA ``torch.cuda.max_memory_allocated``; on CPU the process's resident set
+sampled every millisecond.  Both as absolute peaks and as growth above the loaded model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+# Stable Diffusion 1.5's UNet (its published unet/config.json).
+SD15_UNET = dict(
+    sample_size=64, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(320, 640, 1280, 1280),
+    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    cross_attention_dim=768, attention_head_dim=8, norm_num_groups=32, norm_eps=1e-5, act_fn="silu",
+    center_input_sample=False, downsample_padding=1, flip_sin_to_cos=True, freq_shift=0, mid_block_scale_factor=1,
+)
+
+
+def build(device: str, dtype):
+    import torch
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    from bridge.models.resolve import BUILTIN_DIR
+
+    tiny = BUILTIN_DIR / "tiny"
+    tokenizer = CLIPTokenizer.from_pretrained(tiny / "tokenizer")
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(**SD15_UNET)
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=768, intermediate_size=768, num_hidden_layers=1, num_attention_heads=12,
+        max_position_embeddings=77, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    ))
+    vae = AutoencoderKL.from_pretrained(tiny / "vae")
+    scheduler = DDIMScheduler.from_pretrained(tiny / "scheduler")
+    unet, text_encoder, vae = (m.to(device=device, dtype=dtype) for m in (unet, text_encoder, vae))
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
+                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe, tiny
+
+
+class PeakMemory:
+    """Peak memory during a block: CUDA allocator peak, or sampled resident set on CPU."""
+
+    def __init__(self, device: str):
+        self.device = device
+
+    def __enter__(self):
+        import torch
+
+        if self.device.startswith("cuda"):
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self.base = torch.cuda.memory_allocated()
+        else:
+            self.base = self.peak = _rss()
+            self._stop = threading.Event()
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def _sample(self):
+        while not self._stop.wait(0.001):
+            self.peak = max(self.peak, _rss())
+
+    def __exit__(self, *exc):
+        import torch
+
+        if self.device.startswith("cuda"):
+            torch.cuda.synchronize()
+            self.peak = torch.cuda.max_memory_allocated()
+        else:
+            self._stop.set()
+            self._thread.join()
+            self.peak = max(self.peak, _rss())
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--size", type=int, default=256, help="image side in pixels (default: %(default)s)")
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs of each variant (default: %(default)s)")
+    args = parser.parse_args()
+
+    import numpy as np
+    import torch
+
+    from bridge.bus import Bus
+    from bridge.engine import Engine, GenerationRequest
+    from bridge.models.loader import LoadedModel, pick_device, pick_dtype
+    from bridge.models.resolve import ModelSource
+
+    device = pick_device(args.device)
+    dtype = pick_dtype(args.dtype, device)
+    pipe, tiny = build(device, dtype)
+    engine = Engine(LoadedModel(pipe, ModelSource("folder", str(tiny), "sd15-architecture-random"), device, dtype, "sd"))
+    prompt = "a red apple on a wooden table, studio light"
+    req = engine.validate(GenerationRequest(prompt, seed=7, steps=args.steps, guidance=7.5, width=args.size, height=args.size))
+
+    def sync():
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    def plain():
+        with torch.inference_mode():
+            return pipe(prompt, num_inference_steps=args.steps, guidance_scale=7.5, width=args.size, height=args.size,
+                        generator=torch.Generator("cpu").manual_seed(7), output_type="np").images[0]
+
+    def captured():
+        end = engine.generate(req, Bus())
+        assert end.status == "completed", end.error
+        return end.image
+
+    variants = {"plain": plain, "captured": captured}
+    times = {k: [] for k in variants}
+    peaks = {k: [] for k in variants}
+    growth = {k: [] for k in variants}
+    images = {k: v() for k, v in variants.items()}  # warm-up, and the outputs to compare
+    for _ in range(args.repeats):
+        for name, fn in variants.items():
+            with PeakMemory(device) as mem:
+                sync()
+                t = time.perf_counter()
+                fn()
+                sync()
+                times[name].append(time.perf_counter() - t)
+            peaks[name].append(mem.peak)
+            growth[name].append(mem.peak - mem.base)
+
+    plain_img = np.clip(np.rint(images["plain"] * 255), 0, 255).astype(np.uint8)
+    diff = int(np.abs(plain_img.astype(int) - images["captured"].astype(int)).max())
+    layers = sum(1 for n, _ in pipe.unet.named_modules() if n.endswith("attn2"))
+    gpu = torch.cuda.get_device_name() if device.startswith("cuda") else f"{torch.get_num_threads()} CPU threads"
+    print(f"device: {device} ({gpu}), dtype {str(dtype).replace('torch.', '')}, SD 1.5 UNet (random weights), "
+          f"{args.size}×{args.size}, {args.steps} steps, CFG 7.5, {layers} cross-attention layers captured, "
+          f"{len(engine.validate(req).prompt.split())}-word prompt, {args.repeats} timed runs each")
+    mb = 1 / 2**20
+    print(f"{'':10}{'median s':>10}{'min s':>9}{'peak MiB':>11}{'growth MiB':>12}")
+    for name in variants:
+        print(f"{name:10}{statistics.median(times[name]):>10.3f}{min(times[name]):>9.3f}"
+              f"{max(peaks[name]) * mb:>11.1f}{max(growth[name]) * mb:>12.1f}")
+    t_ratio = statistics.median(times["captured"]) / statistics.median(times["plain"])
+    m_ratio = max(peaks["captured"]) / max(peaks["plain"])
+    print(f"captured/plain: wall time ×{t_ratio:.3f} (median), ×{min(times['captured']) / min(times['plain']):.3f} (best); "
+          f"peak memory ×{m_ratio:.3f}; working memory above the model: {max(growth['plain']) * mb:.1f} → "
+          f"{max(growth['captured']) * mb:.1f} MiB")
+    print(f"final images: max pixel difference plain vs captured = {diff} (of 255)")
+
+
+if __name__ == "__main__":
+    main()
