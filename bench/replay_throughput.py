@@ -6,8 +6,10 @@ previews, 200 steps), then measures side by side in one run:
 
   read        Recording.frames(): manifest, index, two .npy and one PNG per step
   replay      Player at --speed max onto an empty Bus (reading + pacing machinery)
-  replay+wire Player at max speed onto the live sinks: websocket (one client receiving
-              everything) and OSC (to a local UDP port): what a show machine does
+  replay+wire Player at max speed onto the live sinks: websocket (one client reading all it
+              gets) and OSC (to a local UDP port).  Free-running, the sinks drop stale steps for
+              a client that falls behind (they never slow the source); in lockstep each step
+              waits until the client has it: the end-to-end rate with nothing dropped
   timelapse   frames/s of each layout rendered to MP4
 
 Target: replay ≥ 200 steps/s for 16 words at 64×64.  Usage:
@@ -86,8 +88,26 @@ def bench_replay(folder: Path, sinks=()) -> float:
     return count.steps / (time.perf_counter() - t0)
 
 
-def bench_replay_wire(folder: Path) -> tuple[float, dict]:
-    """Player at max speed onto the live websocket + OSC sinks, one websocket client reading all."""
+class _Lockstep:
+    """The last sink on the Bus: holds each step until the websocket client has received it,
+    so the measured rate is steps delivered end to end with nothing dropped."""
+
+    def __init__(self, delivered):
+        self.delivered = delivered  # callable: steps the client has received so far
+        self.published = 0
+
+    def on_step(self, frame):
+        self.published += 1
+        deadline = time.perf_counter() + 5
+        while self.delivered() < self.published and time.perf_counter() < deadline:
+            time.sleep(0.0002)
+
+
+def bench_replay_wire(folder: Path, lockstep: bool) -> tuple[float, dict]:
+    """Player at max speed onto the live websocket + OSC sinks, one websocket client reading all.
+
+    Without ``lockstep`` the player runs free and the sinks drop stale steps for the client;
+    with it each step waits until the client has it (end-to-end delivery rate)."""
     from websockets.sync.client import connect
 
     from bridge.sinks import SinkConfig, build_sinks
@@ -95,7 +115,7 @@ def bench_replay_wire(folder: Path) -> tuple[float, dict]:
     udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     udp.bind(("127.0.0.1", 0))
     udp.settimeout(0.2)
-    received = {"ws_messages": 0, "ws_bytes": 0, "osc_datagrams": 0}
+    received = {"ws_messages": 0, "ws_bytes": 0, "ws_steps": 0, "osc_datagrams": 0}
     stop = threading.Event()
 
     def drain_udp():
@@ -114,6 +134,8 @@ def bench_replay_wire(folder: Path) -> tuple[float, dict]:
             for m in client:
                 received["ws_messages"] += 1
                 received["ws_bytes"] += len(m)
+                if isinstance(m, str) and '"type":"step"' in m:
+                    received["ws_steps"] += 1
         except Exception:
             pass
 
@@ -121,8 +143,9 @@ def bench_replay_wire(folder: Path) -> tuple[float, dict]:
     for t in threads:
         t.start()
     time.sleep(0.2)
+    extra = [_Lockstep(lambda: received["ws_steps"])] if lockstep else []
     try:
-        rate = bench_replay(folder, sinks.all)
+        rate = bench_replay(folder, [*sinks.all, *extra])
         time.sleep(0.5)
         received["ws_dropped_steps"] = sinks.websocket.dropped
     finally:
@@ -167,12 +190,14 @@ def main() -> int:
                   f"{size / args.steps / 1024:.0f} KiB per step on disk (made in {time.perf_counter() - t0:.1f} s)")
             read = best(lambda: bench_read(folder))
             replay = best(lambda: bench_replay(folder))
-            wire, received = best(lambda: bench_replay_wire(folder))
+            wire, received = best(lambda: bench_replay_wire(folder, lockstep=False))
+            step, delivered = best(lambda: bench_replay_wire(folder, lockstep=True))
             print(f"  {'read from disk':<26}{read:8.0f} steps/s")
             print(f"  {'replay, no sinks':<26}{replay:8.0f} steps/s   (target >= 200)")
-            print(f"  {'replay, websocket + OSC':<26}{wire:8.0f} steps/s   "
-                  f"(client got {received['ws_messages']} messages, {received['ws_bytes'] / 2**20:.0f} MiB; "
-                  f"{received['ws_dropped_steps']} stale steps dropped for it; {received['osc_datagrams']} OSC datagrams)")
+            print(f"  {'replay, websocket + OSC':<26}{wire:8.0f} steps/s published, free-running (the client got "
+                  f"{received['ws_steps']} of them: stale steps are dropped for a client that falls behind)")
+            print(f"  {'  same, lockstep':<26}{step:8.0f} steps/s delivered to the client, none dropped "
+                  f"({delivered['ws_bytes'] / 2**20:.0f} MiB, {delivered['osc_datagrams']} OSC datagrams)")
         image = max(images)
         short = make_recording(tmp / "short", args.timelapse_steps, args.words, args.map, image, seed=1)
         print(f"timelapse of {args.timelapse_steps} steps, {image}x{image} previews, MP4:")

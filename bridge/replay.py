@@ -243,7 +243,7 @@ class Player:
                 order = list(range(len(self.recordings)))
                 if self.shuffle:
                     self._rng.shuffle(order)
-                for n, index in enumerate(order):
+                for index in order:
                     if self._stopped:
                         break
                     if played and self.gap > 0:

@@ -7,7 +7,6 @@ real run of the tiny built-in model, the way `render` does; it is cached per tes
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys

@@ -3,11 +3,9 @@ truncated and corrupt recordings."""
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 
-import numpy as np
 import pytest
 
 from bridge.bus import Bus

@@ -79,12 +79,12 @@ class ReplaySession:
     """Player + the live bridge's sinks + OSC control in, wired like the live session."""
 
     def __init__(self, values: dict, *, gap: float = 1.0, progress: bool = True, seed: int | None = None,
-                 paused: bool = False):
+                 paused: bool = False, preset: str = ""):
         from ..replay import find_recordings, open_playlist
 
         self.values = values
         self.recordings = open_playlist(find_recordings(values["recordings"]))
-        self.gap, self.progress, self.seed, self.paused = gap, progress, seed, paused
+        self.gap, self.progress, self.seed, self.paused, self.preset = gap, progress, seed, paused, preset
         self.player = None
         self.sinks = None
         self.osc_in = None
@@ -157,7 +157,7 @@ class ReplaySession:
         s = self.player.status() if self.player is not None else None
         if s is None:
             return {"state": "idle", "mode": "replay"}
-        return {"state": s.state, "mode": "replay", "preset": "", "run_id": s.run_id,
+        return {"state": s.state, "mode": "replay", "preset": self.preset, "run_id": s.run_id,
                 "replay": {"speed": s.to_dict()["speed"], "step": s.step, "total": s.total},
                 "playlist": {"position": s.entry, "length": s.entries, "loops_done": s.loops}}
 
@@ -198,7 +198,8 @@ def _drain(sinks, timeout: float = 3.0) -> None:
 
 def run(args) -> int:
     values = run_values(args)
-    session = ReplaySession(values, gap=args.gap, progress=not args.no_progress, paused=args.paused).start()
+    session = ReplaySession(values, gap=args.gap, progress=not args.no_progress, paused=args.paused,
+                            preset=args.preset or "").start()
     stop = threading.Event()
 
     def on_term(*_):
