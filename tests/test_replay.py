@@ -242,3 +242,29 @@ def test_cli_plays_a_recording_once(tmp_path, capsys):
                  "--no-progress", "--speed", "10"]) == 0
     out = capsys.readouterr().out
     assert "websocket:  ws://127.0.0.1:" in out and "1 recording(s)" in out
+
+
+def test_cli_loop_stops_cleanly_on_sigterm(tmp_path):
+    """A looping show is stopped by its service manager: SIGTERM ends it with status 0."""
+    import signal
+    import subprocess
+    import sys
+
+    from replay_recordings import REPO
+
+    folder = synthetic_recording(tmp_path / "run", steps=3, step_seconds=0.05)
+    proc = subprocess.Popen([sys.executable, "run_bridge.py", "replay", str(folder), "--loop", "--gap", "0",
+                             "--port", "0", "--osc-in-port", "0", "--osc-out", "127.0.0.1:9", "--no-progress"],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stdout:
+            if line.startswith("replay:"):
+                break
+        time.sleep(0.6)  # a few loops
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert err.count("replaying run") >= 2 and "Traceback" not in err
