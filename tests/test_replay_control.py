@@ -104,6 +104,9 @@ def test_osc_controls_resume_speed_and_next(session):
         osc_send(port, "/daam/next", 1)
         osc.wait_for(lambda msgs: len([a for a, _ in msgs if a == "/daam/run/status"]) >= 1, 5)
         assert osc.addresses("/daam/run/status")[0] == ["cancelled"]
+        osc_send(port, "/daam/status")
+        osc.wait_for(lambda msgs: any(a == "/daam/status" for a, _ in msgs), 5)
+        assert osc.addresses("/daam/status")[0][1:] == ["replay", ""]
         osc_send(port, "/daam/speed", "fast")
         osc.wait_for(lambda msgs: any(a == "/daam/error" for a, _ in msgs), 5)
         assert osc.addresses("/daam/error")[0][1] == "speed must be a number, got text"

@@ -146,7 +146,7 @@ class ReplaySession:
         elif kind == "select":
             self.sinks.selection.select(values["word"])
         elif kind == "status":
-            pass
+            self._osc_status()
         else:
             raise ControlError(f"{kind} is not available while replaying recordings; "
                                "replay takes pause, resume, next, speed and select", "unknown_type")
@@ -164,6 +164,13 @@ class ReplaySession:
     def _changed(self, _status) -> None:
         if self.sinks is not None and self.sinks.websocket is not None:
             self.sinks.websocket.broadcast_status()
+
+    def _osc_status(self) -> None:
+        """Answer an OSC status request the way the live bridge does (state, mode, preset; selected)."""
+        osc = self.sinks.osc if self.sinks is not None else None
+        if osc is not None:
+            osc.send([osc.msg("/status", self.player.status().state, "replay", self.preset),
+                      osc.msg("/selected", self.sinks.selection.index)])
 
     def _osc_reply(self, code: str, message: str, addr) -> None:
         if self.sinks is not None and self.sinks.osc is not None:
