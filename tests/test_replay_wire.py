@@ -92,14 +92,12 @@ def test_replay_is_byte_identical_to_live_and_imports_no_torch(live_capture):
                             stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
         url = None
-        started = time.monotonic()
         for line in proc.stdout:
             m = re.match(r"websocket:\s+(ws://\S+)", line)
             if m:
                 url = m.group(1)
                 break
         assert url, proc.stderr.read()
-        startup = time.monotonic() - started
         client = RawClient(url)
         time.sleep(0.2)
         client.send({"type": "resume"})
@@ -112,7 +110,6 @@ def test_replay_is_byte_identical_to_live_and_imports_no_torch(live_capture):
         osc.close()
     assert proc.returncode == 0, err
     assert "HEAVY []" in out, out  # no torch, diffusers or transformers in the replaying process
-    assert startup < 20  # generous: a cold interpreter on a busy 2-core machine
 
     replay_ws = client.run_messages()
     assert len(replay_ws) == len(live_ws) > 6 * 4  # run_start, 6 × (maps, cumulative, preview, step), final, run_end
