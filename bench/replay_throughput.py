@@ -156,6 +156,27 @@ def bench_replay_wire(folder: Path, lockstep: bool) -> tuple[float, dict]:
     return rate, received
 
 
+def bench_startup(folder: Path, repeat: int) -> float:
+    """Seconds from launching `run_bridge.py replay --paused` to its websocket listening (best of N)."""
+    import signal
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "run_bridge.py", "replay", str(folder), "--paused", "--port", "0",
+                                 "--osc-in-port", "0", "--no-progress"], cwd=root, stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, text=True)
+        for line in proc.stdout:
+            if line.startswith("websocket:"):
+                times.append(time.perf_counter() - t0)
+                break
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(10)
+    return min(times)
+
+
 def bench_timelapse(folder: Path, out: Path, steps: int) -> list[tuple[str, float, str]]:
     from bridge.timelapse import TimelapseOptions, render_timelapse
 
@@ -198,6 +219,7 @@ def main() -> int:
                   f"{received['ws_steps']} of them: stale steps are dropped for a client that falls behind)")
             print(f"  {'  same, lockstep':<26}{step:8.0f} steps/s delivered to the client, none dropped "
                   f"({delivered['ws_bytes'] / 2**20:.0f} MiB, {delivered['osc_datagrams']} OSC datagrams)")
+        print(f"replay start-up: {bench_startup(folder, args.repeat):.2f} s from launch to serving")
         image = max(images)
         short = make_recording(tmp / "short", args.timelapse_steps, args.words, args.map, image, seed=1)
         print(f"timelapse of {args.timelapse_steps} steps, {image}x{image} previews, MP4:")
