@@ -1,0 +1,53 @@
+"""Parameter Execute DAT callbacks (the DAT ``controls``): the component's parameters → bridge.
+
+Signatures are TouchDesigner's (docs.derivative.ca/Parameter_Execute_DAT).  Control messages
+go back over the WebSocket DAT as JSON (docs/PROTOCOL.md §2).
+"""
+
+import json
+
+
+def send(comp, message):
+    sent = comp.op("bridge_ws").sendText(json.dumps(message))
+    if sent is not None and sent < 0:  # sendText returns a negative count on error
+        log(comp, "could not send to the bridge: is it running, and are Host and Port right?")
+    return message
+
+
+def log(comp, text):
+    comp.op("log").write(text + "\n")
+    print("attention bridge:", text)
+
+
+def reset_particles(comp):
+    comp.store("scatter_seed", int(comp.fetch("scatter_seed", 1)) + 1)
+    for name in ("homes", "initial_state"):
+        comp.op(name).cook(force=True)
+    comp.op("state_feedback").par.resetpulse.pulse()
+
+
+def onValueChange(par, prev):
+    comp = par.owner
+    if par.name == "Word":
+        index = int(par.eval())
+        if comp.fetch("selected", None) != index:  # not an echo of the bridge's own selection
+            comp.store("selected", index)
+            send(comp, {"type": "select", "word": index})
+    elif par.name == "Particles":
+        reset_particles(comp)
+    return
+
+
+def onPulse(par):
+    comp = par.owner
+    if par.name == "Generate":
+        prompt = " ".join(str(comp.par.Prompt.eval()).split())
+        if not prompt:
+            log(comp, "type a prompt in the Prompt parameter first")
+            return
+        send(comp, {"type": "prompt", "prompt": prompt, "seed": int(comp.par.Seed.eval()), "steps": int(comp.par.Steps.eval())})
+    elif par.name in ("Pause", "Resume", "Cancel"):
+        send(comp, {"type": par.name.lower()})
+    elif par.name == "Reset":
+        reset_particles(comp)
+    return

@@ -1,0 +1,108 @@
+"""WebSocket DAT callbacks (the DAT ``bridge_ws``): binary frames → Script TOP textures.
+
+Signatures are TouchDesigner's (docs.derivative.ca/WebsocketDAT_Class).  Everything lives in
+the component made by build_network.py, reached through ``dat.parent()``:
+  daam_frames   Text DAT with td_project/daam_frames.py (the decoder)
+  step_map, attention_map, preview_image   Script TOPs that upload what is stored here
+  bridge_state  Table DAT of name/value rows;  log  Text DAT of problems
+"""
+
+import json
+
+# One texture per frame type: the selected word's maps only (TouchDesigner follows the
+# bridge's selection), uint8 already normalised per word; metadata arrives over OSC.
+SUBSCRIPTION = {
+    "type": "subscribe",
+    "frames": ["maps", "cumulative", "preview", "final"],
+    "words": "selected",
+    "dtype": "uint8",
+    "meta": False,
+}
+TOP_FOR_FRAME = {"maps": "step_map", "cumulative": "attention_map", "preview": "preview_image", "final": "preview_image"}
+
+
+def set_state(comp, name, value):
+    table = comp.op("bridge_state")
+    if table[name, 1] is None:
+        table.appendRow([name, value])
+    else:
+        table[name, 1] = value
+
+
+def log(comp, text):
+    comp.op("log").write(text + "\n")
+    print("attention bridge:", text)
+
+
+def onConnect(dat):
+    comp = dat.parent()
+    dat.sendText(json.dumps(SUBSCRIPTION))
+    set_state(comp, "connection", "connected")
+    return
+
+
+def onDisconnect(dat):
+    set_state(dat.parent(), "connection", "disconnected")
+    return
+
+
+def onReceiveText(dat, rowIndex, message):
+    comp = dat.parent()
+    try:
+        msg = json.loads(message)
+    except ValueError:
+        log(comp, "the bridge sent text that is not JSON; is Network Address/Port the bridge's?")
+        return
+    if not isinstance(msg, dict):
+        return
+    kind = msg.get("type")
+    if kind in ("hello", "status"):
+        set_state(comp, "state", msg.get("state", ""))
+        if isinstance(msg.get("selected"), int):
+            comp.store("selected", msg["selected"])
+            set_state(comp, "selected", msg["selected"])
+    elif kind == "run_start":
+        set_state(comp, "run", msg.get("run_id", ""))
+        set_state(comp, "prompt", msg.get("prompt", ""))
+    elif kind == "run_end":
+        set_state(comp, "state", msg.get("status", ""))
+        if msg.get("error"):
+            log(comp, "run failed: " + msg["error"])
+    elif kind == "error":
+        set_state(comp, "error", msg.get("message", ""))
+        log(comp, msg.get("message", ""))
+    return  # other types (later protocol versions add some): ignored
+
+
+def onReceiveBinary(dat, contents):
+    comp = dat.parent()
+    frames = comp.op("daam_frames").module
+    try:
+        frame = frames.decode(contents)
+    except frames.FrameError as exc:
+        log(comp, str(exc))
+        return
+    kind = frame["type"]
+    if kind in ("maps", "cumulative"):
+        texture = frames.map_texture(frame["data"], 0)
+    elif kind in ("preview", "final"):
+        texture = frames.image_texture(frame["data"])
+    else:
+        return  # a frame type this project does not draw
+    top = TOP_FOR_FRAME[kind]
+    comp.store(top, texture)
+    comp.op(top).cook(force=True)
+    return
+
+
+def onReceivePing(dat, contents):
+    dat.sendPong(contents)
+    return
+
+
+def onReceivePong(dat, contents):
+    return
+
+
+def onMonitorMessage(dat, message):
+    return
