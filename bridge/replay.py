@@ -28,7 +28,7 @@ from pathlib import Path
 from .errors import UserError
 from .frames import RunEnd
 from .recording import Recording, RecordingError, load_recording
-from .recording.format import MANIFEST
+from .recording.format import MANIFEST, STEPS_INDEX
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +70,32 @@ def find_recordings(path: str | Path) -> list[Path]:
     return found
 
 
-def open_playlist(paths: Sequence[Path]) -> list[Recording]:
+# A recording whose manifest still says "running" and whose index changed this recently is
+# being written right now (e.g. `serve --record` into the folder a show replays): not yet.
+BEING_RECORDED_S = 30.0
+
+
+def being_recorded(rec: Recording, now: float | None = None) -> bool:
+    if rec.status != "running":
+        return False
+    newest = max((p.stat().st_mtime for p in (rec.folder / STEPS_INDEX, rec.folder / MANIFEST) if p.exists()), default=0.0)
+    return (time.time() if now is None else now) - newest < BEING_RECORDED_S
+
+
+def open_playlist(paths: Sequence[Path], warned: set | None = None, skip_live: bool = False) -> list[Recording]:
     """Open every recording; a single bad one is an error, a bad entry of a longer list is skipped
-    with a warning (a show goes on with what it has)."""
+    with a warning (a show goes on with what it has).
+
+    ``warned`` collects the paths already warned about, so a playlist re-read every loop does not
+    repeat itself; ``skip_live`` leaves out recordings still being written (:func:`being_recorded`).
+    """
+    warned = set() if warned is None else warned
+
+    def warn(path, message, *args):
+        if path not in warned:
+            warned.add(path)
+            log.warning(message, *args)
+
     recordings = []
     for p in paths:
         try:
@@ -80,20 +103,34 @@ def open_playlist(paths: Sequence[Path]) -> list[Recording]:
         except RecordingError as exc:
             if len(paths) == 1:
                 raise ReplayError(str(exc)) from None
-            log.warning("skipping %s: %s", p, exc)
+            warn(p, "skipping %s: %s", p, exc)
+            continue
+        if skip_live and len(paths) > 1 and being_recorded(rec):
+            log.debug("%s is still being recorded; it joins the playlist once it is done", p)
             continue
         if len(rec) == 0:
             if len(paths) == 1:
                 raise ReplayError(f"{p} has no completed steps to replay")
-            log.warning("skipping %s: no completed steps", p)
+            warn(p, "skipping %s: no completed steps", p)
             continue
         if rec.truncated:
-            log.warning("%s is truncated (the run stopped without ending): it replays %d of %d steps and ends as cancelled",
-                        p, len(rec), rec.start.steps)
+            warn(p, "%s is truncated (the run stopped without ending): it replays %d of %d steps and ends as cancelled",
+                 p, len(rec), rec.start.steps)
         recordings.append(rec)
     if not recordings:
         raise ReplayError("none of the recordings could be read; see the warnings above")
     return recordings
+
+
+def playlist_source(path: str | Path) -> Callable[[], list[Recording]]:
+    """A function that (re-)reads the playlist at ``path``: a looping show picks up runs recorded
+    into the folder while it plays, and drops ones that were deleted."""
+    warned: set = set()
+
+    def read() -> list[Recording]:
+        return open_playlist(find_recordings(path), warned, skip_live=True)
+
+    return read
 
 
 class ReadAhead:
@@ -164,12 +201,14 @@ class Player:
 
     def __init__(self, recordings: Sequence[Recording], bus, *, speed: float = 1.0, loop: bool = False,
                  shuffle: bool = False, gap: float = 1.0, seed: int | None = None, paused: bool = False,
-                 clock: Callable[[], float] = time.monotonic, on_change: Callable[[PlayerStatus], None] | None = None):
+                 clock: Callable[[], float] = time.monotonic, on_change: Callable[[PlayerStatus], None] | None = None,
+                 refresh: Callable[[], list[Recording]] | None = None):
         if not recordings:
             raise ReplayError("the playlist is empty")
         if gap < 0:
             raise ReplayError(f"gap must be ≥ 0 seconds, got {gap}")
         self.recordings = list(recordings)
+        self.refresh = refresh  # called before every loop pass after the first (see playlist_source)
         self.bus = bus
         self.loop, self.shuffle, self.gap = loop, shuffle, gap
         self._rng = random.Random(seed)
@@ -256,11 +295,26 @@ class Player:
                     break
                 with self._cond:
                     self._loops += 1
+                self._refresh()
         finally:
             with self._cond:
                 self._state = "idle"
             self._changed()
         return played
+
+    def _refresh(self) -> None:
+        if self.refresh is None:
+            return
+        try:
+            fresh = self.refresh()
+        except UserError as exc:  # e.g. the folder was emptied: keep playing what we have
+            log.warning("playlist not re-read (%s); playing the previous one again", exc)
+            return
+        added = {str(r.folder) for r in fresh} - {str(r.folder) for r in self.recordings}
+        if added or len(fresh) != len(self.recordings):
+            log.info("playlist now has %d recording(s)%s", len(fresh),
+                     f", new: {', '.join(sorted(Path(a).name for a in added))}" if added else "")
+        self.recordings = fresh
 
     def play_one(self, rec: Recording) -> RunEnd:
         """Publish one recording: RunStart, its steps on time, RunEnd.  Returns the RunEnd sent."""

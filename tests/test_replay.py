@@ -268,3 +268,31 @@ def test_cli_loop_stops_cleanly_on_sigterm(tmp_path):
             proc.kill()
     assert proc.returncode == 0, err
     assert err.count("replaying run") >= 2 and "Traceback" not in err
+
+
+def test_looping_folder_picks_up_new_runs_but_not_one_still_being_recorded(tmp_path):
+    from bridge.replay import playlist_source
+
+    synthetic_recording(tmp_path / "a", steps=2, step_seconds=0.02, run_id="run-a")
+    source = playlist_source(tmp_path)
+    sink = Timed()
+    player = Player(source(), Bus([sink]), loop=True, gap=0, refresh=source)
+    t = play_in_thread(player)
+    sink.wait_for(lambda ev: any(isinstance(e, RunStart) for e in ev))
+    synthetic_recording(tmp_path / "b", steps=2, step_seconds=0.02, run_id="run-b")  # finished while the show runs
+    synthetic_recording(tmp_path / "c", steps=2, step_seconds=0.02, run_id="run-c", finish=False)  # still writing
+    sink.wait_for(lambda ev: len([e for e in ev if isinstance(e, RunStart) and e.run_id == "run-b"]) >= 2)
+    player.stop()
+    t.join(5)
+    played = {s.run_id for s in sink.of(RunStart)}
+    assert played == {"run-a", "run-b"}
+
+
+def test_a_run_left_running_is_live_while_fresh_and_truncated_once_stale(tmp_path):
+    from bridge.replay import being_recorded
+
+    rec = load_recording(killed_recording(tmp_path / "run", kill_after_step=1, steps=4))
+    assert being_recorded(rec)  # just written: a recorder may still be at it
+    assert not being_recorded(rec, now=time.time() + 60)  # nothing for a minute: it was killed
+    done = load_recording(synthetic_recording(tmp_path / "done", steps=2))
+    assert not being_recorded(done)

@@ -21,7 +21,9 @@ cannot tell a replay from a live run.  Runs on a show machine without a GPU: rep
 imports torch or diffusers.
 
 RUN is one recording folder, or a folder of recordings played as a playlist in name order
-(--shuffle for random order, --loop to start over).  A recording cut short (the run was
+(--shuffle for random order, --loop to start over).  With --loop the folder is read again
+before every pass: runs recorded into it meanwhile (`serve --record`) join the show; one still
+being written waits until it is done.  A recording cut short (the run was
 killed) plays up to its last saved step and ends as cancelled, with a warning.
 
 Control while playing, over websocket JSON or OSC (to --osc-in-port, default 7001):
@@ -80,10 +82,11 @@ class ReplaySession:
 
     def __init__(self, values: dict, *, gap: float = 1.0, progress: bool = True, seed: int | None = None,
                  paused: bool = False, preset: str = ""):
-        from ..replay import find_recordings, open_playlist
+        from ..replay import playlist_source
 
         self.values = values
-        self.recordings = open_playlist(find_recordings(values["recordings"]))
+        self.source = playlist_source(values["recordings"])
+        self.recordings = self.source()
         self.gap, self.progress, self.seed, self.paused, self.preset = gap, progress, seed, paused, preset
         self.player = None
         self.sinks = None
@@ -100,7 +103,8 @@ class ReplaySession:
         v = self.values
         self.bus = Bus()
         self.player = Player(self.recordings, self.bus, speed=v["speed"], loop=v["loop"], shuffle=v["shuffle"],
-                             gap=self.gap, seed=self.seed, paused=self.paused, on_change=self._changed)
+                             gap=self.gap, seed=self.seed, paused=self.paused, on_change=self._changed,
+                             refresh=self.source if v["loop"] else None)
         config = sink_config(v, self.progress)
         config.record = ""  # replaying must not record copies of itself
         build = build_sinks(config, controller=self.control, status=self.status, presets=list_presets())
