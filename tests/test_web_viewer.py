@@ -175,27 +175,55 @@ def test_a_bad_value_is_refused_with_the_bridges_sentence(live_bridge):
         assert page.evaluate("window.viewer.connection") == "open"  # the connection survives
 
 
-def synthetic_recording(folder: Path, steps: int = 5) -> np.ndarray:
-    """A small recording with known content: the final image is a left-to-right red ramp."""
-    words = ("warm", "light")
-    h = w = 16
-    start = RunStart("replay-test-run", "warm light", "", 1, steps, 7.5, 64, 64, (h, w), words,
-                     ((1,), (2,)), (), "synthetic", "none", PhaseSchedule())
+SUN = (0.65, 0.3, 0.14)  # centre x, centre y, radius, in image fractions (y down)
+
+
+def sun_over_sea(size: int = 128) -> np.ndarray:
+    """A drawn scene with known content: sky, a yellow sun, a blue sea below the horizon."""
+    y, x = (np.mgrid[0:size, 0:size] + 0.5) / size
+    image = np.zeros((size, size, 3), np.float64)
+    image[...] = np.stack([0.55 + 0.35 * y, 0.55 + 0.1 * y, 0.75 - 0.3 * y], axis=-1)  # dusk sky
+    sea = y > 0.6
+    image[sea] = np.stack([0.05 + 0 * y, 0.2 + 0.05 * np.sin(40 * y), 0.55 + 0.1 * np.sin(40 * y)], axis=-1)[sea]
+    sun = (x - SUN[0]) ** 2 + (y - SUN[1]) ** 2 < SUN[2] ** 2
+    image[sun] = (1.0, 0.85, 0.1)
+    return (image * 255).round().astype(np.uint8)
+
+
+def synthetic_recording(folder: Path, steps: int = 8) -> np.ndarray:
+    """A recording of a made-up run whose maps and images are known: "sun" attends to the sun,
+    "sea" to the sea, and the maps emerge from noise as the run goes on."""
+    words = ("a", "yellow", "sun", "over", "a", "blue", "sea")
+    h = w = 32
+    start = RunStart("replay-test-run", " ".join(words), "", 1, steps, 7.5, 128, 128, (h, w), words,
+                     tuple((i + 1,) for i in range(len(words))), (), "synthetic", "none", PhaseSchedule())
     rec = Recorder(folder)
     rec.on_run_start(start)
-    yy, xx = np.mgrid[0:h, 0:w]
-    image = np.zeros((64, 64, 3), np.uint8)
-    image[..., 0] = np.linspace(0, 255, 64, dtype=np.uint8)[None, :]
-    cumulative = np.zeros((2, h, w), np.float32)
+    yy, xx = (np.mgrid[0:h, 0:w] + 0.5) / h
+    sun = np.exp(-((xx - SUN[0]) ** 2 + (yy - SUN[1]) ** 2) / (2 * 0.08**2))
+    sea = 1 / (1 + np.exp(-(yy - 0.62) * 40))
+    target = {"yellow": sun * 0.8, "sun": sun, "blue": sea * 0.8, "sea": sea}
+    rng = np.random.default_rng(0)
+    image = sun_over_sea()
+    cumulative = np.zeros((len(words), h, w), np.float32)
     for s in range(steps):
-        maps = np.stack([np.exp(-((xx - 4 - s) ** 2 + (yy - 8) ** 2) / 8.0), np.exp(-((xx - 12) ** 2 + (yy - 4) ** 2) / 8.0)])
+        t = (s + 1) / steps
+        maps = np.stack([(1 - t) * rng.random((h, w)) + t * target.get(word, 0.15 + 0.05 * rng.random((h, w)))
+                         for word in words]).astype(np.float32)
         cumulative += maps
-        preview = (image * ((s + 1) / steps)).astype(np.uint8)
-        rec.on_step(StepFrame("replay-test-run", s, steps, 1000.0 - s, start.phases.phase_at(s, steps),
+        noise = rng.integers(0, 255, image.shape)
+        preview = ((1 - t) * noise + t * image).astype(np.uint8)
+        rec.on_step(StepFrame("replay-test-run", s, steps, 1000.0 - 100 * s, start.phases.phase_at(s, steps),
                               start.phases.weights_at(s, steps), words, maps.astype(np.float16),
-                              cumulative.astype(np.float16), attention_mass(maps), preview, 0.2 * (s + 1)))
-    rec.on_run_end(RunEnd("replay-test-run", "completed", steps, 0.2 * steps, image))
+                              cumulative.astype(np.float16), attention_mass(maps), preview, 0.25 * (s + 1)))
+    rec.on_run_end(RunEnd("replay-test-run", "completed", steps, 0.25 * steps, image))
     return image
+
+
+def region(px: np.ndarray, cx: float, cy: float, r: float) -> np.ndarray:
+    h, w = px.shape[:2]
+    y, x = (np.mgrid[0:h, 0:w] + 0.5) / np.array([h, w])[:, None, None]
+    return px[(x - cx) ** 2 + (y - cy) ** 2 < r**2]
 
 
 def test_a_replayed_recording_shows_the_same_way(tmp_path):
@@ -206,22 +234,33 @@ def test_a_replayed_recording_shows_the_same_way(tmp_path):
     ], timeout=60)
     try:
         with browser_page() as page:
-            open_viewer(page, bridge.url)
-            page.wait_for_function("window.viewer.run !== null", timeout=10_000)
-            assert page.locator("#words .word").all_inner_texts() == ["warm", "light"]
+            page.goto(f"{bridge.url}?particles=16384")
+            page.wait_for_function("window.viewer && window.viewer.run !== null", timeout=20_000)
+            assert page.locator("#words .word").all_inner_texts() == ["a", "yellow", "sun", "over", "a", "blue", "sea"]
+            page.click("#words .word[data-index='2']")  # "sun", before the steps come
+            page.wait_for_function("window.viewer.selected === 2", timeout=10_000)
             page.click("#resume")  # the replay waits, paused, for the console's Resume
             page.wait_for_function("window.viewer.counts.final >= 1", timeout=30_000)
-            page.wait_for_timeout(300)
-            assert counts(page)["steps"] == 5
-            preview = canvas_pixels(page, "#preview")
-            lit = preview[..., :3][preview[..., :3].max(axis=2) > 0]
-            # The final image (a red ramp) fills the preview canvas: red rises left to right.
-            assert lit[:, 1:].max() == 0 and lit[:, 0].mean() == pytest.approx(image[..., 0].mean(), abs=12)
-            row = preview[preview.shape[0] // 2, :, 0].astype(int)
-            assert row[-5] - row[4] > 200
-            # "warm" peaks left of centre in its map, and its grid cell shows it there.
-            cell = canvas_pixels(page, "#grid canvas")[..., :3].astype(int).sum(axis=2)
-            assert cell[:, : cell.shape[1] // 2].mean() > cell[:, cell.shape[1] // 2:].mean() + 50
+            page.wait_for_timeout(4000)  # the detail phase lets the particles settle home
+            assert counts(page)["steps"] == 8
+
+            # The final image fills the preview canvas (square image, square canvas).
+            preview = canvas_pixels(page, "#preview")[..., :3].astype(int)
+            expected = np.asarray(Image.fromarray(image).resize(preview.shape[1::-1], Image.NEAREST)).astype(int)
+            assert np.abs(preview - expected).mean() < 6
+            # The heat map of "sun" is brightest on the sun.
+            heat = canvas_pixels(page, "#heat")[..., :3].astype(int).sum(axis=2)
+            iy, ix = np.unravel_index(np.argmax(heat), heat.shape)
+            assert abs(ix / heat.shape[1] - SUN[0]) < 0.08 and abs(iy / heat.shape[0] - SUN[1]) < 0.08
+            # "sea" (last grid cell) lies below the horizon.
+            cell = canvas_pixels(page, "#grid figure:last-child canvas")[..., :3].astype(int).sum(axis=2)
+            assert cell[cell.shape[0] * 3 // 4:].mean() > cell[: cell.shape[0] // 2].mean() + 100
+            # Particles carry their home's colour and the sun's have come home: yellow there.
+            particles = canvas_pixels(page, "#particles")[..., :3].astype(int)
+            on_sun = region(particles, SUN[0], SUN[1], SUN[2] * 0.8)
+            on_sun = on_sun[on_sun.max(axis=1) > 30]
+            assert len(on_sun) > 200
+            assert np.median(on_sun[:, 0]) > 2 * np.median(on_sun[:, 2]) and np.median(on_sun[:, 1]) > 2 * np.median(on_sun[:, 2])
             assert not page.errors, page.errors
             save_screenshot(page, "viewer-replay.png")
     finally:

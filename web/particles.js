@@ -50,8 +50,9 @@ const DRAW_FS = `#version 300 es
 precision highp float;
 in vec3 vColor;
 uniform float uGain;
+uniform float uAlpha;
 out vec4 color;
-void main() { color = vec4(vColor * uGain, 1.0); }`;
+void main() { color = vec4(vColor * uGain, uAlpha); }`;
 
 /** The noise clock τ = frac(time · speed), in float64 like the reference, then float32. */
 export function noiseClock(time, speed) {
@@ -228,8 +229,9 @@ export class ParticleSim {
     return out;
   }
 
-  /** Draw the particles into the default framebuffer (the canvas), additively. */
-  draw({ pointSize = 1.5, gain = 0.6 } = {}) {
+  /** Draw the particles into the default framebuffer (the canvas), blended over black.
+   *  Plain "over" blending keeps each particle's colour true where many gather. */
+  draw({ pointSize = 1.5, gain = 1.0, alpha = 0.85 } = {}) {
     const gl = this.gl;
     const { program: prog, uniforms: u } = this.drawProgram;
     gl.bindFramebuffer(gl.FRAMEBUFFER, null);
@@ -246,8 +248,9 @@ export class ParticleSim {
     gl.uniform1i(u.uSide, this.side);
     gl.uniform1f(u.uPointSize, pointSize);
     gl.uniform1f(u.uGain, gain);
+    gl.uniform1f(u.uAlpha, alpha);
     gl.enable(gl.BLEND);
-    gl.blendFunc(gl.ONE, gl.ONE);
+    gl.blendFunc(gl.SRC_ALPHA, gl.ONE_MINUS_SRC_ALPHA);
     gl.drawArrays(gl.POINTS, 0, this.count);
     gl.disable(gl.BLEND);
   }
