@@ -5,6 +5,8 @@
             the socket, per websocket client and for OSC: p50 / p99
   bytes     bytes per step per websocket client (default subscription: uint8 maps,
             cumulative maps, preview, JSON step metadata) and per OSC target
+  interrupt VJ mode: a new prompt arrives mid-run → the new run's first step frame is
+            published; compared with one step time (the target: within one step plus warm-up)
   fan-out   generation steps/s with N websocket clients vs with none, in alternating rounds
             (A B A B …) so machine load drifts equally over both; target ratio ≥ 0.97
 
@@ -22,6 +24,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -144,12 +147,68 @@ def main() -> int:
     print(f"generation: {none:.2f} steps/s with no clients, {with_clients:.2f} steps/s with {args.clients} clients "
           f"(medians of {args.rounds}); ratio {with_clients / none:.3f}, median of per-round ratios "
           f"{statistics.median(pair_ratios):.3f} (target ≥ 0.97)")
-    print(json.dumps({"p50_ms": percentile(lat_ws, 50) * 1000, "p99_ms": percentile(lat_ws, 99) * 1000,
+    interrupt, step_time = measure_interrupt(engine, request, args.rounds)
+    print(f"VJ interrupt: prompt → first step frame of the new run p50 {statistics.median(interrupt) * 1000:.0f} ms, "
+          f"max {max(interrupt) * 1000:.0f} ms; one step takes {step_time * 1000:.0f} ms")
+    print(json.dumps({"interrupt_p50_ms": statistics.median(interrupt) * 1000, "step_ms": step_time * 1000,
+                      "p50_ms": percentile(lat_ws, 50) * 1000, "p99_ms": percentile(lat_ws, 99) * 1000,
                       "osc_p50_ms": percentile(lat_osc, 50) * 1000, "osc_p99_ms": percentile(lat_osc, 99) * 1000,
                       "bytes_per_step": int(statistics.median(step_bytes)) if step_bytes else 0,
                       "steps_per_s_none": none, "steps_per_s_clients": with_clients, "ratio": with_clients / none,
                       "median_pair_ratio": statistics.median(pair_ratios)}))
     return 0
+
+
+class Stamps:
+    """A sink that timestamps every event as it is published."""
+
+    def __init__(self):
+        self.events: list = []
+        self.cond = threading.Condition()
+
+    def _add(self, event):
+        with self.cond:
+            self.events.append((time.perf_counter(), event))
+            self.cond.notify_all()
+
+    on_run_start = on_step = on_run_end = _add
+
+
+def measure_interrupt(engine, request, rounds: int) -> tuple[list[float], float]:
+    """Seconds from a new prompt (submitted after step 3 of a long run) to the new run's first
+    step frame, per round; and the median step time of the interrupted runs."""
+    from dataclasses import replace
+
+    from bridge.bus import Bus
+    from bridge.frames import StepFrame
+    from bridge.live.runner import Runner
+
+    stamps = Stamps()
+    runner = Runner(engine, Bus([stamps]), make_request=None)
+    runner.start()
+    latencies, step_times = [], []
+    try:
+        for r in range(rounds):
+            long_run = engine.validate(replace(request, steps=200, seed=r))
+            runner.submit(long_run)
+            with stamps.cond:
+                stamps.cond.wait_for(lambda: sum(isinstance(e, StepFrame) and e.total == 200 and e.step >= 3
+                                                 for _, e in stamps.events[-1:]) > 0, 120)
+            frames = [t for t, e in stamps.events if isinstance(e, StepFrame) and e.total == 200][-3:]
+            step_times.append((frames[-1] - frames[0]) / 2)
+            t0 = time.perf_counter()
+            runner.submit(engine.validate(replace(request, seed=100 + r)))
+            with stamps.cond:
+                stamps.cond.wait_for(lambda: any(isinstance(e, StepFrame) and e.total == request.steps and t > t0
+                                                 for t, e in stamps.events[-3:]), 120)
+                first = next(t for t, e in stamps.events if isinstance(e, StepFrame) and e.total == request.steps and t > t0)
+            latencies.append(first - t0)
+            runner.cancel()
+            runner.wait_for(lambda r: r.state == "idle", 60)
+            stamps.events.clear()
+    finally:
+        runner.stop()
+    return latencies, statistics.median(step_times)
 
 
 def _one_run(engine, request, bus, clock) -> float:
