@@ -296,3 +296,21 @@ def test_a_run_left_running_is_live_while_fresh_and_truncated_once_stale(tmp_pat
     assert not being_recorded(rec, now=time.time() + 60)  # nothing for a minute: it was killed
     done = load_recording(synthetic_recording(tmp_path / "done", steps=2))
     assert not being_recorded(done)
+
+
+def test_a_run_cancelled_live_replays_with_the_same_end(tmp_path):
+    """A VJ prompt interrupting a run leaves a cancelled recording; its replay ends the same way."""
+    from bridge.recording import Recorder
+
+    start, frames, _ = synthetic_frames(steps=8, step_seconds=0.001)
+    live_end = RunEnd(start.run_id, "cancelled", 3, 0.0035, None, "")
+    rec = Recorder(tmp_path / "run")
+    rec.on_run_start(start)
+    for f in frames[:3]:
+        rec.on_step(f)
+    rec.on_run_end(live_end)
+    sink = Timed()
+    Player(open_playlist([tmp_path / "run"]), Bus([sink])).play()
+    end = sink.events[-1]
+    assert (end.status, end.steps_done, end.elapsed, end.image, end.error) == ("cancelled", 3, 0.0035, None, "")
+    assert len(sink.of(StepFrame)) == 3
