@@ -144,3 +144,16 @@ def test_timelapse_of_a_real_engine_run(tiny_engine, tmp_path_factory, tmp_path)
         assert main(["timelapse", str(rec), "-o", str(out), "--layout", layout, "--size", "96", "--fps", "10",
                      "--hold", "0.2", "--no-progress"]) == 0
         assert len(video_frames(out)) == 6 + 2
+
+
+def test_default_words_follow_attention_mass_and_skip_punctuation():
+    from bridge.frames import RunStart
+    from bridge.timelapse import choose_words
+
+    start = RunStart("r", "a cat , hat", "", 0, 2, 7.5, 64, 64, (8, 8), ("a", "cat", ",", "hat"), ((1,), (2,), (3,), (4,)),
+                     (), "m", "s")
+    mass = np.array([[0.1, 0.3, 0.4, 0.2], [0.1, 0.3, 0.4, 0.2]])
+    assert choose_words(start, (), "single", mass) == ((1, "cat"),)
+    assert choose_words(start, (), "side", mass) == ((1, "cat"), (3, "hat"))
+    assert choose_words(start, (), "grid", mass) == ((0, "a"), (1, "cat"), (2, ","), (3, "hat"))
+    assert choose_words(start, ("HAT", "0"), "grid", mass) == ((3, "hat"), (0, "a"))

@@ -76,8 +76,9 @@ def choose_words(start: RunStart, requested: tuple[str, ...], layout: str, mass:
     """The (index, word) pairs to show.
 
     Requested words match the run's words case-insensitively (first occurrence), or are a
-    0-based index.  With none requested: the word with the most attention for single and
-    particles, the two strongest for side, and up to 16 words in prompt order for grid.
+    0-based index.  With none requested: the word with the most attention (summed mass over
+    the steps; punctuation only if nothing else) for single and particles, the two strongest
+    for side, and up to 16 words in prompt order for grid.
     """
     words = start.words
     if not words:
@@ -96,6 +97,8 @@ def choose_words(start: RunStart, requested: tuple[str, ...], layout: str, mass:
         return tuple(dict.fromkeys(chosen))
     strength = mass.sum(axis=0) if mass.size else np.zeros(len(words))
     order = [int(i) for i in np.argsort(-strength, kind="stable")]
+    # Punctuation can soak up attention but is rarely what a viewer wants to see.
+    order = [i for i in order if any(c.isalnum() for c in words[i])] or order
     if layout in ("single", "particles"):
         return ((order[0], words[order[0]]),)
     if layout == "side":
