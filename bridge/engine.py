@@ -177,13 +177,18 @@ class Engine:
         words = map_words(self.tokenizer, req.prompt, req.include_special)
         cfg = self.uses_cfg(req.guidance)
         latent_hw = (req.height // self.vae_factor, req.width // self.vae_factor)
+        timesteps = self._timesteps(req.steps)
+        total = len(timesteps)  # denoising iterations = frames; PNDM, for one, runs steps + 1
         run_id = new_run_id()
+        extra = self._extra(req, cfg)
+        if total != req.steps:
+            extra["requested_steps"] = req.steps
         start = RunStart(
-            run_id=run_id, prompt=req.prompt, negative_prompt=req.negative_prompt, seed=req.seed, steps=req.steps,
+            run_id=run_id, prompt=req.prompt, negative_prompt=req.negative_prompt, seed=req.seed, steps=total,
             guidance=req.guidance, width=req.width, height=req.height, map_size=tuple(req.map_size),
             words=words.words, word_token_indices=words.token_indices, dropped_words=words.dropped_words,
             model=self.model_name, scheduler=type(pipe.scheduler).__name__, phases=req.phases,
-            extra=self._extra(req, cfg),
+            extra=extra,
         )
         bus.publish(start)
         t0 = time.perf_counter()
@@ -196,7 +201,7 @@ class Engine:
             tc = time.perf_counter()
             latents = kwargs["latents"]
             step_maps, cumulative = aggregator.end_step()
-            full = req.vae_every and ((i + 1) % req.vae_every == 0 or i + 1 == req.steps)
+            full = req.vae_every and ((i + 1) % req.vae_every == 0 or i + 1 == total)
             tp = time.perf_counter()
             preview = self.previewer.decode(pipe, latents) if full else self.previewer.linear(latents)
             # One device → host transfer per step: maps, cumulative maps and preview together.
@@ -207,8 +212,8 @@ class Engine:
             rgb = upscale(packed[2 * map_numel:].reshape(preview.shape), req.height, req.width)
             now = time.perf_counter()
             frame = StepFrame(
-                run_id=run_id, step=i, total=req.steps, timestep=float(t), phase=req.phases.phase_at(i, req.steps),
-                phase_weights=req.phases.weights_at(i, req.steps), words=words.words, maps=maps, cumulative=cum,
+                run_id=run_id, step=i, total=total, timestep=timesteps[i] if i < total else float(t),
+                phase=req.phases.phase_at(i, total), phase_weights=req.phases.weights_at(i, total), words=words.words, maps=maps, cumulative=cum,
                 mass=attention_mass(maps), preview=rgb, elapsed=now - t0,
                 timings={"step": tc - state["last"], "capture": tp - tc, "preview": now - tp},
             )
@@ -243,6 +248,12 @@ class Engine:
             end = RunEnd(run_id, "failed", state["done"], time.perf_counter() - t0, error=f"{type(exc).__name__}: {exc}".splitlines()[0])
         bus.publish(end)
         return end
+
+    def _timesteps(self, steps: int) -> list[float]:
+        """The scheduler's timesteps for ``steps``, on the host (so frames never sync on ``t``)."""
+        scheduler = self.pipe.scheduler
+        scheduler.set_timesteps(steps, device="cpu")  # the pipeline sets them again, identically
+        return [float(t) for t in scheduler.timesteps]
 
     def _extra(self, req: GenerationRequest, cfg: bool) -> dict:
         import diffusers

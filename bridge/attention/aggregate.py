@@ -1,10 +1,14 @@
 """DAAM aggregation on the device: per-layer attention → per-token maps → per-word step maps.
 
-One ``Aggregator`` lives for one run.  Every captured cross-attention call adds its
-conditional-half probabilities, averaged over heads, bicubic-upsampled to the map size and
-clamped ≥ 0, into a (tokens, map_h, map_w) buffer.  At the end of a step the buffer becomes
-per-word maps (mean over each word's subword tokens, as in DAAM), is added to the running
-cumulative map and cleared, so memory stays constant however many steps run.
+One ``Aggregator`` lives for one run.  Every captured cross-attention call hands over its
+conditional-half probabilities; the aggregator averages them over heads, keeps the tokens of
+the prompt's words and holds the (positions, tokens) result until the step ends.  At the end
+of a step the layers of each resolution are upsampled together (bicubic, to the map size),
+clamped ≥ 0 per layer and summed; the token maps become per-word maps (mean over each word's
+subword tokens, as in DAAM), are added to the running cumulative map, and the per-step
+buffers are dropped, so memory stays constant however many steps run.  Grouping the layers
+by resolution keeps the number of device kernels per step small, which matters on GPUs where
+a step takes a few milliseconds.
 
 Heads are averaged (not summed) and layers and steps summed: values then stay below
 layers × steps, well inside float16, the dtype every map is sent and stored in.
@@ -35,13 +39,13 @@ def feature_size(n: int, latent_hw: tuple[int, int]) -> tuple[int, int, int]:
 def word_matrix(token_indices, sequence_length: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     """The token positions to keep (K,) and the (words, K) averaging matrix from tokens to words."""
     flat = sorted({i for ix in token_indices for i in ix})
+    if any(t >= sequence_length for t in flat):
+        raise ValueError("a word's token position is beyond the text encoder's sequence")
     column = {t: c for c, t in enumerate(flat)}
     matrix = torch.zeros(len(token_indices), max(len(flat), 1), dtype=torch.float32)
     for w, ix in enumerate(token_indices):
         for t in ix:
             matrix[w, column[t]] = 1.0 / len(ix)
-    if any(t >= sequence_length for t in flat):
-        raise ValueError("a word's token position is beyond the text encoder's sequence")
     keep = torch.tensor(flat or [0], dtype=torch.long)
     return keep.to(device), matrix.to(device)
 
@@ -54,9 +58,16 @@ class Aggregator:
         self.map_hw = tuple(int(x) for x in map_hw)
         self.cfg = bool(cfg)
         self.keep, self.matrix = word_matrix(token_indices, sequence_length, device)
-        self.step_tokens = torch.zeros(self.keep.numel(), *self.map_hw, device=device, dtype=torch.float32)
         self.cumulative = torch.zeros(self.matrix.shape[0], *self.map_hw, device=device, dtype=torch.float32)
-        self.layer_calls = 0
+        self._pending: dict[int, list[torch.Tensor]] = {}  # positions N → this step's (N, K) per layer
+        self._sizes: dict[int, tuple[int, int, int]] = {}
+
+    def size_of(self, n: int) -> tuple[int, int, int]:
+        """Cached :func:`feature_size` for this run's latent."""
+        size = self._sizes.get(n)
+        if size is None:
+            size = self._sizes[n] = feature_size(n, self.latent_hw)
+        return size
 
     def conditional(self, batch: int) -> slice:
         """Which rows of an attention batch are conditional: CFG stacks [uncond, cond]."""
@@ -64,20 +75,33 @@ class Aggregator:
             return slice(batch // 2, batch)
         return slice(0, batch)
 
+    @property
+    def layer_calls(self) -> int:
+        return sum(len(v) for v in self._pending.values())
+
     def add(self, probs: torch.Tensor) -> None:
         """Add one layer's conditional probabilities, shape (B, heads, N, tokens)."""
-        b, _, n, _ = probs.shape
-        h, w, _ = feature_size(n, self.latent_hw)
-        per_token = probs.index_select(-1, self.keep).mean(dim=1).sum(dim=0)  # (N, K): all heads at once
-        maps = per_token.T.reshape(1, -1, h, w).float()
-        up = F.interpolate(maps, size=self.map_hw, mode="bicubic", align_corners=False)
-        self.step_tokens += up[0].clamp_(min=0)
-        self.layer_calls += 1
+        n = probs.shape[2]
+        self.size_of(n)  # fail early on a layer that fits no level of the latent
+        per_token = probs.index_select(-1, self.keep).mean(dim=1)  # (B, N, K): all heads at once
+        per_token = per_token[0] if per_token.shape[0] == 1 else per_token.sum(dim=0)
+        self._pending.setdefault(n, []).append(per_token)
+
+    def token_maps(self) -> torch.Tensor:
+        """This step's (K, map_h, map_w) token maps: upsampled, clamped per layer, summed."""
+        total = None
+        for n, layers in self._pending.items():
+            h, w, _ = self.size_of(n)
+            stacked = torch.stack(layers).transpose(1, 2).reshape(len(layers), -1, h, w).float()  # (L, K, h, w)
+            up = F.interpolate(stacked, size=self.map_hw, mode="bicubic", align_corners=False).clamp_(min=0).sum(dim=0)
+            total = up if total is None else total.add_(up)
+        if total is None:
+            total = torch.zeros(self.keep.numel(), *self.map_hw, device=self.cumulative.device)
+        return total
 
     def end_step(self) -> tuple[torch.Tensor, torch.Tensor]:
         """This step's per-word maps and the new cumulative maps (device tensors, float32)."""
-        step = torch.einsum("nk,kyx->nyx", self.matrix, self.step_tokens)
+        step = torch.einsum("nk,kyx->nyx", self.matrix, self.token_maps())
+        self._pending.clear()
         self.cumulative += step
-        self.step_tokens.zero_()
-        self.layer_calls = 0
         return step, self.cumulative

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from .aggregate import Aggregator, feature_size
+from .aggregate import Aggregator
 from .processor import CaptureProcessor
 
 
@@ -105,5 +105,5 @@ class AttentionCapture:
         if self.filter.everything:
             return True
         n = hidden_states.shape[1] if hidden_states.ndim == 3 else hidden_states.shape[2] * hidden_states.shape[3]
-        _, _, down = feature_size(n, aggregator.latent_hw)
+        _, _, down = aggregator.size_of(n)
         return self.filter.keeps(name, down * self.vae_factor)

@@ -52,15 +52,14 @@ class CaptureProcessor:
         if attn.norm_k is not None:
             key = attn.norm_k(key)
 
-        # Scores in float32 when the model asks for it (SD 2.x) or runs in half precision:
-        # the probabilities feed the heat maps and must not overflow.
-        scale = head_dim ** -0.5 if getattr(attn, "scale", None) is None else attn.scale
-        exact = attn.upcast_attention or query.dtype in (torch.float16, torch.bfloat16)
-        q, k = (query.float(), key.float()) if exact else (query, key)
-        scores = torch.matmul(q, k.transpose(-1, -2)) * scale
+        # SD 2.x asks for float32 scores (fp16 would overflow); the softmax itself is always
+        # taken in float32, since these probabilities are the heat maps.
+        if attn.upcast_attention:
+            query, key = query.float(), key.float()
+        scores = torch.matmul(query * attn.scale, key.transpose(-1, -2))
         if attention_mask is not None:
             scores = scores + attention_mask.to(scores.dtype)
-        probs = scores.softmax(dim=-1)
+        probs = scores.softmax(dim=-1, dtype=torch.float32)
         aggregator.add(probs[aggregator.conditional(batch)])
 
         hidden_states = torch.matmul(probs.to(value.dtype), value)
