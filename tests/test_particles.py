@@ -190,3 +190,42 @@ def test_bad_parameters_are_refused_with_a_sentence():
         P.ParticleParams(drag=1.5)
     with pytest.raises(ValueError, match="count"):
         P.ParticleParams(count=0)
+
+
+def test_a_run_morphs_from_chaos_to_the_image_and_the_strip_is_saved_for_the_docs():
+    """The reference over a drawn scene through a whole phase schedule: particles start
+    scattered, swirl, and end up drawing the image (docs/img/particles-reference.png)."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    from tests._scenes import SUN, sun_over_sea
+
+    image = sun_over_sea(128)
+    h = w = 32
+    yy, xx = (np.mgrid[0:h, 0:w] + 0.5) / h
+    attention = np.exp(-((xx - SUN[0]) ** 2 + (yy - SUN[1]) ** 2) / (2 * 0.1**2)).astype(np.float32)
+    prm = P.ParticleParams(count=16384)
+    state = P.init_particles(prm.count, seed=1)
+    colors = P.particle_colors(image, state.home)
+    schedule, total, per_step = PhaseSchedule(), 20, 30  # 20 model steps, 30 updates each (0.5 s)
+    frames = []
+    for s in range(total):
+        state = P.advance(state, attention, P.phase_weight(schedule.weights_at(s, total)), prm, updates=per_step)
+        if s in (0, 5, 10, 15, 19):
+            frames.append(P.render(state.pos, colors, 160, 160))
+    dist = np.linalg.norm(state.pos - state.home, axis=1)
+    on_sun = P.sample_bilinear(attention, state.home) > 0.8
+    assert np.median(dist[on_sun]) < 0.01  # the attended word's particles are home
+    assert np.median(dist) < 0.5 * np.median(np.linalg.norm(P.init_particles(prm.count, seed=1).pos - state.home, axis=1))
+    final = frames[-1].astype(int)
+    reference = np.asarray(Image.fromarray(image).resize((160, 160), Image.NEAREST)).astype(int)
+    lit = final.max(axis=2) > 0
+    assert np.abs(final[lit] - reference[lit]).mean() < 25  # particles draw the image
+    first = frames[0].astype(int)
+    assert np.abs(first[first.max(axis=2) > 0] - reference[first.max(axis=2) > 0]).mean() > 40  # not at the start
+    out = Path(__file__).resolve().parents[1] / "docs" / "img"
+    out.mkdir(parents=True, exist_ok=True)
+    gap = np.full((160, 4, 3), 24, np.uint8)
+    strip = np.concatenate([x for f in frames for x in (f, gap)][:-1], axis=1)
+    Image.fromarray(strip).save(out / "particles-reference.png")

@@ -26,6 +26,7 @@ from bridge.frames import RunEnd, RunStart, StepFrame, attention_mass
 from bridge.phases import PhaseSchedule
 from bridge.recording import Recorder
 from tests._browser import ROOT, browser_page
+from tests._scenes import SUN, sun_over_sea
 
 DOCS_IMG = ROOT / "docs" / "img"
 ARTIFACTS = Path(os.environ.get("BRIDGE_TEST_ARTIFACTS", ROOT / "test-artifacts"))
@@ -174,21 +175,6 @@ def test_a_bad_value_is_refused_with_the_bridges_sentence(live_bridge):
         page.wait_for_function("window.viewer.errors.length > 0", timeout=10_000)
         assert "steps must be within 1..500, got 0" in page.inner_text("#message")
         assert page.evaluate("window.viewer.connection") == "open"  # the connection survives
-
-
-SUN = (0.65, 0.3, 0.14)  # centre x, centre y, radius, in image fractions (y down)
-
-
-def sun_over_sea(size: int = 128) -> np.ndarray:
-    """A drawn scene with known content: sky, a yellow sun, a blue sea below the horizon."""
-    y, x = (np.mgrid[0:size, 0:size] + 0.5) / size
-    image = np.zeros((size, size, 3), np.float64)
-    image[...] = np.stack([0.55 + 0.35 * y, 0.55 + 0.1 * y, 0.75 - 0.3 * y], axis=-1)  # dusk sky
-    sea = y > 0.6
-    image[sea] = np.stack([0.05 + 0 * y, 0.2 + 0.05 * np.sin(40 * y), 0.55 + 0.1 * np.sin(40 * y)], axis=-1)[sea]
-    sun = (x - SUN[0]) ** 2 + (y - SUN[1]) ** 2 < SUN[2] ** 2
-    image[sun] = (1.0, 0.85, 0.1)
-    return (image * 255).round().astype(np.uint8)
 
 
 def synthetic_recording(folder: Path, steps: int = 8) -> np.ndarray:
