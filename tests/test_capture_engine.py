@@ -96,3 +96,19 @@ def test_frames_follow_the_request(tiny_engine, collect):
     assert frames[0].timestep > frames[-1].timestep
     assert {"step", "capture", "preview"} <= set(frames[0].timings)
     assert end.image.shape == (64, 96, 3) and end.image.dtype == np.uint8
+
+
+def test_frames_count_the_schedulers_real_iterations(tiny_engine, collect):
+    from diffusers import PNDMScheduler
+
+    original = tiny_engine.pipe.scheduler
+    tiny_engine.pipe.scheduler = PNDMScheduler.from_config(original.config, skip_prk_steps=True)
+    try:
+        end = tiny_engine.generate(GenerationRequest("a cat", steps=5), Bus([collect]))
+    finally:
+        tiny_engine.pipe.scheduler = original
+    # PLMS runs one extra model call: 6 frames for 5 steps, and the records say so
+    assert end.status == "completed" and end.steps_done == 6
+    assert collect.start.steps == 6 and collect.start.extra["requested_steps"] == 5
+    assert [(f.step, f.total) for f in collect.frames] == [(i, 6) for i in range(6)]
+    assert collect.frames[-1].phase == "detail"
