@@ -309,7 +309,7 @@ function animate(now) {
   // Ease w towards the newest phase weight (time constant 0.5 s): no hard cuts between steps.
   view.phaseSmooth += (view.phaseTarget - view.phaseSmooth) * (1 - Math.exp(-elapsed / 0.5));
   sim.step(view.law, view.phaseSmooth);
-  sim.draw();
+  sim.draw({ aspect: view.run ? view.run.width / view.run.height : 1 });
   view.counts.particleFrames = (view.counts.particleFrames || 0) + 1;
   requestAnimationFrame(animate);
 }

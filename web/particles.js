@@ -230,14 +230,18 @@ export class ParticleSim {
   }
 
   /** Draw the particles into the default framebuffer (the canvas), blended over black.
-   *  Plain "over" blending keeps each particle's colour true where many gather. */
-  draw({ pointSize = 1.5, gain = 1.0, alpha = 0.85 } = {}) {
+   *  Plain "over" blending keeps each particle's colour true where many gather;
+   *  `aspect` (image width / height) letterboxes the image inside the canvas. */
+  draw({ pointSize = 1.5, gain = 1.0, alpha = 0.85, aspect = 1 } = {}) {
     const gl = this.gl;
     const { program: prog, uniforms: u } = this.drawProgram;
     gl.bindFramebuffer(gl.FRAMEBUFFER, null);
     gl.viewport(0, 0, gl.drawingBufferWidth, gl.drawingBufferHeight);
     gl.clearColor(0, 0, 0, 1);
     gl.clear(gl.COLOR_BUFFER_BIT);
+    const W = gl.drawingBufferWidth, H = gl.drawingBufferHeight;
+    const s = Math.min(W / aspect, H);
+    gl.viewport(Math.round((W - s * aspect) / 2), Math.round((H - s) / 2), Math.round(s * aspect), Math.round(s));
     gl.useProgram(prog);
     const textures = [["uState", this.states[this.current]], ["uHome", this.home], ["uPreview", this.preview]];
     textures.forEach(([name, tex], unit) => {
