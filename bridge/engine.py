@@ -71,7 +71,7 @@ class Engine:
         self._lock = threading.Lock()
         folder = loaded.source.location if loaded.source.kind == "folder" else None
         fit = load_latent_rgb(folder) or fit_latent_rgb(self.pipe.vae)
-        self.previewer = Previewer(fit, loaded.device, loaded.dtype)
+        self.previewer = Previewer(fit, loaded.device)
 
     @classmethod
     def load(cls, model: str | None = "builtin", device: str = "auto", dtype: str = "auto", progress: bool = True) -> "Engine":

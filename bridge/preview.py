@@ -48,13 +48,11 @@ def fit_latent_rgb(vae, latent_size: int = 16, batch: int = 2, seed: int = 0) ->
     import torch
     import torch.nn.functional as F
 
-    param = next(vae.parameters())
     channels = int(vae.config.latent_channels)
     scale = float(getattr(vae.config, "scaling_factor", 1.0) or 1.0)
     g = torch.Generator("cpu").manual_seed(seed)
     z = torch.randn(batch, channels, latent_size, latent_size, generator=g)
-    with torch.no_grad():
-        image = vae.decode((z / scale).to(param.device, param.dtype)).sample.float().cpu()
+    image = vae_decode(vae, z / scale).float().cpu()
     factor = image.shape[-1] // latent_size
     rgb = F.avg_pool2d(image, factor)  # (B, 3, h, w): the colour each latent pixel stands for
     x = torch.cat([z, torch.ones(batch, 1, latent_size, latent_size)], 1).permute(0, 2, 3, 1).reshape(-1, channels + 1)
@@ -63,10 +61,29 @@ def fit_latent_rgb(vae, latent_size: int = 16, batch: int = 2, seed: int = 0) ->
     return LatentRGB(tuple(tuple(float(v) for v in r) for r in w[:channels].tolist()), tuple(float(v) for v in w[channels].tolist()))
 
 
-class Previewer:
-    """Turns latents into a uint8 RGB preview tensor on the device (latent resolution)."""
+def vae_decode(vae, latents):
+    """VAE decode in the VAE's dtype, or in float32 for VAEs that overflow in half precision.
 
-    def __init__(self, fit: LatentRGB, device, dtype):
+    SDXL's VAE says so with ``force_upcast``; the pipeline upcasts it the same way.
+    """
+    import torch
+
+    param = next(vae.parameters())
+    upcast = param.dtype != torch.float32 and bool(getattr(vae.config, "force_upcast", False))
+    with torch.no_grad():
+        if not upcast:
+            return vae.decode(latents.to(param.device, param.dtype)).sample
+        vae.to(torch.float32)
+        try:
+            return vae.decode(latents.to(param.device, torch.float32)).sample
+        finally:
+            vae.to(param.dtype)
+
+
+class Previewer:
+    """Turns latents into a float RGB (0..255) preview tensor on the device."""
+
+    def __init__(self, fit: LatentRGB, device):
         import torch
 
         self.weight = torch.tensor(fit.factors, device=device, dtype=torch.float32)  # (C, 3)
@@ -82,11 +99,7 @@ class Previewer:
     @staticmethod
     def decode(pipe, latents):
         """Full VAE decode of the current latents → (H, W, 3) float RGB in 0..255 on the device."""
-        import torch
-
-        vae = pipe.vae
-        with torch.no_grad():
-            image = vae.decode(latents[:1].to(vae.dtype) / vae.config.scaling_factor).sample[0]
+        image = vae_decode(pipe.vae, latents[:1] / pipe.vae.config.scaling_factor)[0]
         return ((image.float().clamp(-1, 1) + 1) * 127.5).permute(1, 2, 0)
 
 

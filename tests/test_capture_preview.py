@@ -1,0 +1,34 @@
+"""The linear latent → RGB preview is fitted to the model's own VAE and beats a flat colour."""
+
+import torch
+import torch.nn.functional as F
+
+from bridge.models.resolve import BUILTIN_DIR
+from bridge.preview import LatentRGB, Previewer, fit_latent_rgb, load_latent_rgb
+
+
+def test_shipped_factors_are_the_fit_of_the_shipped_vae(tiny_engine):
+    shipped = load_latent_rgb(BUILTIN_DIR / "tiny")
+    refit = fit_latent_rgb(tiny_engine.pipe.vae)
+    assert len(shipped.factors) == tiny_engine.pipe.vae.config.latent_channels
+    torch.testing.assert_close(torch.tensor(shipped.factors), torch.tensor(refit.factors), atol=1e-5, rtol=1e-4)
+
+
+def test_linear_preview_predicts_unseen_decodes_better_than_their_mean_colour(tiny_engine):
+    vae = tiny_engine.pipe.vae
+    fit = fit_latent_rgb(vae)
+    z = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(123))  # not the fitting latents
+    with torch.no_grad():
+        target = F.avg_pool2d(vae.decode(z / vae.config.scaling_factor).sample, 8)[0].permute(1, 2, 0)
+    predicted = Previewer(fit, "cpu").linear(z) / 127.5 - 1
+    flat = target.reshape(-1, 3).mean(0)
+    assert ((predicted - target) ** 2).mean() < ((flat - target) ** 2).mean()
+
+
+def test_factors_round_trip_through_json(tmp_path):
+    from bridge.preview import save_latent_rgb
+
+    fit = LatentRGB(((0.1, 0.2, 0.3),) * 4, (0.0, -0.5, 0.5))
+    save_latent_rgb(tmp_path, fit)
+    assert load_latent_rgb(tmp_path) == fit
+    assert load_latent_rgb(tmp_path / "nowhere") is None
