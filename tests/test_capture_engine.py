@@ -112,3 +112,22 @@ def test_frames_count_the_schedulers_real_iterations(tiny_engine, collect):
     assert collect.start.steps == 6 and collect.start.extra["requested_steps"] == 5
     assert [(f.step, f.total) for f in collect.frames] == [(i, 6) for i in range(6)]
     assert collect.frames[-1].phase == "detail"
+
+
+def test_memory_does_not_grow_with_steps(tiny_engine):
+    """The number of live tensors is the same at step 3 and at step 30: nothing piles up per step."""
+    import gc
+
+    import torch
+
+    counts = {}
+
+    class Counter:
+        def on_step(self, frame):
+            if frame.step in (3, 30):
+                gc.collect()
+                counts[frame.step] = sum(1 for o in gc.get_objects() if isinstance(o, torch.Tensor))
+
+    end = tiny_engine.generate(GenerationRequest("a red apple on a table", steps=32, guidance=7.5), Bus([Counter()]))
+    assert end.status == "completed"
+    assert counts[3] == counts[30] > 0
