@@ -30,14 +30,11 @@ from bridge import particles as P  # noqa: E402
 
 BROWSER_JS = """
 async ({side, seconds}) => {
-  const { ParticleSim, gridHomes, DEFAULTS } = await import('/particles.js');
+  const { ParticleSim, gridHomes, scatteredState, DEFAULTS } = await import('/particles.js');
   const gl = document.createElement('canvas').getContext('webgl2');
   const sim = new ParticleSim(gl, side);
   sim.setHomes(gridHomes(side * side, 1));
-  const state = new Float32Array(side * side * 4);
-  const scatter = gridHomes(side * side, 2);
-  for (let i = 0; i < side * side; i++) { state[4 * i] = scatter[2 * i]; state[4 * i + 1] = scatter[2 * i + 1]; }
-  sim.setState(state, 0);
+  sim.setState(scatteredState(side * side, 2), 0);
   const map = new Float32Array(64 * 64).map((_, i) => (i % 64) / 63);
   sim.setAttention(map, 64, 64);
   const px = new Float32Array(4);

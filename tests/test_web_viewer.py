@@ -226,6 +226,15 @@ def test_a_replayed_recording_shows_the_same_way(tmp_path):
             assert page.locator("#words .word").all_inner_texts() == ["a", "yellow", "sun", "over", "a", "blue", "sea"]
             page.click("#words .word[data-index='2']")  # "sun", before the steps come
             page.wait_for_function("window.viewer.selected === 2", timeout=10_000)
+            # A run starts in chaos: particles scattered over the whole image, far from home.
+            spread = page.evaluate("""async () => {
+                const { gridHomes } = await import('/particles.js');
+                const sim = window.viewer.particles, s = sim.readState(), h = gridHomes(sim.count, 1);
+                let d = 0;
+                for (let i = 0; i < sim.count; i++) d += Math.hypot(s[4 * i] - h[2 * i], s[4 * i + 1] - h[2 * i + 1]);
+                return d / sim.count;
+            }""")
+            assert spread > 0.25
             page.click("#resume")  # the replay waits, paused, for the console's Resume
             page.wait_for_function("window.viewer.counts.final >= 1", timeout=30_000)
             page.wait_for_timeout(4000)  # the detail phase lets the particles settle home

@@ -3,7 +3,7 @@
 
 import { FRAME, control, decodeFrame, mapsToUnit } from "./protocol.js";
 import { drawCell, drawFitted, drawHeat, drawTimeline, rgbToCanvas, wordColor } from "./views.js";
-import { DEFAULTS, ParticleSim, gridHomes, phaseWeight } from "./particles.js";
+import { DEFAULTS, ParticleSim, gridHomes, phaseWeight, scatteredState } from "./particles.js";
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
@@ -284,13 +284,7 @@ let scatterSeed = 7;
 function scatterParticles() {
   const sim = view.particles;
   if (!sim) return;
-  const state = new Float32Array(sim.count * 4);
-  const homes = gridHomes(sim.count, scatterSeed++); // any uniform scatter will do
-  for (let i = 0; i < sim.count; i++) {
-    state[4 * i] = homes[2 * i];
-    state[4 * i + 1] = homes[2 * i + 1];
-  }
-  sim.setState(state, sim.time);
+  sim.setState(scatteredState(sim.count, scatterSeed++), sim.time);
   view.phaseSmooth = view.phaseTarget = 0;
 }
 

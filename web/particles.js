@@ -64,17 +64,33 @@ export function phaseWeight(weights, gain = DEFAULTS.phaseGain) {
   return gain[0] * weights[0] + gain[1] * weights[1] + gain[2] * weights[2];
 }
 
-/** Homes on a jittered square grid, one per cell (like grid_homes; its own small PRNG). */
-export function gridHomes(count, seed = 1) {
-  const side = Math.ceil(Math.sqrt(count));
+/** mulberry32: a tiny deterministic PRNG in [0, 1), good enough for jitter and scatter. */
+function random(seed) {
   let s = seed >>> 0;
-  const rand = () => {  // mulberry32: tiny, deterministic, good enough for jitter
+  return () => {
     s = (s + 0x6d2b79f5) >>> 0;
     let t = s;
     t = Math.imul(t ^ (t >>> 15), t | 1);
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
+}
+
+/** A fresh state: uniform random positions anywhere in the image, zero velocity (count × 4). */
+export function scatteredState(count, seed = 1) {
+  const rand = random(seed);
+  const state = new Float32Array(count * 4);
+  for (let i = 0; i < count; i++) {
+    state[4 * i] = rand();
+    state[4 * i + 1] = rand();
+  }
+  return state;
+}
+
+/** Homes on a jittered square grid, one per cell (like grid_homes; its own small PRNG). */
+export function gridHomes(count, seed = 1) {
+  const side = Math.ceil(Math.sqrt(count));
+  const rand = random(seed);
   const homes = new Float32Array(count * 2);
   for (let i = 0; i < count; i++) {
     homes[2 * i] = ((i % side) + rand()) / side;
