@@ -29,6 +29,13 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from .errors import UserError
+
+
+class ParticleError(UserError, ValueError):
+    """A particle parameter out of range; the message names it (the CLI prints it as one line)."""
+
+
 # -- curl noise constants (docs/PARTICLES.md, "Curl noise"); GLSL copies this table verbatim --
 # Each row: direction angle (radians), spatial frequency, time harmonic (integer), amplitude, phase.
 CURL_WAVES = np.array(
@@ -62,13 +69,13 @@ class ParticleParams:
 
     def __post_init__(self) -> None:
         if self.count < 1:
-            raise ValueError(f"particle count must be at least 1, got {self.count}")
+            raise ParticleError(f"particle count must be at least 1, got {self.count}")
         if not 0.0 <= self.drag <= 1.0:
-            raise ValueError(f"drag must be within 0..1, got {self.drag}")
+            raise ParticleError(f"drag must be within 0..1, got {self.drag}")
         if not 0.0 <= self.attention_floor <= 1.0:
-            raise ValueError(f"attention_floor must be within 0..1, got {self.attention_floor}")
+            raise ParticleError(f"attention_floor must be within 0..1, got {self.attention_floor}")
         if len(self.phase_gain) != 3:
-            raise ValueError(f"phase_gain needs 3 numbers (noise, structure, detail), got {self.phase_gain}")
+            raise ParticleError(f"phase_gain needs 3 numbers (noise, structure, detail), got {self.phase_gain}")
 
     def to_dict(self) -> dict:
         d = dict(self.__dict__)

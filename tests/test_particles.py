@@ -186,9 +186,11 @@ def test_colours_come_from_the_preview_at_home_and_render_averages_shared_pixels
 
 
 def test_bad_parameters_are_refused_with_a_sentence():
-    with pytest.raises(ValueError, match="drag"):
+    from bridge.errors import UserError
+
+    with pytest.raises(UserError, match="drag must be within 0..1, got 1.5"):
         P.ParticleParams(drag=1.5)
-    with pytest.raises(ValueError, match="count"):
+    with pytest.raises(ValueError, match="particle count must be at least 1, got 0"):
         P.ParticleParams(count=0)
 
 
