@@ -11,32 +11,41 @@ Every number is small and bounded so an OSC In CHOP can use it directly:
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
-from .frames import StepFrame, normalize_maps
+from .frames import StepFrame
 
 STAT_NAMES = ("mass", "peak", "x", "y", "spread", "change")
 
 
 def word_stats(maps: np.ndarray, mass, previous: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Return (stats, normalised maps): stats is float32 (words, 6) in :data:`STAT_NAMES` order."""
+    """Return (stats, normalised maps): stats is float32 (words, 6) in :data:`STAT_NAMES` order.
+
+    Centroid and spread do not change when a map is scaled, so they come from the raw maps'
+    row and column sums (marginals): a few passes over the maps, no (words, h, w) temporaries
+    beyond the normalised maps that ``change`` needs anyway.
+    """
     m = np.asarray(maps, dtype=np.float32)
     n, h, w = m.shape
-    norm = normalize_maps(m)
     if n == 0:
-        return np.zeros((0, len(STAT_NAMES)), np.float32), norm
-    peaks = m.reshape(n, -1).max(axis=1)
+        return np.zeros((0, len(STAT_NAMES)), np.float32), m.copy()
+    peaks = m.max(axis=(1, 2))
     top = peaks.max()
     peak = peaks / top if top > 0 else np.zeros(n, np.float32)
-    # pixel centres in 0..1 so a 1-pixel-wide map has its centroid at 0.5
+    norm = m / np.where(peaks > 0, peaks, 1.0)[:, None, None]
+    # pixel centres in 0..1, so a 1-pixel-wide map has its centroid at 0.5
     ys = (np.arange(h, dtype=np.float32) + 0.5) / h
     xs = (np.arange(w, dtype=np.float32) + 0.5) / w
-    weight = norm.sum(axis=(1, 2))
-    safe = np.where(weight > 0, weight, 1.0)
-    cx = np.where(weight > 0, (norm.sum(axis=1) * xs).sum(axis=1) / safe, 0.5)
-    cy = np.where(weight > 0, (norm.sum(axis=2) * ys).sum(axis=1) / safe, 0.5)
-    d2 = (xs[None, None, :] - cx[:, None, None]) ** 2 + (ys[None, :, None] - cy[:, None, None]) ** 2
-    spread = np.sqrt(np.where(weight > 0, (norm * d2).sum(axis=(1, 2)) / safe, 0.0))
+    col, row = m.sum(axis=1), m.sum(axis=2)  # (n, w), (n, h)
+    total = col.sum(axis=1)
+    has = total > 0
+    safe = np.where(has, total, 1.0)
+    cx = np.where(has, col @ xs / safe, 0.5)
+    cy = np.where(has, row @ ys / safe, 0.5)
+    var = (col @ (xs * xs)) / safe - cx * cx + (row @ (ys * ys)) / safe - cy * cy
+    spread = np.where(has, np.sqrt(np.maximum(var, 0.0)), 0.0)
     if previous is not None and previous.shape == norm.shape:
         change = np.abs(norm - previous).mean(axis=(1, 2))
     else:
@@ -49,23 +58,26 @@ def word_stats(maps: np.ndarray, mass, previous: np.ndarray | None = None) -> tu
 class StatsTracker:
     """Keeps the previous step's normalised maps per run so ``change`` can be computed.
 
-    Computes once per frame (memoised on identity) so several sinks can share one tracker.
+    Computes once per frame (memoised on identity) so several sinks, on their own threads,
+    share one tracker and the work.
     """
 
     def __init__(self):
+        self._lock = threading.Lock()
         self._run = None
         self._previous: np.ndarray | None = None
         self._last_frame = None
         self._last_stats: np.ndarray | None = None
 
     def update(self, frame: StepFrame) -> np.ndarray:
-        if frame is self._last_frame:
-            return self._last_stats  # type: ignore[return-value]
-        if frame.run_id != self._run:
-            self._run, self._previous = frame.run_id, None
-        stats, norm = word_stats(frame.maps, frame.mass, self._previous)
-        self._previous, self._last_frame, self._last_stats = norm, frame, stats
-        return stats
+        with self._lock:
+            if frame is self._last_frame:
+                return self._last_stats  # type: ignore[return-value]
+            if frame.run_id != self._run:
+                self._run, self._previous = frame.run_id, None
+            stats, norm = word_stats(frame.maps, frame.mass, self._previous)
+            self._previous, self._last_frame, self._last_stats = norm, frame, stats
+            return stats
 
 
 def stats_dicts(stats: np.ndarray) -> list[dict]:

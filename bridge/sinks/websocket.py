@@ -218,7 +218,10 @@ class WebSocketSink:
             self._status_all()
         elif isinstance(event, StepFrame):
             self._last_step = event
-            meta = P.encode_json(P.step_message(event, stats_dicts(self.stats.update(event))))
+            stats = self.stats.update(event)  # every step, so "change" never depends on who is connected
+            if not self.clients:
+                return
+            meta = P.encode_json(P.step_message(event, stats_dicts(stats)))
             selected = self.selection.index
             for client in self.clients:
                 messages = self.encoder.step_frames(event, client.sub, selected)
