@@ -212,8 +212,9 @@ class Engine:
             rgb = upscale(packed[2 * map_numel:].reshape(preview.shape), req.height, req.width)
             now = time.perf_counter()
             frame = StepFrame(
-                run_id=run_id, step=i, total=total, timestep=timesteps[i] if i < total else float(t),
-                phase=req.phases.phase_at(i, total), phase_weights=req.phases.weights_at(i, total), words=words.words, maps=maps, cumulative=cum,
+                run_id=run_id, step=i, total=total, timestep=timesteps[i] if i < total and timesteps[i] == timesteps[i] else float(t),
+                phase=req.phases.phase_at(i, total), phase_weights=req.phases.weights_at(i, total),
+                words=words.words, maps=maps, cumulative=cum,
                 mass=attention_mass(maps), preview=rgb, elapsed=now - t0,
                 timings={"step": tc - state["last"], "capture": tp - tc, "preview": now - tp},
             )
@@ -252,8 +253,12 @@ class Engine:
     def _timesteps(self, steps: int) -> list[float]:
         """The scheduler's timesteps for ``steps``, on the host (so frames never sync on ``t``)."""
         scheduler = self.pipe.scheduler
-        scheduler.set_timesteps(steps, device="cpu")  # the pipeline sets them again, identically
-        return [float(t) for t in scheduler.timesteps]
+        try:
+            scheduler.set_timesteps(steps, device="cpu")  # the pipeline sets them again, identically
+            return [float(t) for t in scheduler.timesteps]
+        except Exception:  # a scheduler that needs more than a step count: count steps as asked
+            log.debug("could not list %s timesteps ahead of the run", type(scheduler).__name__, exc_info=True)
+            return [float("nan")] * steps
 
     def _extra(self, req: GenerationRequest, cfg: bool) -> dict:
         import diffusers
