@@ -238,9 +238,9 @@ class RunCapture:
 
 
 @pytest.fixture(scope="module")
-def real_run():
+def real_run(tiny_engine):
     """A 4-step run of the built-in tiny model, captured as records and as OSC datagrams."""
-    from bridge.engine import Engine, GenerationRequest
+    from bridge.engine import GenerationRequest
     from bridge.sinks.osc import OscSink
 
     receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -261,7 +261,7 @@ def real_run():
     capture = RunCapture()
     osc = OscSink([("127.0.0.1", receiver.getsockname()[1])])
     bus = Bus([capture, osc])
-    engine = Engine.load("builtin:tiny", progress=False)
+    engine = tiny_engine  # session-wide (tests/conftest.py): the model loads once per test run
     request = engine.validate(GenerationRequest("a red circle above a blue square", seed=5, steps=4))
     engine.generate(request, bus)
     bus.close()
