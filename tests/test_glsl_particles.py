@@ -208,3 +208,14 @@ def test_a_flipped_attention_map_is_caught(gl_page):
     snaps, _ = run_in_chromium(gl_page, state, attention, weights, flip_attention=True)
     with pytest.raises(AssertionError):
         assert_matches_reference(snaps, first, last)
+
+
+def test_the_viewers_defaults_are_the_specs(gl_page):
+    defaults = gl_page.evaluate("async () => ({...(await import('/particles.js')).DEFAULTS})")
+    spec = P.ParticleParams().to_dict()
+    names = {"count": "count", "attraction": "attraction", "wind": "wind", "drag": "drag", "dt": "dt",
+             "noiseScale": "noise_scale", "noiseSpeed": "noise_speed", "attentionFloor": "attention_floor",
+             "phaseGain": "phase_gain"}
+    assert set(defaults) == set(names)
+    for js, py in names.items():
+        assert defaults[js] == pytest.approx(spec[py]), js

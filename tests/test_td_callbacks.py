@@ -584,6 +584,14 @@ def test_build_script_makes_the_documented_network(monkeypatch):
     assert comp.op("bridge_osc").par.splitbundle.eval() is True
     for top in ("attention_map", "step_map", "preview_image", "homes", "initial_state"):
         assert comp.op(top).par.callbacks.eval() == "texture_top"
+    # The particle parameters start at the spec's defaults (docs/PARTICLES.md).
+    spec = reference.ParticleParams()
+    for par, value in (("Attraction", spec.attraction), ("Wind", spec.wind), ("Drag", spec.drag), ("Dt", spec.dt),
+                       ("Noisescale", spec.noise_scale), ("Noisespeed", spec.noise_speed),
+                       ("Attentionfloor", spec.attention_floor), ("Particles", spec.count),
+                       ("Phasegainnoise", spec.phase_gain[0]), ("Phasegainstructure", spec.phase_gain[1]),
+                       ("Phasegaindetail", spec.phase_gain[2])):
+        assert comp.par._pars[par].val == pytest.approx(value), par
     # Every parameter the callbacks read exists on the COMP.
     made = {name for page in comp.pages.values() for _, name in page}
     assert set(StandInCOMP.PARAMETERS) <= made
