@@ -18,6 +18,7 @@ It (re)creates ``/project1/attention_bridge``, a Base COMP holding:
                   update step as the browser viewer), fed back through a Feedback TOP
   phase_target → phase_lag   the phase weight w, smoothed so phases morph without cuts
   particle_color, particles_geo, camera, particles_render   drawing the particles
+  heat_ramp → heat_colors   the heat map in the viewer's colours
   out_particles, out_preview, out_heat   Null TOPs to take the pictures from
   controls        Parameter Execute DAT: Generate/Word/… parameters → control messages
 
@@ -232,7 +233,17 @@ def build(root=None):
     render.par.outputresolution = "custom"
     render.par.resolutionw = render.par.resolutionh = 1024
 
-    for name, source, y in (("out_particles", render, 4), ("out_preview", preview, 2), ("out_heat", attention, 0)):
+    # Heat map colours: the attention map looked up in the viewer's inferno-like ramp.
+    keys = table_dat(comp, "heat_ramp_keys", [["pos", "r", "g", "b", "a"]] + [
+        [pos, r / 255, g / 255, b / 255, 1] for pos, (r, g, b) in
+        ((0.0, (0, 0, 4)), (0.25, (87, 16, 110)), (0.5, (188, 55, 84)), (0.75, (249, 142, 9)), (1.0, (252, 255, 164)))], 6, 0)
+    ramp = place(comp.create(td.rampTOP, "heat_ramp"), 6, 1)
+    ramp.par.dat = keys.name
+    heat = place(comp.create(td.lookupTOP, "heat_colors"), 7, 0)
+    attention.outputConnectors[0].connect(heat)
+    ramp.outputConnectors[0].connect(heat)
+
+    for name, source, y in (("out_particles", render, 4), ("out_preview", preview, 2), ("out_heat", heat, 0)):
         out = place(comp.create(td.nullTOP, name), 8, y)
         source.outputConnectors[0].connect(out)
 

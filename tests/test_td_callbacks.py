@@ -554,7 +554,7 @@ def test_build_script_makes_the_documented_network(monkeypatch):
     stand_in_td.ParMode = types.SimpleNamespace(EXPRESSION="expression")
     for kind in ("baseCOMP", "textDAT", "tableDAT", "websocketDAT", "oscinDAT", "scriptTOP", "feedbackTOP", "glslTOP",
                  "constantCHOP", "lagCHOP", "geometryCOMP", "rectangleSOP", "constantMAT", "cameraCOMP", "renderTOP",
-                 "nullTOP", "parameterexecuteDAT"):
+                 "nullTOP", "parameterexecuteDAT", "rampTOP", "lookupTOP"):
         setattr(stand_in_td, kind, kind)
     monkeypatch.setitem(sys.modules, "td", stand_in_td)
     source = (TD / "build_network.py").read_text(encoding="utf-8")
@@ -580,6 +580,8 @@ def test_build_script_makes_the_documented_network(monkeypatch):
     declared = re.findall(r"uniform float (\w+);", (SHADERS / "particle_step.glsl").read_text())
     bound = [step.par._pars[f"vec{i}name"].val for i in range(len(declared))]
     assert sorted(bound) == sorted(declared)
+    assert [n.name for n in comp.op("heat_colors").inputs] == ["attention_map", "heat_ramp"]
+    assert [n.name for n in comp.op("out_heat").inputs] == ["heat_colors"]
     assert comp.op("bridge_ws").par.callbacks.eval() == "ws_callbacks"
     assert comp.op("bridge_osc").par.splitbundle.eval() is True
     for top in ("attention_map", "step_map", "preview_image", "homes", "initial_state"):
