@@ -1,16 +1,16 @@
-"""A cross-attention processor that computes attention exactly and hands DAAM its probabilities.
+"""A cross-attention processor that computes the normal attention and hands DAAM its probabilities.
 
-It does what diffusers' default processor does (projections, optional norms, mask, output
-projection, residual, rescale) but forms softmax(QKᵀ·scale) explicitly: for cross-attention the
-key length is the text length (77), so the probabilities are small and the same tensor yields
-both the layer output and the heat map.  Only the conditional half of a CFG batch is handed to
-the aggregator.  When no run is being captured, or the layer is filtered out, the original
-processor runs unchanged.
+It does what diffusers' default processor does (projections, optional norms, mask, SDPA,
+output projection, residual, rescale), so the layer output is exactly the plain one, and in
+addition forms softmax(QKᵀ·scale) explicitly for the conditional half of the batch: for
+cross-attention the key length is the text length (77), so these probabilities are small.
+When no run is being captured, or the layer is filtered out, the original processor runs.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 
 class CaptureProcessor:
@@ -52,17 +52,24 @@ class CaptureProcessor:
         if attn.norm_k is not None:
             key = attn.norm_k(key)
 
-        # SD 2.x asks for float32 scores (fp16 would overflow); the softmax itself is always
-        # taken in float32, since these probabilities are the heat maps.
+        # The layer output: the same SDPA call as diffusers' default processor, so a captured
+        # run computes bit for bit what a plain run computes.
+        default_scale = attn.scale == head_dim ** -0.5
+        hidden_states = F.scaled_dot_product_attention(
+            query, key, value, attn_mask=attention_mask, dropout_p=0.0, is_causal=False,
+            scale=None if default_scale else attn.scale,
+        )
+        # The heat maps: softmax(QKᵀ·scale) for the conditional half only, in float32 (SD 2.x
+        # also asks for float32 scores, which would overflow in half precision).
+        cond = aggregator.conditional(batch)
+        q, k = query[cond], key[cond]
         if attn.upcast_attention:
-            query, key = query.float(), key.float()
-        scores = torch.matmul(query * attn.scale, key.transpose(-1, -2))
+            q, k = q.float(), k.float()
+        scores = torch.matmul(q * attn.scale, k.transpose(-1, -2))
         if attention_mask is not None:
-            scores = scores + attention_mask.to(scores.dtype)
-        probs = scores.softmax(dim=-1, dtype=torch.float32)
-        aggregator.add(probs[aggregator.conditional(batch)])
+            scores = scores + attention_mask[cond].to(scores.dtype)
+        aggregator.add(scores.softmax(dim=-1, dtype=torch.float32))
 
-        hidden_states = torch.matmul(probs.to(value.dtype), value)
         hidden_states = hidden_states.transpose(1, 2).reshape(batch, -1, attn.heads * head_dim)
         hidden_states = attn.to_out[0](hidden_states)
         hidden_states = attn.to_out[1](hidden_states)
