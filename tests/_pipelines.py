@@ -83,3 +83,24 @@ def make_sdxl_like(folder: Path) -> Path:
     out = folder / "sdxl"
     pipe.save_pretrained(out)
     return out
+
+
+def make_lcm_like(folder: Path) -> Path:
+    """An LCM-style model: the UNet takes the guidance scale as an input, so there is no CFG batch."""
+    import torch
+    from diffusers import LCMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTokenizer
+
+    tok = CLIPTokenizer.from_pretrained(write_clip_tokenizer(folder / "_tok_lcm", MERGES))
+    torch.manual_seed(1)
+    unet = UNet2DConditionModel(
+        sample_size=8, block_out_channels=(16, 32), layers_per_block=1, norm_num_groups=8,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=32, attention_head_dim=4, time_cond_proj_dim=32,
+    )
+    scheduler = LCMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, set_alpha_to_one=False)
+    pipe = StableDiffusionPipeline(vae=_vae(), text_encoder=_text_encoder(tok), tokenizer=tok, unet=unet, scheduler=scheduler,
+                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    out = folder / "lcm"
+    pipe.save_pretrained(out)
+    return out

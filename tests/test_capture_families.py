@@ -1,4 +1,4 @@
-"""SD 2.x-style, SDXL-style and Turbo-style (guidance off) tiny pipelines through the engine.
+"""SD 2.x-style, SDXL-style, Turbo-style (guidance off) and LCM-style tiny pipelines through the engine.
 
 Each is saved as a real diffusers folder and loaded with ``Engine.load(folder)`` (the same
 loader as a user's model); the maps are checked against the plain q/k reference.
@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 
-from _pipelines import make_sd2_like, make_sdxl_like
+from _pipelines import make_lcm_like, make_sd2_like, make_sdxl_like
 from _qk_reference import QKRecorder
 from bridge.bus import Bus
 from bridge.engine import Engine, GenerationRequest
@@ -21,7 +21,7 @@ def family_dirs(tmp_path_factory):
     sdxl = make_sdxl_like(root)
     turbo = root / "tiny-sdxl-turbo"
     shutil.copytree(sdxl, turbo)
-    return {"sd2": make_sd2_like(root), "sdxl": sdxl, "turbo": turbo}
+    return {"sd2": make_sd2_like(root), "sdxl": sdxl, "turbo": turbo, "lcm": make_lcm_like(root)}
 
 
 def _run_and_check(engine, req, collect):
@@ -65,3 +65,12 @@ def test_turbo_style_guidance_off_keeps_the_whole_batch(family_dirs, collect):
     assert engine.validate(req).guidance == 0.0  # a Turbo model defaults to no guidance
     start = _run_and_check(engine, req, collect)
     assert start.extra["cfg"] is False and start.guidance == 0.0
+
+
+def test_lcm_style_guidance_input_means_no_cfg_batch(family_dirs, collect):
+    engine = Engine.load(str(family_dirs["lcm"]), device="cpu", progress=False)
+    assert engine.embeds_guidance
+    req = GenerationRequest("a green lamp", steps=3)
+    assert engine.validate(req).guidance == 8.0  # passed to the UNet as an embedding, not as CFG
+    start = _run_and_check(engine, req, collect)
+    assert start.extra["cfg"] is False and start.scheduler == "LCMScheduler"
