@@ -119,3 +119,15 @@ def test_bad_device_and_dtype():
     if not torch.cuda.is_available():
         with pytest.raises(ModelError, match="no CUDA GPU"):
             load_model("builtin:tiny", device="cuda", progress=False)
+
+
+def test_make_tiny_rebuilds_the_shipped_model_byte_for_byte(tmp_path):
+    from bridge.builtin.make_tiny import make_tiny
+
+    shipped = resolve_mod.BUILTIN_DIR / "tiny"
+    rebuilt = make_tiny(tmp_path / "tiny")
+    files = sorted(p.relative_to(shipped) for p in shipped.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(rebuilt) for p in rebuilt.rglob("*") if p.is_file())
+    for rel in files:
+        assert (shipped / rel).read_bytes() == (rebuilt / rel).read_bytes(), rel
+    assert sum((shipped / rel).stat().st_size for rel in files) < 3_000_000
