@@ -4,10 +4,10 @@ One asyncio loop on its own thread runs a ``websockets`` server that also serves
 viewer (static files from ``web/``) on the same port through ``process_request``.
 
 Never slowing generation: ``on_*`` only schedule work on the loop and return.  On the loop,
-each event is encoded once per subscription variant (:class:`bridge.protocol.FrameEncoder`)
-and put in every client's queue; each client has its own sender task, and a step still
-unsent when a newer step arrives is dropped from that client's queue and counted.  A stalled
-client therefore only ever holds one step, and never delays another client.
+each event is encoded and framed once per subscription variant and written to every
+client's socket without waiting; a client whose socket backs up keeps at most one pending
+step (a newer one replaces it, counted as dropped) while a drain task waits for it.  A
+stalled client therefore never delays generation or another client.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import hmac
 import logging
 import mimetypes
 import socket
+import struct
 import threading
 import time
 from collections import deque
@@ -28,6 +29,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Response
+from websockets.protocol import State
 
 from .. import protocol as P
 from ..control import Control, ControlError, parse_json_control
@@ -53,49 +55,90 @@ def needs_token(host: str) -> bool:
     return host not in LOCAL_HOSTS
 
 
-class _Client:
-    __slots__ = ("ws", "sub", "queue", "wake", "dropped", "peer")
+def ws_frame(message: bytes | str) -> bytes:
+    """One unfragmented, unmasked server → client websocket frame (RFC 6455 §5.2).
 
-    def __init__(self, ws: ServerConnection):
+    Server frames carry no mask and compression is off, so a message's frame is the same
+    bytes for every client: it is built once per event and written to each socket as is.
+    """
+    if isinstance(message, str):
+        opcode, payload = 0x1, message.encode("utf-8")
+    else:
+        opcode, payload = 0x2, bytes(message)
+    n = len(payload)
+    if n < 126:
+        head = struct.pack("!BB", 0x80 | opcode, n)
+    elif n < 1 << 16:
+        head = struct.pack("!BBH", 0x80 | opcode, 126, n)
+    else:
+        head = struct.pack("!BBQ", 0x80 | opcode, 127, n)
+    return head + payload
+
+
+def ws_frames(messages) -> bytes:
+    return b"".join(ws_frame(m) for m in messages)
+
+
+class _Client:
+    """One connection and its delivery state.
+
+    Writes go straight to the socket's transport while it keeps up.  When the transport's
+    buffer passes its high-water mark (websockets pauses writing), the client is congested:
+    a drain task waits for it, and meanwhile at most one step waits in ``queue`` — a newer
+    step replaces it and counts as dropped.  Generation and other clients never wait.
+    """
+
+    __slots__ = ("ws", "sub", "queue", "drainer", "dropped", "peer", "metrics")
+
+    def __init__(self, ws: ServerConnection, metrics: tuple):
         self.ws = ws
         self.sub = P.Subscription()
-        self.queue: deque = deque()  # (droppable, [messages], t_event)
-        self.wake = asyncio.Event()
+        self.queue: deque = deque()  # (droppable, framed bytes, t_event)
+        self.drainer: asyncio.Task | None = None
         self.dropped = 0
         self.peer = _peer(ws)
+        self.metrics = metrics  # (latencies, step_bytes) of the sink
 
-    def push(self, messages: list, t_event: float, droppable: bool = False) -> None:
-        if not messages:
+    def push(self, messages: list, t_event: float, droppable: bool = False, framed: bytes | None = None) -> None:
+        """Deliver messages (or an already framed batch) now, or queue them if congested."""
+        if framed is None:
+            if not messages:
+                return
+            framed = ws_frames(messages)
+        if self.drainer is not None or self.queue:
+            if droppable:
+                stale = sum(1 for item in self.queue if item[0])
+                if stale:
+                    self.dropped += stale
+                    self.queue = deque(item for item in self.queue if not item[0])
+            self.queue.append((droppable, framed, t_event))
             return
+        if self._write(framed, droppable, t_event) and self.ws.paused:
+            self.drainer = asyncio.get_running_loop().create_task(self._drain())
+
+    def _write(self, data: bytes, droppable: bool, t_event: float) -> bool:
+        ws = self.ws
+        if ws.protocol.state is not State.OPEN or ws.transport.is_closing():
+            return False  # closing: the handler will forget this client
+        ws.transport.write(data)
         if droppable:
-            stale = [item for item in self.queue if item[0]]
-            if stale:
-                self.dropped += len(stale)
-                self.queue = deque(item for item in self.queue if not item[0])
-        self.queue.append((droppable, messages, t_event))
-        self.wake.set()
+            self.metrics[0].append(time.perf_counter() - t_event)
+            self.metrics[1].append(len(data))
+        return True
 
-
-async def _send_batch(ws: ServerConnection, messages: list) -> int:
-    """Send a step's messages (one websocket message each) with one flush and one drain.
-
-    Uses the connection's own write path (``send_context`` + ``protocol.send_*``, the pattern
-    its docstring shows) because per-message ``send`` costs a flush and a drain each: with
-    many clients that Python overhead per step is what would slow generation.
-    """
-    size = sum(len(m) for m in messages)
-    protocol = getattr(ws, "protocol", None)
-    if protocol is None or not hasattr(ws, "send_context") or len(messages) == 1:
-        for m in messages:
-            await ws.send(m)
-        return size
-    async with ws.send_context():
-        for m in messages:
-            if isinstance(m, str):
-                protocol.send_text(m.encode("utf-8"))
-            else:
-                protocol.send_binary(m)
-    return size
+    async def _drain(self) -> None:
+        try:
+            while True:
+                await self.ws.drain()
+                if not self.queue or self.ws.protocol.state is not State.OPEN:
+                    return
+                while self.queue and not self.ws.paused:
+                    droppable, data, t_event = self.queue.popleft()
+                    self._write(data, droppable, t_event)
+        except Exception:  # connection lost while waiting: nothing more to send
+            self.queue.clear()
+        finally:
+            self.drainer = None
 
 
 def _bound_send_buffer(ws) -> None:
@@ -245,11 +288,14 @@ class WebSocketSink:
                 return
             meta = P.encode_json(P.step_message(event, stats_dicts(stats)))
             selected = self.selection.index
+            batches: dict = {}  # one framed batch per subscription variant, shared by its clients
             for client in self.clients:
-                messages = self.encoder.step_frames(event, client.sub, selected)
-                if client.sub.meta:
-                    messages = [*messages, meta]
-                client.push(messages, t_event, droppable=True)
+                key = (client.sub, selected if client.sub.words == "selected" else None)
+                if key not in batches:
+                    messages = self.encoder.step_frames(event, client.sub, selected)
+                    batches[key] = ws_frames([*messages, meta] if client.sub.meta else messages)
+                if batches[key]:
+                    client.push([], t_event, droppable=True, framed=batches[key])
         elif isinstance(event, RunEnd):
             total = self._start.steps if self._start and self._start.run_id == event.run_id else event.steps_done
             end = P.encode_json(P.run_end_message(event))
@@ -326,7 +372,7 @@ class WebSocketSink:
             await ws.close(1008, "this bridge needs its token: connect to ws://HOST:PORT/?token=SECRET")
             return
         _bound_send_buffer(ws)
-        client = _Client(ws)
+        client = _Client(ws, (self.latencies, self.step_bytes))
         self.clients.add(client)
         log.info("websocket client %s connected (%d connected)", client.peer, len(self.clients))
         status = dict(self.status_fields())
@@ -336,30 +382,16 @@ class WebSocketSink:
         client.push([P.encode_json(hello), self._status(client)], time.perf_counter())
         if self._start is not None:  # joining mid-run: the run's words and size first
             client.push([P.encode_json(P.run_start_message(self._start))], time.perf_counter())
-        sender = asyncio.create_task(self._sender(client))
         try:
             async for message in ws:
                 self._on_message(client, message)
         except ConnectionClosed:
             pass
         finally:
-            sender.cancel()
+            if client.drainer is not None:
+                client.drainer.cancel()
             self.clients.discard(client)
             log.info("websocket client %s left (%d dropped steps; %d connected)", client.peer, client.dropped, len(self.clients))
-
-    async def _sender(self, client: _Client) -> None:
-        try:
-            while True:
-                await client.wake.wait()
-                client.wake.clear()
-                while client.queue:
-                    droppable, messages, t_event = client.queue.popleft()
-                    size = await _send_batch(client.ws, messages)
-                    if droppable:
-                        self.latencies.append(time.perf_counter() - t_event)
-                        self.step_bytes.append(size)
-        except ConnectionClosed:
-            pass
 
     def _on_message(self, client: _Client, message) -> None:
         if isinstance(message, bytes):
