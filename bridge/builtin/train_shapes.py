@@ -1,0 +1,439 @@
+"""Train the built-in shapes model: a small latent text-to-image diffusion model.
+
+    python -m bridge.builtin.train_shapes                       # the shipped recipe, on the CPU
+    python -m bridge.builtin.train_shapes --device cuda         # the same recipe on a GPU
+
+The result is an ordinary Stable Diffusion pipeline folder (UNet with cross-attention, CLIP text
+encoder and CLIP BPE tokenizer, AutoencoderKL, scheduler) written to
+``bridge/builtin/models/shapes/`` with float16 weights, loaded by the same code as any model.
+
+Two stages, both on images drawn on the fly by :mod:`bridge.builtin.shapes_data`:
+
+1. the VAE learns to reconstruct 64×64 images from 4×16×16 latents;
+2. the UNet and the text encoder learn together to denoise those latents (epsilon prediction,
+   10 % empty captions for classifier-free guidance), so the caption words' token states are
+   shaped by what the UNet draws.  Because every object's mask is known, stage 2 can also add a
+   grounding term (``--ground-weight w``): the cross-attention of each colour and shape token
+   should fall inside its object's mask (the token loss of TokenCompose, Wang et al. 2024).
+   It is off in the shipped recipe (it costs an explicit attention pass per layer; see
+   docs/MODEL.md for what was measured).
+
+Everything is seeded; the exact command and numbers of the shipped weights are in docs/MODEL.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from bridge.builtin import clip_bpe
+from bridge.builtin import shapes_data as sd
+
+log = logging.getLogger("train_shapes")
+
+DEFAULT_OUT = Path(__file__).with_name("models") / "shapes"
+MERGES = 4000  # first K CLIP merges: every caption word is one or two real CLIP tokens
+TEXT_WIDTH = 128
+LATENT_SIZE = sd.IMAGE_SIZE // 4
+
+
+# --- model definitions ------------------------------------------------------------------------
+
+def make_vae():
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 3,
+        up_block_types=("UpDecoderBlock2D",) * 3,
+        block_out_channels=(16, 32, 64),  # three levels: 64×64 → 16×16, factor 4
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=16,
+        sample_size=sd.IMAGE_SIZE,
+        mid_block_add_attention=False,
+    )
+
+
+def make_unet(widths=(32, 64)):
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(
+        sample_size=LATENT_SIZE,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("CrossAttnDownBlock2D",) * len(widths),
+        up_block_types=("CrossAttnUpBlock2D",) * len(widths),
+        block_out_channels=tuple(widths),
+        layers_per_block=1,
+        cross_attention_dim=TEXT_WIDTH,
+        attention_head_dim=4,  # diffusers reads this as the number of heads
+        norm_num_groups=32,
+    )
+
+
+def make_text_encoder(merges: int):
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    vocab = clip_bpe.vocab_size(merges)
+    config = CLIPTextConfig(
+        vocab_size=vocab,
+        hidden_size=TEXT_WIDTH,
+        intermediate_size=4 * TEXT_WIDTH,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=clip_bpe.MAX_LENGTH,
+        bos_token_id=vocab - 2,
+        eos_token_id=vocab - 1,
+        pad_token_id=vocab - 1,
+    )
+    return CLIPTextModel(config)
+
+
+def make_train_scheduler():
+    from diffusers import DDPMScheduler
+
+    # Stable Diffusion's noise schedule, so the usual inference schedulers apply unchanged.
+    return DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
+
+
+# --- captions → token ids and word ownership ------------------------------------------------------
+
+class CaptionEncoder:
+    """Token ids of captions plus, per token, which object (if any) the token names.
+
+    Each caption word is tokenized on its own (and cached: captions use a few dozen words):
+    CLIP splits text into words before BPE, so the concatenation equals tokenizing the whole
+    caption (tests/test_shapes_train.py checks this).
+    """
+
+    def __init__(self, tokenizer):
+        self.tok = tokenizer
+        self.words: dict[str, list[int]] = {}
+
+    def word_ids(self, word: str) -> list[int]:
+        if word not in self.words:
+            self.words[word] = self.tok(word, add_special_tokens=False)["input_ids"]
+        return self.words[word]
+
+    def encode(self, pieces) -> tuple[list[int], list[int]]:
+        """ids and owners of one caption, padded to the encoder's 77 tokens."""
+        ids, owner = [self.tok.bos_token_id], [-1]
+        for word, obj in pieces:
+            w_ids = self.word_ids(word)
+            ids += w_ids
+            owner += [obj] * len(w_ids)
+        ids.append(self.tok.eos_token_id)
+        owner.append(-1)
+        pad = clip_bpe.MAX_LENGTH - len(ids)
+        return ids + [self.tok.pad_token_id] * pad, owner + [-1] * pad
+
+    def batch(self, scenes, drop: np.ndarray):
+        """ids (B, 77) and owner (B, 77): owner is the object index of each token, −1 for others.
+
+        Scenes with ``drop`` set get the empty caption (the unconditional input of guidance).
+        """
+        pairs = [self.encode([] if dropped else scene.pieces) for scene, dropped in zip(scenes, drop)]
+        return torch.tensor([i for i, _ in pairs]), torch.tensor([o for _, o in pairs])
+
+
+# --- cross-attention probabilities for the grounding term ----------------------------------
+
+class KeepProbs:
+    """Cross-attention processor that computes attention explicitly and keeps the probabilities.
+
+    Training only: the shipped pipeline uses diffusers' default processors.
+    """
+
+    def __init__(self, store: list):
+        self.store = store
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
+        b, n, _ = hidden_states.shape
+        q = attn.to_q(hidden_states)
+        k = attn.to_k(encoder_hidden_states)
+        v = attn.to_v(encoder_hidden_states)
+        h = attn.heads
+        q, k, v = (x.view(b, -1, h, x.shape[-1] // h).transpose(1, 2) for x in (q, k, v))
+        probs = torch.softmax((q @ k.transpose(-1, -2)) * attn.scale, dim=-1)  # (B, heads, N, 77)
+        self.store.append(probs.mean(1))
+        out = (probs @ v).transpose(1, 2).reshape(b, n, -1)
+        return attn.to_out[1](attn.to_out[0](out))
+
+
+def grounding_loss(probs_list, masks, owner):
+    """Mean over (token, object) pairs of (1 − share of the token's attention inside the mask)².
+
+    probs_list: (B, N, 77) per cross-attention layer; masks (B, K, H, W); owner (B, 77).
+    """
+    k = masks.shape[1]
+    assign = (owner.unsqueeze(-1) == torch.arange(k, device=owner.device)).float()  # (B, 77, K)
+    if assign.sum() == 0:
+        return masks.new_zeros(())
+    losses = []
+    for probs in probs_list:
+        side = int(math.isqrt(probs.shape[1]))  # training latents are square
+        m = F.adaptive_avg_pool2d(masks, side).flatten(2)  # (B, K, N)
+        inside = torch.einsum("bnt,bkn->btk", probs, m)
+        share = inside / probs.sum(1).unsqueeze(-1).clamp_min(1e-8)
+        losses.append(((1 - share) ** 2 * assign).sum() / assign.sum())
+    return torch.stack(losses).mean()
+
+
+# --- training ---------------------------------------------------------------------------------
+
+class SceneStream:
+    """Endless batches of (scenes, images, masks) from one seeded generator."""
+
+    def __init__(self, seed: int, batch: int, device):
+        self.rng = np.random.default_rng(seed)
+        self.batch = batch
+        self.device = device
+        self.gen = torch.Generator(device=device).manual_seed(seed)
+
+    def next(self):
+        scenes = [sd.sample_scene(self.rng) for _ in range(self.batch)]
+        images, masks = sd.rasterise(scenes, self.device, self.gen)
+        return scenes, images, masks
+
+
+def _tick(times, device):
+    """Record a wall-clock time per step (for --estimate)."""
+    if times is not None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter())
+
+
+def estimate(args, device, tokenizer, warmup: int = 3, timed: int = 6) -> float:
+    """Time a few steps of each stage and project the whole recipe's duration (seconds)."""
+    per_stage = []
+    vae_times: list[float] = []
+    vae = train_vae(args, device, stop_after=warmup + timed + 1, times=vae_times)
+    unet_times: list[float] = []
+    train_denoiser(args, vae, tokenizer, device, stop_after=warmup + timed + 1, times=unet_times)
+    for name, times, steps in (("vae", vae_times, args.vae_steps), ("unet", unet_times, args.steps)):
+        per_step = (times[-1] - times[warmup]) / (len(times) - 1 - warmup)
+        per_stage.append(per_step * steps)
+        log.info("estimate %s: %.3f s/step × %d steps = %.1f min", name, per_step, steps, per_step * steps / 60)
+    total = sum(per_stage)
+    log.info("estimate: the whole recipe takes about %.1f min on %s with %d threads", total / 60, device, torch.get_num_threads())
+    return total
+
+
+def lr_at(step: int, total: int, peak: float, warmup: int = 200) -> float:
+    """Linear warm-up, then cosine decay to 10 % of the peak."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    t = (step - warmup) / max(1, total - warmup)
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def train_vae(args, device, stop_after=None, times=None):
+    from tqdm import tqdm
+
+    torch.manual_seed(args.seed)
+    vae = make_vae().to(device)
+    opt = torch.optim.AdamW(vae.parameters(), lr=args.vae_lr, weight_decay=0.0)
+    stream = SceneStream(args.seed, args.vae_batch, device)
+    bar = tqdm(range(args.vae_steps if stop_after is None else stop_after), desc="vae", disable=not args.progress)
+    for step in bar:
+        _tick(times, device)
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, args.vae_steps, args.vae_lr, warmup=100)
+        _, x, _ = stream.next()
+        post = vae.encode(x).latent_dist
+        rec = vae.decode(post.sample()).sample
+        mse = F.mse_loss(rec, x)
+        kl = post.kl().mean() / x[0].numel()
+        loss = mse + 0.1 * F.l1_loss(rec, x) + args.kl_weight * kl
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % args.log_every == 0 or step == args.vae_steps - 1:
+            bar.set_postfix(mse=f"{mse.item():.4f}", kl=f"{kl.item():.2f}")
+            if not args.progress:
+                log.info("vae step %d mse %.4f kl %.2f", step, mse.item(), kl.item())
+    vae.eval().requires_grad_(False)
+    # Scale latents to unit variance, as Stable Diffusion does with its 0.18215.
+    with torch.no_grad():
+        z = torch.cat([vae.encode(stream.next()[1]).latent_dist.mean for _ in range(8)])
+    # force_upcast off: this small VAE is exact enough in float16, and decoding stays in the
+    # pipeline's dtype.
+    vae.register_to_config(scaling_factor=float(1.0 / z.std()), force_upcast=False)
+    log.info("vae done: reconstruction mse %.4f, latent scaling factor %.4f", mse.item(), vae.config.scaling_factor)
+    return vae
+
+
+def train_denoiser(args, vae, tokenizer, device, stop_after=None, times=None):
+    from tqdm import tqdm
+
+    torch.manual_seed(args.seed + 1)
+    unet = make_unet(args.widths).to(device)
+    text = make_text_encoder(args.merges).to(device)
+    noise_sched = make_train_scheduler()
+    probs_store: list = []
+    default_processors = unet.attn_processors
+    if args.ground_weight > 0:
+        unet.set_attn_processor({
+            name: (KeepProbs(probs_store) if name.endswith("attn2.processor") else proc)
+            for name, proc in unet.attn_processors.items()
+        })
+    params = list(unet.parameters()) + list(text.parameters())
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
+    ema = [p.detach().clone() for p in params]
+    encoder = CaptionEncoder(tokenizer)
+    stream = SceneStream(args.seed + 2, args.batch, device)
+    rng = np.random.default_rng(args.seed + 3)
+    alphas = noise_sched.alphas_cumprod.to(device)
+    bar = tqdm(range(args.steps if stop_after is None else stop_after), desc="unet", disable=not args.progress)
+    t_start = time.time()
+    for step in bar:
+        _tick(times, device)
+        lr = lr_at(step, args.steps, args.lr)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        scenes, x, masks = stream.next()
+        drop = rng.random(len(scenes)) < args.drop_caption
+        ids, owner = encoder.batch(scenes, drop)
+        ids, owner = ids.to(device), owner.to(device)
+        with torch.no_grad():
+            z = vae.encode(x).latent_dist.sample() * vae.config.scaling_factor
+        noise = torch.randn_like(z)
+        t = torch.randint(0, noise_sched.config.num_train_timesteps, (z.shape[0],), device=device)
+        a = alphas[t].view(-1, 1, 1, 1)
+        noisy = a.sqrt() * z + (1 - a).sqrt() * noise
+        probs_store.clear()
+        cond = text(ids).last_hidden_state
+        pred = unet(noisy, t, cond).sample
+        mse = F.mse_loss(pred, noise)
+        loss = mse
+        ground = torch.zeros((), device=device)
+        if args.ground_weight > 0:
+            ground = grounding_loss(probs_store, masks, owner)
+            loss = loss + args.ground_weight * ground
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        decay = min(args.ema, (1 + step) / (10 + step))
+        with torch.no_grad():
+            torch._foreach_lerp_(ema, [p.detach() for p in params], 1 - decay)
+        if step % args.log_every == 0 or step == args.steps - 1:
+            bar.set_postfix(mse=f"{mse.item():.4f}", ground=f"{ground.item():.3f}", lr=f"{lr:.1e}")
+            if not args.progress:
+                log.info("unet step %d mse %.4f ground %.3f (%.1f s)", step, mse.item(), ground.item(), time.time() - t_start)
+    with torch.no_grad():
+        for p, e in zip(params, ema):
+            p.copy_(e)
+    unet.set_attn_processor(default_processors)
+    return unet.eval(), text.eval()
+
+
+def save_pipeline(out: Path, vae, unet, text, tokenizer_dir: Path, meta: dict):
+    """Write a standard StableDiffusionPipeline folder with float16 weights."""
+    from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
+    from transformers import CLIPTokenizer
+
+    scheduler = DPMSolverMultistepScheduler.from_config(make_train_scheduler().config, steps_offset=1, timestep_spacing="trailing")
+    pipe = StableDiffusionPipeline(
+        vae=vae.to("cpu", torch.float16),
+        text_encoder=text.to("cpu", torch.float16),
+        tokenizer=CLIPTokenizer.from_pretrained(tokenizer_dir),
+        unet=unet.to("cpu", torch.float16),
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    tmp = Path(tempfile.mkdtemp(prefix="shapes-", dir=out.parent if out.parent.exists() else None))
+    pipe.save_pretrained(tmp, safe_serialization=True)
+    (tmp / "training.json").write_text(json.dumps(meta, indent=2) + "\n")
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+    log.info("saved %s (%.2f MB)", out, size / 1e6)
+    return size
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(
+        prog="python -m bridge.builtin.train_shapes",
+        description="Train the built-in shapes text-to-image model (seeded; the defaults are the shipped recipe).",
+        epilog="Example: python -m bridge.builtin.train_shapes --device cuda --out /tmp/shapes",
+    )
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="pipeline folder to write (default: %(default)s)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
+    p.add_argument("--vae-steps", type=int, default=2000)
+    p.add_argument("--vae-batch", type=int, default=16)
+    p.add_argument("--vae-lr", type=float, default=2e-3)
+    p.add_argument("--kl-weight", type=float, default=1e-6)
+    p.add_argument("--steps", type=int, default=2000, help="denoiser training steps")
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--ema", type=float, default=0.995)
+    p.add_argument("--drop-caption", type=float, default=0.1)
+    p.add_argument("--ground-weight", type=float, default=0.0,
+                   help="weight of the attention grounding term (default 0: off in the shipped recipe; see docs/MODEL.md)")
+    p.add_argument("--widths", type=int, nargs="+", default=[32, 64], help="UNet channels per level")
+    p.add_argument("--merges", type=int, default=MERGES, help="first K CLIP BPE merges kept in the vocabulary")
+    p.add_argument("--estimate", action="store_true", help="time a few steps of each stage, print the projected duration, save nothing")
+    p.add_argument("--log-every", type=int, default=100)
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="log lines instead of bars")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if args.device == "auto" else args.device))
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    # Exact float32 matmuls on GPUs too, so a GPU run follows the CPU recipe closely.
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    from transformers import CLIPTokenizer
+
+    tok_dir = Path(tempfile.mkdtemp(prefix="shapes-tok-"))
+    clip_bpe.write_clip_tokenizer(tok_dir, args.merges)
+    tokenizer = CLIPTokenizer.from_pretrained(tok_dir)
+    if args.estimate:
+        estimate(args, device, tokenizer)
+        return 0
+    t0 = time.time()
+    vae = train_vae(args, device)
+    t_vae = time.time() - t0
+    unet, text = train_denoiser(args, vae, tokenizer, device)
+    t_all = time.time() - t0
+    log.info("training took %.1f s (vae %.1f s) on %s", t_all, t_vae, device)
+    meta = {
+        "command": "python -m bridge.builtin.train_shapes " + " ".join(sys.argv[1:] if argv is None else argv),
+        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+        "seconds": round(t_all, 1),
+        "torch": torch.__version__,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    save_pipeline(args.out, vae, unet, text, tok_dir, meta)
+    shutil.rmtree(tok_dir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
