@@ -99,6 +99,15 @@ class ProgressBar:
             self._bar = None
 
 
+class StartKeeper:
+    """A sink that keeps the run's RunStart, for the summary line (words, dropped words)."""
+
+    start = None
+
+    def on_run_start(self, start) -> None:
+        self.start = start
+
+
 def _check_out(out: Path) -> None:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"recording folder {out} already exists and is not empty; choose another --out")
@@ -120,16 +129,13 @@ def run(args) -> int:
     check_request(request)  # fail on bad flags before the (slow) model load
     engine = Engine.load(args.model, device=args.device, dtype=args.dtype, progress=not args.no_progress)
     request = engine.validate(request)  # before anything is written
-    recorder = Recorder(out)
-    bar = ProgressBar(disable=args.no_progress)
-    bus = Bus([recorder, bar])
-    starts = []
-    bus.add(type("StartKeeper", (), {"on_run_start": lambda self, s: starts.append(s)})())
+    keeper = StartKeeper()
+    bus = Bus([Recorder(out), ProgressBar(disable=args.no_progress), keeper])
     try:
         end = engine.generate(request, bus)
     finally:
         bus.close()
-    start = starts[0]
+    start = keeper.start
     dropped = ", ".join(start.dropped_words) if start.dropped_words else "none"
     print(
         f"{end.status}: {end.steps_done}/{start.steps} steps in {end.elapsed:.1f} s on {engine.device} "
