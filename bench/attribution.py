@@ -172,8 +172,11 @@ def summarise(results: list[PromptResult]) -> dict:
 
 
 def run_benchmark(prompts: int = 200, model: str = "builtin", steps: int = 20, guidance=None, device: str = "auto",
-                  seed: int = BENCH_SEED, progress: bool = True, engine=None) -> tuple[dict, list[PromptResult]]:
-    """Render ``prompts`` held-out scenes through the engine and score them."""
+                  seed: int = BENCH_SEED, progress: bool = True, engine=None, on_result=None) -> tuple[dict, list[PromptResult]]:
+    """Render ``prompts`` held-out scenes through the engine and score them.
+
+    ``on_result(results)`` is called after each prompt (the CLI saves partial results with it).
+    """
     from tqdm import tqdm
 
     from bridge.bus import Bus
@@ -190,6 +193,8 @@ def run_benchmark(prompts: int = 200, model: str = "builtin", steps: int = 20, g
         if end.status != "completed":
             raise RuntimeError(f"render of {scene.caption!r} ended {end.status}: {end.error}")
         results.append(evaluate_run(scene, sink.start.words, np.stack(sink.cumulative), end.image, seconds))
+        if on_result:
+            on_result(results)
     return summarise(results), results
 
 
@@ -222,13 +227,16 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=BENCH_SEED, help="scene generator seed (default: %(default)s)")
     p.add_argument("--out", type=Path, help="also write the summary and per-prompt scores as JSON")
     args = p.parse_args(argv)
-    summary, results = run_benchmark(args.prompts, args.model, args.steps, args.guidance, args.device, args.seed)
+    def save(results):
+        if args.out:  # after every prompt, so an interrupted run still leaves its numbers
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            per_prompt = [{"prompt": r.prompt, "objects": r.objects, "drawn": r.drawn,
+                           "iou_noun_0.4": r.iou_noun[0.4]} for r in results]
+            summary = summarise(results) | {"requested_prompts": args.prompts, "model": args.model, "steps": args.steps}
+            args.out.write_text(json.dumps({"summary": summary, "prompts": per_prompt}, indent=1) + "\n")
+
+    summary, _ = run_benchmark(args.prompts, args.model, args.steps, args.guidance, args.device, args.seed, on_result=save)
     print(format_summary(summary))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        per_prompt = [{"prompt": r.prompt, "objects": r.objects, "drawn": r.drawn,
-                       "iou_noun_0.4": r.iou_noun[0.4]} for r in results]
-        args.out.write_text(json.dumps({"summary": summary, "prompts": per_prompt}, indent=1) + "\n")
     return 0
 
 

@@ -18,11 +18,12 @@ from bridge.models.resolve import BUILTIN_DIR  # noqa: E402
 
 SHAPES_MODEL = BUILTIN_DIR / "shapes"
 
-# Floors for the 12-prompt sample: well under what the shipped model measures on it
-# (docs/MODEL.md), so the test fails when the model or the DAAM path breaks, not on noise.
+# Floors for the 12-prompt sample (the first 12 benchmark prompts).  The shipped model measures
+# 14/20 objects drawn and mIoU 0.277 on them (docs/MODEL.md); a map that covers the whole image
+# scores about 0.05 and the random tiny model 0.02, so the floors sit between noise and the model.
 SAMPLE_PROMPTS = 12
-FLOOR_OBJECTS_DRAWN = 0.35
-FLOOR_MIOU = 0.25
+FLOOR_OBJECTS_DRAWN = 0.45
+FLOOR_MIOU = 0.18
 
 
 def _truth(n=16, seed=5):
