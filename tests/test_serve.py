@@ -148,7 +148,8 @@ def test_bad_preset_and_flags_are_one_line_errors():
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     for args, message in [(["--preset", "liev"], "did you mean 'live'"),
                           (["--osc-out", "nowhere"], "host:port"),
-                          (["--width", "100"], "multiple of 8")]:
+                          (["--width", "100"], "multiple of 8"),
+                          (["--host", "0.0.0.0"], "needs a shared token")]:
         r = subprocess.run([sys.executable, "run_bridge.py", *args], cwd=ROOT, env=env, capture_output=True,
                            text=True, timeout=120)
         assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr

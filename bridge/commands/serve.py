@@ -49,13 +49,20 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from ..engine import Engine
     from ..live.session import LiveSession, describe
+    from ..errors import UserError
     from ..sinks.osc import parse_target
+    from ..sinks.websocket import needs_token
 
     preset = load_preset(args.preset)
     values = apply_overrides(preset.values, args)
     log.info("preset %s: %s", preset.name, preset.description)
     for target in values["osc_out"]:  # a typo should not cost a model load first
         parse_target(target)
+    if needs_token(values["host"]) and not values["token"]:
+        raise UserError(f"listening on {values['host']} (not 127.0.0.1) needs a shared token: add --token SECRET")
+    if values["osc_in_port"] and needs_token(values["osc_in_host"]) and not values["osc_allow"]:
+        log.warning("OSC control listens on %s with no --osc-allow list: anyone who reaches port %d can send prompts",
+                    values["osc_in_host"], values["osc_in_port"])
     engine = Engine.load(values["model"], device=values["device"], dtype=values["dtype"], progress=not args.no_progress)
     session = LiveSession(engine, values, preset=preset.name, progress=not args.no_progress)
     session.start()
