@@ -108,13 +108,15 @@ def main() -> int:
     engine.generate(GenerationRequest("warm up", steps=2), Bus())  # first-call costs out of the way
 
     rates = {"none": [], "clients": []}
+    cpu = {"none": [], "clients": []}  # websocket thread CPU ms per step
     ws, osc = sinks.websocket, sinks.osc
     print(f"model {args.model}, {args.steps} steps/run, {args.rounds} rounds, {args.clients} clients, "
           f"websocket {ws.url}")
     try:
         for r in range(args.rounds):
-            clock_none = _one_run(engine, request, bus, clock)
-            rates["none"].append(clock_none)
+            c0 = ws.thread_cpu()
+            rates["none"].append(_one_run(engine, request, bus, clock))
+            cpu["none"].append((ws.thread_cpu() - c0) / args.steps * 1000)
             proc = subprocess.Popen([sys.executable, __file__, "--client-mode", ws.url, str(args.clients)],
                                     stdout=subprocess.PIPE, text=True)
             try:
@@ -122,8 +124,10 @@ def main() -> int:
                 ws.latencies.clear()
                 ws.step_bytes.clear()
                 osc.latencies.clear()
+                c0 = ws.thread_cpu()
                 rates["clients"].append(_one_run(engine, request, bus, clock))
                 time.sleep(0.5)  # let the last step drain to every client
+                cpu["clients"].append((ws.thread_cpu() - c0) / args.steps * 1000)
                 lat_ws, step_bytes, lat_osc = list(ws.latencies), list(ws.step_bytes), list(osc.latencies)
                 dropped = ws.dropped
             finally:
@@ -142,6 +146,8 @@ def main() -> int:
           f"p50 {percentile(lat_ws, 50) * 1000:.2f} ms, p99 {percentile(lat_ws, 99) * 1000:.2f} ms")
     print(f"OSC latency step end → datagrams sent: p50 {percentile(lat_osc, 50) * 1000:.2f} ms, "
           f"p99 {percentile(lat_osc, 99) * 1000:.2f} ms")
+    print(f"websocket thread CPU per step: {statistics.median(cpu['none']):.2f} ms with no clients, "
+          f"{statistics.median(cpu['clients']):.2f} ms with {args.clients} (includes socket syscalls, which release the GIL)")
     print(f"bytes per step per websocket client: {int(statistics.median(step_bytes)) if step_bytes else 0}")
     print(f"bytes per step per OSC target: {osc.last_step_bytes}")
     print(f"generation: {none:.2f} steps/s with no clients, {with_clients:.2f} steps/s with {args.clients} clients "
@@ -155,7 +161,9 @@ def main() -> int:
                       "osc_p50_ms": percentile(lat_osc, 50) * 1000, "osc_p99_ms": percentile(lat_osc, 99) * 1000,
                       "bytes_per_step": int(statistics.median(step_bytes)) if step_bytes else 0,
                       "steps_per_s_none": none, "steps_per_s_clients": with_clients, "ratio": with_clients / none,
-                      "median_pair_ratio": statistics.median(pair_ratios)}))
+                      "median_pair_ratio": statistics.median(pair_ratios),
+                      "ws_cpu_ms_per_step_none": statistics.median(cpu["none"]),
+                      "ws_cpu_ms_per_step_clients": statistics.median(cpu["clients"])}))
     return 0
 
 

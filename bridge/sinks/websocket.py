@@ -55,6 +55,10 @@ def needs_token(host: str) -> bool:
     return host not in LOCAL_HOSTS
 
 
+async def _thread_time() -> float:
+    return time.thread_time()
+
+
 def ws_frame(message: bytes | str) -> bytes:
     """One unfragmented, unmasked server → client websocket frame (RFC 6455 §5.2).
 
@@ -268,6 +272,12 @@ class WebSocketSink:
                 loop.call_soon_threadsafe(fn, *args)
             except RuntimeError:  # loop closed while shutting down
                 pass
+
+    def thread_cpu(self) -> float:
+        """CPU seconds used so far by the sink's loop thread (benchmarks: server cost per step)."""
+        if self._loop is None or self._loop.is_closed():
+            return 0.0
+        return asyncio.run_coroutine_threadsafe(_thread_time(), self._loop).result(5)
 
     @property
     def dropped(self) -> int:
