@@ -115,6 +115,27 @@ def test_a_stalled_client_does_not_delay_another(tiny_engine):
         stalled.close()
 
 
+def test_a_client_that_reads_nothing_is_dropped_and_shutdown_does_not_wait_for_it(caplog):
+    from bridge.frames import StepFrame
+
+    sink = WebSocketSink("127.0.0.1", 0, stall_timeout=1.0).start()
+    try:
+        stalled = _stalled_socket(sink.port)
+        maps = np.ones((7, 64, 64), np.float16)
+        for i in range(20):  # ~8 MB of float32 frames: far more than the socket buffers hold
+            sink.on_step(StepFrame("r", i, 20, 1.0, "noise", (1.0, 0.0, 0.0), tuple("abcdefg"), maps, maps,
+                                   (1 / 7,) * 7, np.zeros((256, 256, 3), np.uint8), 0.0))
+        deadline = time.monotonic() + 10
+        while sink.clients and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not sink.clients and "read nothing for 1 s; closing it" in caplog.text
+        stalled.close()
+    finally:
+        t0 = time.monotonic()
+        sink.close()
+        assert time.monotonic() - t0 < 5 and not sink._thread.is_alive()
+
+
 def test_token_required_off_loopback(tiny_engine, tmp_path):
     with pytest.raises(UserError, match="--token"):
         WebSocketSink("0.0.0.0", 0)

@@ -48,6 +48,8 @@ LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 # Kernel send buffer per client.  Linux autotunes it up to 4 MiB, which is seconds of stale
 # frames queued for a slow client; a bounded buffer makes "latest frame" hold on the wire too.
 SEND_BUFFER = 256 * 1024
+STALL_TIMEOUT = 30.0  # seconds a client may read nothing at all before it is dropped
+CLOSE_TIMEOUT = 2.0  # seconds a closing handshake may take before the connection is dropped
 SERVER_NAME = "attention-bridge"
 
 
@@ -92,9 +94,9 @@ class _Client:
     step replaces it and counts as dropped.  Generation and other clients never wait.
     """
 
-    __slots__ = ("ws", "sub", "queue", "drainer", "dropped", "peer", "metrics")
+    __slots__ = ("ws", "sub", "queue", "drainer", "dropped", "peer", "metrics", "stall_timeout")
 
-    def __init__(self, ws: ServerConnection, metrics: tuple):
+    def __init__(self, ws: ServerConnection, metrics: tuple, stall_timeout: float = STALL_TIMEOUT):
         self.ws = ws
         self.sub = P.Subscription()
         self.queue: deque = deque()  # (droppable, framed bytes, t_event)
@@ -102,6 +104,7 @@ class _Client:
         self.dropped = 0
         self.peer = _peer(ws)
         self.metrics = metrics  # (latencies, step_bytes) of the sink
+        self.stall_timeout = stall_timeout
 
     def push(self, messages: list, t_event: float, droppable: bool = False, framed: bytes | None = None) -> None:
         """Deliver messages (or an already framed batch) now, or queue them if congested."""
@@ -133,7 +136,12 @@ class _Client:
     async def _drain(self) -> None:
         try:
             while True:
-                await self.ws.drain()
+                try:
+                    await asyncio.wait_for(self.ws.drain(), self.stall_timeout)
+                except asyncio.TimeoutError:
+                    log.warning("websocket client %s read nothing for %g s; closing it", self.peer, self.stall_timeout)
+                    self.ws.transport.abort()
+                    return
                 if not self.queue or self.ws.protocol.state is not State.OPEN:
                     return
                 while self.queue and not self.ws.paused:
@@ -172,7 +180,7 @@ class WebSocketSink:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 8765, *, token: str = "", web_root=None,
                  selection: Selection | None = None, controller=None, status=None, presets=(),
-                 max_control: int = MAX_CONTROL):
+                 max_control: int = MAX_CONTROL, stall_timeout: float = STALL_TIMEOUT):
         if needs_token(host) and not token:
             raise UserError(f"listening on {host} (not 127.0.0.1) needs a shared token: add --token SECRET")
         self.host, self.port, self.token = host, port, token
@@ -182,6 +190,7 @@ class WebSocketSink:
         self.status_fields = status or (lambda: {"state": "idle"})
         self.presets = list(presets)
         self.max_control = max_control
+        self.stall_timeout = stall_timeout
         self.encoder = P.FrameEncoder()
         self.stats = StatsTracker()
         self.clients: set[_Client] = set()
@@ -235,17 +244,25 @@ class WebSocketSink:
     async def _serve(self, ready: threading.Event) -> None:
         self._stop = asyncio.get_running_loop().create_future()
         async with serve(self._handler, self.host, self.port, process_request=self._process_request,
-                         max_size=MAX_INCOMING, compression=None) as server:
+                         max_size=MAX_INCOMING, compression=None, close_timeout=CLOSE_TIMEOUT) as server:
             self.port = server.sockets[0].getsockname()[1]
             ready.set()
             await self._stop
-            for client in list(self.clients):
-                await client.ws.close(1001, "bridge shutting down")
+            closing = {}
+            for c in list(self.clients):
+                if c.drainer is not None:  # backed up: a close frame would wait behind its data forever
+                    c.ws.transport.abort()
+                else:
+                    closing[asyncio.create_task(c.ws.close(1001, "bridge shutting down"))] = c
+            if closing:  # all at once, bounded: one slow client must not hold up the others
+                _, late = await asyncio.wait(closing, timeout=CLOSE_TIMEOUT + 1)
+                for task in late:
+                    closing[task].ws.transport.abort()
 
     def close(self) -> None:
         if self._loop is not None and self._stop is not None and self._thread and self._thread.is_alive():
             self._loop.call_soon_threadsafe(lambda: self._stop.done() or self._stop.set_result(None))
-            self._thread.join(5)
+            self._thread.join(2 * CLOSE_TIMEOUT + 2)
 
     # ------------------------------------------------------------------ Bus sink (any thread)
 
@@ -382,7 +399,7 @@ class WebSocketSink:
             await ws.close(1008, "this bridge needs its token: connect to ws://HOST:PORT/?token=SECRET")
             return
         _bound_send_buffer(ws)
-        client = _Client(ws, (self.latencies, self.step_bytes))
+        client = _Client(ws, (self.latencies, self.step_bytes), self.stall_timeout)
         self.clients.add(client)
         log.info("websocket client %s connected (%d connected)", client.peer, len(self.clients))
         status = dict(self.status_fields())
