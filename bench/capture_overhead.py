@@ -14,7 +14,9 @@ weights: weights do not change the cost.  The text encoder is a 1-layer CLIP wit
 output and the VAE is the built-in tiny one: both run once per image while the UNet runs
 twice (CFG) per step, so the UNet dominates the time and both variants share them anyway.
 Runs alternate (plain, captured, plain, …) after a warm-up of each, and medians are reported.
-On a shared CPU wall time is noisy; the process CPU time (all threads) is printed beside it.
+On a shared CPU wall time is noisy; the process CPU time (all threads) is printed beside it,
+and with ``--threads 1`` (no threads spinning while they wait for a busy core) it is a steady
+measure of the work done.
 Peak memory: on CUDA ``torch.cuda.max_memory_allocated``; on CPU the process's resident set
 sampled every millisecond.  Both as absolute peaks and as growth above the loaded model.
 """
@@ -113,6 +115,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256, help="image side in pixels (default: %(default)s)")
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each variant (default: %(default)s)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="CPU threads for torch (default: torch's choice); 1 makes CPU time a steady measure of work on a busy machine")
     args = parser.parse_args()
 
     import diffusers
@@ -120,6 +124,8 @@ def main() -> None:
     import torch
 
     diffusers.utils.logging.set_verbosity_error()  # no dtype-cast notices in the table
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     from bridge.bus import Bus
     from bridge.engine import Engine, GenerationRequest
