@@ -154,7 +154,6 @@ def _load_single_file(source: ModelSource, dtype):
 def load_model(model: str | None = "builtin", device: str = "auto", dtype: str = "auto", progress: bool = True) -> LoadedModel:
     """Load ``model`` (see :func:`resolve_model`) → :class:`LoadedModel`; ModelError on any failure."""
     import diffusers.utils.logging as dlog
-    import torch
     import transformers.utils.logging as tlog
 
     source = resolve_model(model)
@@ -162,6 +161,17 @@ def load_model(model: str | None = "builtin", device: str = "auto", dtype: str =
     torch_dtype = pick_dtype(dtype, dev)
     (dlog.enable_progress_bar if progress else dlog.disable_progress_bar)()
     (tlog.enable_progress_bar if progress else tlog.disable_progress_bar)()
+    # Loading makes transformers warn that torchvision is missing: the image processors it
+    # would serve belong to safety checkers and image encoders the bridge never loads.
+    verbosity = tlog.get_verbosity()
+    tlog.set_verbosity_error()
+    try:
+        return _load(source, dev, torch_dtype)
+    finally:
+        tlog.set_verbosity(verbosity)
+
+
+def _load(source: ModelSource, dev: str, torch_dtype) -> LoadedModel:
     log.info("loading model %s on %s (%s)", source.name, dev, str(torch_dtype).replace("torch.", ""))
     try:
         warnings.filterwarnings("ignore", message=".*local_dir_use_symlinks.*")
