@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
+
+# One torch thread per test process (and per subprocess it starts) unless told otherwise: the
+# test models are tiny, and on a busy 2-core machine a second intra-op thread mostly spins
+# waiting for a core (the capture tests ran 10× slower that way).  Set before torch loads.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 class Collect:

@@ -123,11 +123,17 @@ def test_bad_device_and_dtype():
 
 def test_make_tiny_rebuilds_the_shipped_model_byte_for_byte(tmp_path):
     from bridge.builtin.make_tiny import make_tiny
+    from bridge.preview import LATENT_RGB_FILE
 
     shipped = resolve_mod.BUILTIN_DIR / "tiny"
     rebuilt = make_tiny(tmp_path / "tiny")
     files = sorted(p.relative_to(shipped) for p in shipped.rglob("*") if p.is_file())
     assert files == sorted(p.relative_to(rebuilt) for p in rebuilt.rglob("*") if p.is_file())
     for rel in files:
-        assert (shipped / rel).read_bytes() == (rebuilt / rel).read_bytes(), rel
+        if rel.name == LATENT_RGB_FILE:  # fitted through a VAE decode: float sums vary with thread count
+            a, b = (json.loads((d / rel).read_text()) for d in (shipped, rebuilt))
+            torch.testing.assert_close(torch.tensor(a["factors"]), torch.tensor(b["factors"]), atol=1e-6, rtol=1e-4)
+            torch.testing.assert_close(torch.tensor(a["bias"]), torch.tensor(b["bias"]), atol=1e-6, rtol=1e-4)
+        else:  # weights, configs and tokenizer: exactly the same bytes
+            assert (shipped / rel).read_bytes() == (rebuilt / rel).read_bytes(), rel
     assert sum((shipped / rel).stat().st_size for rel in files) < 3_000_000
