@@ -111,6 +111,16 @@ class Engine:
             return 8.0
         return 5.0 if self.loaded.family == "sdxl" else 7.5
 
+    @property
+    def max_steps(self) -> int:
+        """Most steps the scheduler can take: "leading" spacing shifts every timestep up by
+        ``steps_offset``, so asking for all training timesteps would index past the last one."""
+        cfg = self.pipe.scheduler.config
+        limit = int(cfg.get("num_train_timesteps", MAX_STEPS))
+        if cfg.get("timestep_spacing", "leading") == "leading":
+            limit -= int(cfg.get("steps_offset", 0) or 0)
+        return max(1, min(limit, MAX_STEPS))
+
     def uses_cfg(self, guidance: float) -> bool:
         return guidance > 1.0 and not self.embeds_guidance
 
@@ -122,6 +132,10 @@ class Engine:
     def validate(self, req: GenerationRequest) -> GenerationRequest:
         """Check every field and fill the model defaults; InvalidRequest with one sentence."""
         req = check_request(req)
+        if req.steps > self.max_steps:
+            raise InvalidRequest(
+                f"steps must be at most {self.max_steps} for this model's {type(self.pipe.scheduler).__name__}, got {req.steps}"
+            )
         guidance = self.default_guidance if req.guidance is None else req.guidance
         native_w, native_h = self.native_size
         width = native_w if req.width is None else _int(req.width, "width", self.vae_factor, MAX_SIDE)

@@ -16,6 +16,7 @@ from bridge.errors import InvalidRequest
         ({"prompt": "   "}, "prompt is empty"),
         ({"steps": -3}, "steps must be from 1"),
         ({"steps": 2.5}, "steps must be a whole number"),
+        ({"steps": 1000}, "steps must be at most 999 for this model's DDIMScheduler"),
         ({"seed": -1}, "seed must be from 0"),
         ({"guidance": float("inf")}, "guidance must be a number"),
         ({"width": 100}, "width must be a multiple of 8"),

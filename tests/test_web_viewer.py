@@ -3,7 +3,8 @@
 A `serve` process on the built-in tiny model is started once for the module; each test opens
 the viewer it serves, types into the console and checks what the canvases show by reading
 their pixels.  A replay of a recording goes over the same wire and must show the same way.
-Screenshots go to docs/img/ (shown in the docs) and to test-artifacts/.
+Screenshots go to test-artifacts/; with BRIDGE_UPDATE_DOCS=1 the run uses the built-in shapes
+model at full length and the screenshots also replace docs/img/ (shown in README and docs).
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ from tests._scenes import SUN, sun_over_sea
 DOCS_IMG = ROOT / "docs" / "img"
 ARTIFACTS = Path(os.environ.get("BRIDGE_TEST_ARTIFACTS", ROOT / "test-artifacts"))
 PARTICLES = 1024  # few particles: software GL shares the 2 cores with the model
+UPDATE_DOCS = os.environ.get("BRIDGE_UPDATE_DOCS") == "1"
+MODEL = "builtin" if UPDATE_DOCS else "builtin:tiny"  # the docs show the real built-in model
+STEPS = 20 if UPDATE_DOCS else 6
 
 
 def free_port(kind=socket.SOCK_STREAM) -> int:
@@ -76,7 +80,7 @@ class BridgeProcess:
 @pytest.fixture(scope="module")
 def live_bridge():
     bridge = BridgeProcess([
-        "serve", "--model", "builtin:tiny", "--port", str(free_port()), "--osc-in-port", "0",
+        "serve", "--model", MODEL, "--port", str(free_port()), "--osc-in-port", "0",
         "--osc-out", f"127.0.0.1:{free_port(socket.SOCK_DGRAM)}", "--no-progress", "--no-autostart",
     ])
     yield bridge
@@ -95,7 +99,7 @@ def lit_fraction(px: np.ndarray, level: int = 24) -> float:
 
 
 def save_screenshot(page, name: str) -> None:
-    for folder in (DOCS_IMG, ARTIFACTS):
+    for folder in (ARTIFACTS, DOCS_IMG) if UPDATE_DOCS else (ARTIFACTS,):
         folder.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(folder / name), full_page=True)
 
@@ -115,21 +119,21 @@ def test_a_typed_prompt_runs_and_every_panel_fills(live_bridge):
         assert lit_fraction(canvas_pixels(page, "#preview")) == 0.0  # nothing before a run
         page.fill("#prompt", "a red circle above a blue square")
         page.fill("#seed", "3")
-        page.fill("#steps", "6")
+        page.fill("#steps", str(STEPS))
         page.press("#prompt", "Enter")
         page.wait_for_function("window.viewer.counts.runs >= 1", timeout=120_000)
         page.wait_for_timeout(1500)  # let the particles fly a little for the screenshot
 
         run = page.evaluate("window.viewer.run")
         assert run["prompt"] == "a red circle above a blue square"
-        assert run["seed"] == 3 and run["steps"] == 6
+        assert run["seed"] == 3 and run["steps"] == STEPS
         c = counts(page)
-        assert c["steps"] + int(page.evaluate("Number(document.querySelector('#dropped').textContent.split(' ')[0]) || 0")) == 6
+        assert c["steps"] + int(page.evaluate("Number(document.querySelector('#dropped').textContent.split(' ')[0]) || 0")) == STEPS
         assert c["maps"] >= 1 and c["cumulative"] >= 1 and c["preview"] >= 1 and c["final"] == 1
         chips = page.locator("#words .word").all_inner_texts()
         assert chips == run["words"] and "circle" in chips
         assert page.locator("#grid canvas").count() == len(run["words"])
-        assert page.inner_text("#step").startswith("step 6/6")
+        assert page.inner_text("#step").startswith(f"step {STEPS}/{STEPS}")
 
         preview = canvas_pixels(page, "#preview")
         assert lit_fraction(preview) > 0.5 and preview[..., :3].std() > 2  # an image, not a flat fill
