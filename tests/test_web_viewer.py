@@ -31,10 +31,11 @@ from tests._scenes import SUN, sun_over_sea
 
 DOCS_IMG = ROOT / "docs" / "img"
 ARTIFACTS = Path(os.environ.get("BRIDGE_TEST_ARTIFACTS", ROOT / "test-artifacts"))
-PARTICLES = 1024  # few particles: software GL shares the 2 cores with the model
 UPDATE_DOCS = os.environ.get("BRIDGE_UPDATE_DOCS") == "1"
+PARTICLES = 16384 if UPDATE_DOCS else 1024  # few particles: software GL shares the 2 cores with the model
 MODEL = "builtin" if UPDATE_DOCS else "builtin:tiny"  # the docs show the real built-in model
 STEPS = 20 if UPDATE_DOCS else 6
+PROMPT, DOCS_WORD = ("a yellow star and a green circle", "star") if UPDATE_DOCS else ("a red circle above a blue square", None)
 
 
 def free_port(kind=socket.SOCK_STREAM) -> int:
@@ -117,7 +118,7 @@ def test_a_typed_prompt_runs_and_every_panel_fills(live_bridge):
     with browser_page() as page:
         open_viewer(page, live_bridge.url)
         assert lit_fraction(canvas_pixels(page, "#preview")) == 0.0  # nothing before a run
-        page.fill("#prompt", "a red circle above a blue square")
+        page.fill("#prompt", PROMPT)
         page.fill("#seed", "3")
         page.fill("#steps", str(STEPS))
         page.press("#prompt", "Enter")
@@ -125,7 +126,7 @@ def test_a_typed_prompt_runs_and_every_panel_fills(live_bridge):
         page.wait_for_timeout(1500)  # let the particles fly a little for the screenshot
 
         run = page.evaluate("window.viewer.run")
-        assert run["prompt"] == "a red circle above a blue square"
+        assert run["prompt"] == PROMPT
         assert run["seed"] == 3 and run["steps"] == STEPS
         c = counts(page)
         assert c["steps"] + int(page.evaluate("Number(document.querySelector('#dropped').textContent.split(' ')[0]) || 0")) == STEPS
@@ -146,6 +147,9 @@ def test_a_typed_prompt_runs_and_every_panel_fills(live_bridge):
         assert PARTICLES // 3 < lit < 0.9 * particles.shape[0] * particles.shape[1], f"particles are points on black ({lit} lit pixels)"
         assert counts(page)["particleFrames"] > 10
         assert not page.errors, page.errors
+        if DOCS_WORD:  # the docs show a noun's map and its particles settling on the object
+            page.click(f"#words .word[data-index='{run['words'].index(DOCS_WORD)}']")
+            page.wait_for_timeout(4000)
         save_screenshot(page, "viewer.png")
 
 
