@@ -44,6 +44,9 @@ SD15_UNET = dict(
 
 def build(device: str, dtype):
     import torch
+    import transformers.utils.logging as tlog
+
+    tlog.set_verbosity_error()  # its torchvision notice is about image processors this bench never uses
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
