@@ -76,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", datefmt="%H:%M:%S",
     )
+    if not args.verbose:  # one line per HTTP request and connection drowns the bridge's own log
+        logging.getLogger("websockets").setLevel(logging.WARNING)
     try:
         return int(args._module.run(args) or 0)
     except UserError as exc:
