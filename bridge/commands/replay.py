@@ -94,11 +94,8 @@ class ReplaySession:
 
     def start(self) -> "ReplaySession":
         from ..bus import Bus
-        from ..live.osc_in import OscControlServer
-        from ..live.session import sink_config
-        from ..presets import list_presets
+        from ..live.session import open_wire, sink_config
         from ..replay import Player
-        from ..sinks import build_sinks
 
         v = self.values
         self.bus = Bus()
@@ -107,17 +104,7 @@ class ReplaySession:
                              refresh=self.source if v["loop"] else None)
         config = sink_config(v, self.progress)
         config.record = ""  # replaying must not record copies of itself
-        build = build_sinks(config, controller=self.control, status=self.status, presets=list_presets())
-        self.sinks = build
-        for sink in build.all:
-            self.bus.add(sink)
-        try:
-            if v["osc_in_port"]:
-                self.osc_in = OscControlServer(v["osc_in_host"], v["osc_in_port"], self.control, self._osc_reply,
-                                               v["osc_prefix"], v["osc_allow"]).start()
-        except BaseException:
-            build.close()
-            raise
+        self.sinks, self.osc_in = open_wire(v, self.bus, config, self.control, self.status, self._osc_reply)
         return self
 
     def play(self) -> int:

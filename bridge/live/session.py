@@ -36,6 +36,23 @@ def sink_config(values: dict, progress: bool = True) -> SinkConfig:
                       spout_name=values["spout_name"], progress=progress, record=values["record"])
 
 
+def open_wire(values: dict, bus: Bus, config: SinkConfig, control, status, osc_reply) -> tuple[Sinks, OscControlServer | None]:
+    """The sinks on ``bus`` and the OSC control receiver: the wire `serve` and `replay` share,
+    so a client cannot tell them apart.  On failure nothing is left open."""
+    sinks = build_sinks(config, controller=control, status=status, presets=list_presets())
+    for sink in sinks.all:
+        bus.add(sink)
+    try:
+        osc_in = None
+        if values["osc_in_port"]:
+            osc_in = OscControlServer(values["osc_in_host"], values["osc_in_port"], control, osc_reply,
+                                      values["osc_prefix"], values["osc_allow"]).start()
+    except BaseException:
+        sinks.close()
+        raise
+    return sinks, osc_in
+
+
 class LiveSession:
     def __init__(self, engine, values: dict, preset: str = "live", progress: bool = True):
         self.engine = engine
@@ -54,17 +71,8 @@ class LiveSession:
 
     def start(self) -> "LiveSession":
         v = self.values
-        self.sinks = build_sinks(sink_config(v, self.progress), controller=self.control, status=self.status,
-                                 presets=list_presets())
-        for sink in self.sinks.all:
-            self.bus.add(sink)
-        try:
-            if v["osc_in_port"]:
-                self.osc_in = OscControlServer(v["osc_in_host"], v["osc_in_port"], self.control, self._osc_reply,
-                                               v["osc_prefix"], v["osc_allow"]).start()
-        except BaseException:
-            self.sinks.close()
-            raise
+        self.sinks, self.osc_in = open_wire(v, self.bus, sink_config(v, self.progress), self.control, self.status,
+                                            self._osc_reply)
         self._apply_mode(v)
         self.runner.start()
         if v["mode"] == "vj" and v["autostart"]:
