@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from . import masks
 from .errors import UserError
-from .recording import Recording, load_recording
+from .recording import Recording, recording_with_steps
 from .recording.format import CUMULATIVE_DIR, step_name
 from .timelapse import colormaps, heatmap
 from .timelapse.plot import LinePlot
@@ -74,12 +74,7 @@ def export(recording: str | Path | Recording, out: str | Path, options: ExportOp
            progress: bool = True) -> dict:
     """Write the chosen exports into ``out`` (created); returns {kind: [paths]} and stability."""
     options.check()
-    rec = recording if isinstance(recording, Recording) else load_recording(recording)
-    if len(rec) == 0:
-        raise ExportError(f"{rec.folder} has no completed steps to export")
-    if rec.truncated:
-        log.warning("recording %s is truncated: exporting from its %d completed steps of %d",
-                    rec.folder, len(rec), rec.start.steps)
+    rec = recording_with_steps(recording, "export", ExportError)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     words = rec.start.words

@@ -4,7 +4,7 @@ See docs/RECORDING.md for the format.
 """
 
 from .format import FORMAT_NAME, FORMAT_VERSION, RecordingError
-from .reader import Recording, load_recording
+from .reader import Recording, load_recording, recording_with_steps
 from .writer import Recorder
 
-__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "Recorder", "Recording", "RecordingError", "load_recording"]
+__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "Recorder", "Recording", "RecordingError", "load_recording", "recording_with_steps"]

@@ -7,6 +7,7 @@ A truncated recording (process killed mid-run) reads up to its last complete ste
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,9 +30,22 @@ from .format import (
     step_name,
 )
 
+log = logging.getLogger(__name__)
+
 
 def load_recording(folder) -> "Recording":
     return Recording(folder)
+
+
+def recording_with_steps(recording, doing: str, error=RecordingError) -> "Recording":
+    """``recording`` (a Recording or a folder) with at least one complete step, for commands
+    that turn steps into files; ``error`` names the command's own error, ``doing`` its verb."""
+    rec = recording if isinstance(recording, Recording) else load_recording(recording)
+    if len(rec) == 0:
+        raise error(f"{rec.folder} has no completed steps to {doing}")
+    if rec.truncated:
+        log.warning("recording %s is truncated: using its %d completed steps of %d", rec.folder, len(rec), rec.start.steps)
+    return rec
 
 
 class Recording:

@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from ..errors import UserError
 from ..frames import RunStart
-from ..recording import Recording, load_recording
+from ..recording import Recording, recording_with_steps
 from . import colormaps
 from .caption import Caption
 from .layouts import LAYOUTS, Style, make_layout, tile_size
@@ -110,11 +110,7 @@ def render_timelapse(recording: str | Path | Recording, out: str | Path, options
                      progress: bool = True) -> dict:
     """Write the video; returns a summary (frames, size, steps, seconds, truncated)."""
     options.check()
-    rec = recording if isinstance(recording, Recording) else load_recording(recording)
-    if len(rec) == 0:
-        raise TimelapseError(f"{rec.folder} has no completed steps to render")
-    if rec.truncated:
-        log.warning("recording %s is truncated: rendering its %d completed steps of %d", rec.folder, len(rec), rec.start.steps)
+    rec = recording_with_steps(recording, "render", TimelapseError)
     mass = np.array([line["mass"] for line in rec.steps], dtype=np.float64)
     words = choose_words(rec.start, options.words, options.layout, mass)
     style = Style(tile_size(rec.start, options.size), words, options.colormap, options.opacity, options.resolved_map_kind)
