@@ -121,6 +121,10 @@ def test_a_client_that_reads_nothing_is_dropped_and_shutdown_does_not_wait_for_i
     sink = WebSocketSink("127.0.0.1", 0, stall_timeout=1.0).start()
     try:
         stalled = _stalled_socket(sink.port)
+        deadline = time.monotonic() + 10
+        while not sink.clients and time.monotonic() < deadline:  # the server registers it on its own loop
+            time.sleep(0.01)
+        assert sink.clients, "the stalled client never finished its handshake"
         maps = np.ones((7, 64, 64), np.float16)
         for i in range(20):  # ~8 MB of float32 frames: far more than the socket buffers hold
             sink.on_step(StepFrame("r", i, 20, 1.0, "noise", (1.0, 0.0, 0.0), tuple("abcdefg"), maps, maps,
