@@ -172,19 +172,23 @@ class Engine:
             raise InvalidRequest(f"no cross-attention layer matches {', '.join(missing)}; layer names look like {names[0]}")
 
     # -- generation ---------------------------------------------------------------------
-    def generate(self, req: GenerationRequest, bus, should_stop=lambda: False) -> RunEnd:
-        """Run one request; publishes RunStart, StepFrames and RunEnd on ``bus``; returns the RunEnd."""
+    def generate(self, req: GenerationRequest, bus, should_stop=lambda: False, abort=None) -> RunEnd:
+        """Run one request; publishes RunStart, StepFrames and RunEnd on ``bus``; returns the RunEnd.
+
+        ``should_stop`` is asked after every step (it may block, e.g. to pause); ``abort``, if
+        given, is asked at every cross-attention call and must be cheap: True ends the run at
+        once, mid-step, so a new prompt does not wait for a whole step of a large model."""
         if not self._lock.acquire(blocking=False):
             raise InvalidRequest("the engine is busy with another run; wait for it or cancel it first")
         try:
-            return self._generate(self.validate(req), bus, should_stop)
+            return self._generate(self.validate(req), bus, should_stop, abort)
         finally:
             self._lock.release()
 
-    def _generate(self, req: GenerationRequest, bus, should_stop) -> RunEnd:
+    def _generate(self, req: GenerationRequest, bus, should_stop, abort) -> RunEnd:
         import torch
 
-        from .attention import Aggregator, AttentionCapture, map_words
+        from .attention import Aggregator, AttentionCapture, RunAborted, map_words
         from .preview import upscale
 
         pipe = self.pipe
@@ -240,7 +244,7 @@ class Engine:
 
         try:
             with AttentionCapture(pipe.unet, req.layers, self.vae_factor) as capture:
-                capture.begin(aggregator)
+                capture.begin(aggregator, abort)
                 kwargs = dict(
                     prompt=req.prompt, num_inference_steps=req.steps, guidance_scale=req.guidance,
                     width=req.width, height=req.height, output_type="np",
@@ -253,7 +257,7 @@ class Engine:
                     out = pipe(**kwargs)
             image = np.clip(np.rint(np.asarray(out.images[0]) * 255), 0, 255).astype(np.uint8)
             end = RunEnd(run_id, "completed", state["done"], time.perf_counter() - t0, image)
-        except _Cancelled:
+        except (_Cancelled, RunAborted):
             end = RunEnd(run_id, "cancelled", state["done"], time.perf_counter() - t0)
         except KeyboardInterrupt:  # Ctrl-C: close the run cleanly for every sink, then stop
             bus.publish(RunEnd(run_id, "cancelled", state["done"], time.perf_counter() - t0, error="interrupted"))

@@ -132,3 +132,23 @@ def test_memory_does_not_grow_with_steps(tiny_engine):
     end = tiny_engine.generate(GenerationRequest("a red apple on a table", steps=32, guidance=7.5), Bus([Counter()]))
     assert end.status == "completed"
     assert counts[3] == counts[30] > 0
+
+
+def test_abort_ends_a_run_in_the_middle_of_a_step_and_restores_the_processors(tiny_engine, collect):
+    from bridge.attention import cross_attention_modules
+
+    originals = {name: m.processor for name, m in cross_attention_modules(tiny_engine.pipe.unet)}
+    layers = len(originals)
+    asked = []
+
+    def abort():  # a new prompt "arrives" in step 2, after its first cross-attention layer
+        asked.append(1)
+        return len(asked) > 2 * layers + 1
+
+    end = tiny_engine.generate(GenerationRequest("a red apple", steps=8), Bus([collect]), abort=abort)
+    assert end.status == "cancelled" and end.steps_done == 2
+    assert [f.step for f in collect.frames] == [0, 1]  # step 2 was cut short: no frame for it
+    assert type(collect.events[-1]).__name__ == "RunEnd"
+    assert {name: m.processor for name, m in cross_attention_modules(tiny_engine.pipe.unet)} == originals
+    # the engine is free again and runs normally
+    assert tiny_engine.generate(GenerationRequest("a cat", steps=2), Bus()).status == "completed"

@@ -57,12 +57,17 @@ class LayerFilter:
         return image_factor in self.factors or any(n in name for n in self.names)
 
 
+class RunAborted(Exception):
+    """Raised inside the UNet by a capture processor when the run's ``abort`` says so."""
+
+
 class AttentionCapture:
     def __init__(self, model, layers=None, vae_factor: int = 8):
         self.model = model
         self.filter = LayerFilter(layers)
         self.vae_factor = vae_factor
         self.aggregator: Aggregator | None = None
+        self.abort = None  # a cheap callable; True ends the run in the middle of a step
         self._originals: list[tuple[object, object]] = []
         self._names: list[str] = []
 
@@ -86,7 +91,7 @@ class AttentionCapture:
         return self
 
     def __exit__(self, *exc) -> None:
-        self.aggregator = None
+        self.aggregator = self.abort = None
         self._restore()
 
     def _restore(self) -> None:
@@ -95,11 +100,19 @@ class AttentionCapture:
             module.set_processor(original)
         self._names.clear()
 
-    def begin(self, aggregator: Aggregator) -> None:
+    def begin(self, aggregator: Aggregator, abort=None) -> None:
+        """Feed ``aggregator`` from now on.  ``abort`` (optional, must be cheap: it is asked at
+        every cross-attention call) lets a VJ's new prompt end a run mid-step instead of
+        waiting for a whole step of a large model."""
         self.aggregator = aggregator
+        self.abort = abort
 
     def end(self) -> None:
-        self.aggregator = None
+        self.aggregator = self.abort = None
+
+    def check_abort(self) -> None:
+        if self.abort is not None and self.abort():
+            raise RunAborted()
 
     def wants(self, name: str, hidden_states, aggregator: Aggregator) -> bool:
         if self.filter.everything:

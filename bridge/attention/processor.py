@@ -20,6 +20,7 @@ class CaptureProcessor:
         self.capture = capture  # the AttentionCapture that owns this processor
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args, **kwargs):
+        self.capture.check_abort()
         aggregator = self.capture.aggregator
         if aggregator is None or encoder_hidden_states is None or not self.capture.wants(self.name, hidden_states, aggregator):
             return self.original(attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kwargs)

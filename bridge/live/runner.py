@@ -1,11 +1,12 @@
 """The generation worker: one thread that runs ``engine.generate`` for VJ prompts and playlists.
 
 Controls arrive on other threads (websocket loop, OSC receiver) and only set flags under one
-condition variable; the engine polls :meth:`Runner.should_stop` after every step, which is
-where a run is interrupted (a newer prompt, cancel, next) or held (pause).
+condition variable.  The engine asks :meth:`Runner.interrupted` at every cross-attention call,
+so a newer prompt, cancel or next ends a run mid-step, and :meth:`Runner.should_stop` after
+every step, where a pause holds the run.
 
-- VJ mode: a submitted request replaces any pending one and interrupts the running run; the
-  next run starts as soon as the current step ends.
+- VJ mode: a submitted request replaces any pending one and interrupts the running run at
+  its next cross-attention layer; the next run starts at once.
 - Installation mode: when nothing is submitted, the next playlist entry runs; after each
   playlist run the image is held for ``pause`` seconds.  A run that fails is logged and
   skipped; the loop never ends on an error.
@@ -139,6 +140,11 @@ class Runner:
 
     # ------------------------------------------------------------------ engine callback
 
+    def interrupted(self) -> bool:
+        """True when the running run must end now; lock-free (plain reads of flags set under
+        the lock) because the engine asks at every cross-attention call."""
+        return self._stop or self._cancel or self._pending is not None
+
     def should_stop(self) -> bool:
         """Called by the engine after every step: True ends the run; a pause blocks here."""
         with self._cond:
@@ -204,7 +210,7 @@ class Runner:
     def _run(self, request) -> None:
         self._set_state("running")
         try:
-            end = self.engine.generate(request, self.bus, self.should_stop)
+            end = self.engine.generate(request, self.bus, self.should_stop, self.interrupted)
         except UserError as exc:  # refused before it started (engine busy, invalid request)
             log.error("run refused: %s", exc)
             self.on_error("invalid_value", str(exc))
