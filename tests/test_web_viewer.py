@@ -110,6 +110,15 @@ def open_viewer(page, url: str) -> None:
     page.wait_for_function("window.viewer && window.viewer.connection === 'open'", timeout=20_000)
 
 
+def submit(page, prompt: str, steps, seed=None) -> None:
+    """Type a run into the viewer's console as a VJ would and press Enter."""
+    page.fill("#prompt", prompt)
+    if seed is not None:
+        page.fill("#seed", str(seed))
+    page.fill("#steps", str(steps))
+    page.press("#prompt", "Enter")
+
+
 def counts(page) -> dict:
     return page.evaluate("({...window.viewer.counts})")
 
@@ -118,10 +127,7 @@ def test_a_typed_prompt_runs_and_every_panel_fills(live_bridge):
     with browser_page() as page:
         open_viewer(page, live_bridge.url)
         assert lit_fraction(canvas_pixels(page, "#preview")) == 0.0  # nothing before a run
-        page.fill("#prompt", PROMPT)
-        page.fill("#seed", "3")
-        page.fill("#steps", str(STEPS))
-        page.press("#prompt", "Enter")
+        submit(page, PROMPT, STEPS, seed=3)
         page.wait_for_function("window.viewer.counts.runs >= 1", timeout=120_000)
         page.wait_for_timeout(1500)  # let the particles fly a little for the screenshot
 
@@ -156,9 +162,7 @@ def test_a_typed_prompt_runs_and_every_panel_fills(live_bridge):
 def test_clicking_a_word_selects_it_on_the_bridge_and_redraws_its_heat_map(live_bridge):
     with browser_page() as page:
         open_viewer(page, live_bridge.url)
-        page.fill("#prompt", "green triangle left of a yellow star")
-        page.fill("#steps", "4")
-        page.press("#prompt", "Enter")
+        submit(page, "green triangle left of a yellow star", 4)
         page.wait_for_function("window.viewer.counts.runs >= 1", timeout=120_000)
         before = canvas_pixels(page, "#heat")
         words = page.evaluate("window.viewer.run.words")
@@ -177,9 +181,7 @@ def test_clicking_a_word_selects_it_on_the_bridge_and_redraws_its_heat_map(live_
 def test_a_bad_value_is_refused_with_the_bridges_sentence(live_bridge):
     with browser_page() as page:
         open_viewer(page, live_bridge.url)
-        page.fill("#prompt", "a cat")
-        page.fill("#steps", "0")
-        page.press("#prompt", "Enter")
+        submit(page, "a cat", 0)
         page.wait_for_function("window.viewer.errors.length > 0", timeout=10_000)
         assert "steps must be within 1..500, got 0" in page.inner_text("#message")
         assert page.evaluate("window.viewer.connection") == "open"  # the connection survives
