@@ -164,6 +164,17 @@ def summarise(results: list[PromptResult]) -> dict:
         "seconds_per_render_median": float(np.median([r.seconds for r in results])) if n else 0.0,
         "seconds_per_render_min": float(np.min([r.seconds for r in results])) if n else 0.0,
     }
+    by_count = {}
+    for k in sorted({r.objects for r in results}):
+        group = [r for r in results if r.objects == k]
+        ious = [v for r in group for v in r.iou_noun[0.4]]
+        by_count[str(k)] = {
+            "prompts": len(group),
+            "accuracy": sum(r.drawn == r.objects for r in group) / len(group),
+            "objects_drawn": sum(r.drawn for r in group) / sum(r.objects for r in group),
+            "miou_noun_0.4": float(np.mean(ious)) if ious else 0.0,
+        }
+    summary["by_object_count"] = by_count
     curves = [c for r in results for c in r.iou_steps]
     if curves:
         curve = np.mean(np.array(curves), axis=0)
@@ -211,6 +222,11 @@ def format_summary(s: dict) -> str:
     ]
     for t in TAUS:
         lines.append(f"  {t:.1f}   {s['miou_noun'][str(t)]:.3f}   {s['miou_colour_noun'][str(t)]:.3f}")
+    if s.get("by_object_count"):
+        lines.append("by objects in the prompt:   prompts   accuracy   objects drawn   mIoU (noun, 0.4)")
+        for k, g in s["by_object_count"].items():
+            lines.append(f"  {k}                          {g['prompts']:5d}   {100 * g['accuracy']:6.1f} %   "
+                         f"{100 * g['objects_drawn']:9.1f} %   {g['miou_noun_0.4']:.3f}")
     if "miou_per_step" in s:
         curve = s["miou_per_step"]
         lines.append("per-step mIoU of the cumulative noun map (τ = 0.4): " + " ".join(f"{v:.2f}" for v in curve))

@@ -49,10 +49,28 @@ def test_grounding_loss_known_answers():
     assert ts.grounding_loss([outside], masks, torch.full((1, 77), -1)).item() == 0.0
 
 
+def test_pixel_term_asks_for_the_whole_object_where_the_token_term_does_not():
+    """Attention on only the object's centre satisfies the token term; the pixel term tells it
+    from attention covering the whole object."""
+    masks = torch.zeros(1, sd.MAX_OBJECTS, 8, 8)
+    masks[0, 0, :4] = 1  # object 0: the top half
+    owner = torch.full((1, 77), -1)
+    owner[0, 2] = 0
+    cover = torch.zeros(1, 64, 77)
+    cover[0, :32, 2] = 1.0  # every object pixel attends to token 2 ...
+    cover[0, 32:, 0] = 1.0  # ... the others to the start token
+    core = torch.zeros(1, 64, 77)
+    core[0, :4, 2] = 1.0  # four object pixels attend to token 2
+    core[0, 4:, 0] = 1.0
+    assert ts.grounding_loss([core], masks, owner).item() == pytest.approx(0.0, abs=1e-6)
+    assert ts.grounding_loss([cover], masks, owner, pixel_weight=1.0).item() == pytest.approx(0.0, abs=1e-4)
+    assert ts.grounding_loss([core], masks, owner, pixel_weight=1.0).item() > 1.0
+
+
 def test_tiny_training_run_writes_a_loadable_pipeline(tmp_path, collect):
     out = tmp_path / "shapes"
     args = ["--out", str(out), "--vae-steps", "2", "--steps", "2", "--batch", "4", "--vae-batch", "4",
-            "--ground-weight", "0.1", "--no-progress", "--seed", "3"]
+            "--ground-weight", "0.1", "--scenes", "64", "--no-progress", "--seed", "3"]
     assert ts.main(args) == 0
     index = json.loads((out / "model_index.json").read_text())
     assert index["_class_name"] == "StableDiffusionPipeline"
@@ -72,3 +90,62 @@ def test_tiny_training_run_writes_a_loadable_pipeline(tmp_path, collect):
     assert end.status == "completed" and end.image.shape == (64, 64, 3)
     assert sink.start.words == ("a", "red", "circle", "and", "a", "blue", "square")
     assert np.isfinite(sink.frames[-1].cumulative.astype(np.float32)).all()
+
+
+def test_training_attention_matches_the_default_processor_and_keeps_cross_probs():
+    """The explicit training attention computes what diffusers' default does, and keeps one
+    (B, N, L) probability map per cross-attention layer that sums to one over the tokens."""
+    torch.manual_seed(0)
+    unet = ts.make_unet((32, 64)).eval()
+    z = torch.randn(2, 4, ts.LATENT_SIZE, ts.LATENT_SIZE)
+    cond = torch.randn(2, ts.MAX_TOKENS, ts.TEXT_WIDTH)
+    t = torch.tensor([10, 900])
+    with torch.no_grad():
+        expected = unet(z, t, cond).sample
+        store: list = []
+        unet.set_attn_processor(ts.training_processors(unet, store))
+        got = unet(z, t, cond).sample
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    cross_layers = sum(name.endswith("attn2.processor") for name in unet.attn_processors)
+    assert len(store) == cross_layers == 7  # one per down level, the mid block, two per up level
+    sides = sorted({int(p.shape[1] ** 0.5) for p in store})
+    assert sides == [ts.LATENT_SIZE // 2, ts.LATENT_SIZE]
+    for p in store:
+        assert p.shape[0] == 2 and p.shape[2] == ts.MAX_TOKENS
+        torch.testing.assert_close(p.sum(-1), torch.ones(p.shape[:2]))
+
+
+def test_scenes_are_encoded_once_with_masks_and_owned_tokens(tokenizer):
+    """The training set's latents come from the VAE, its masks are the rasterised masks pooled to
+    latent size, and its captions are the scenes' captions."""
+    args = ts.parse_args(["--scenes", "20", "--precision", "fp32"])
+    args.bf16 = False
+    torch.manual_seed(0)
+    vae = ts.make_vae().eval()
+    data = ts.encode_scenes(vae, ts.CaptionEncoder(tokenizer), args, torch.device("cpu"))
+    assert len(data) == 20
+    assert data.latents.shape == (20, 4, ts.LATENT_SIZE, ts.LATENT_SIZE)
+    # The same draw as the training set's: scenes and colour jitter from seed + 2, in batches of 512.
+    rng = np.random.default_rng(args.seed + 2)
+    scenes = [sd.sample_scene(rng) for _ in range(512)]
+    images, masks = sd.rasterise(scenes, "cpu", torch.Generator().manual_seed(args.seed + 2))
+    pooled = torch.nn.functional.adaptive_avg_pool2d(masks, ts.LATENT_SIZE)
+    torch.testing.assert_close(data.masks[0].float(), pooled[0], atol=1e-3, rtol=0)
+    ids, owner = ts.CaptionEncoder(tokenizer).encode(scenes[0].pieces)
+    assert data.ids[0].tolist() == ids and data.owner[0].tolist() == owner
+    with torch.no_grad():
+        z = vae.encode(images[:1]).latent_dist.mean * vae.config.scaling_factor
+    torch.testing.assert_close(data.latents[:1], z, atol=1e-4, rtol=1e-4)
+    empty, _ = ts.CaptionEncoder(tokenizer).encode([])
+    assert data.empty_ids.tolist() == empty
+
+
+def test_saved_pipeline_predicts_v_and_has_a_short_text_encoder(tmp_path):
+    """The recipe's choices reach the saved folder: v-prediction in the scheduler, 32 text positions."""
+    out = tmp_path / "shapes"
+    assert ts.main(["--out", str(out), "--vae-steps", "1", "--steps", "1", "--batch", "2", "--vae-batch", "2",
+                    "--scenes", "8", "--no-progress"]) == 0
+    sched = json.loads((out / "scheduler" / "scheduler_config.json").read_text())
+    assert sched["prediction_type"] == "v_prediction" and sched["timestep_spacing"] == "trailing"
+    assert json.loads((out / "text_encoder" / "config.json").read_text())["max_position_embeddings"] == ts.MAX_TOKENS
+    assert json.loads((out / "tokenizer" / "tokenizer_config.json").read_text())["model_max_length"] == ts.MAX_TOKENS

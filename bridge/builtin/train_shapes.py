@@ -2,21 +2,23 @@
 
     python -m bridge.builtin.train_shapes                       # the shipped recipe, on the CPU
     python -m bridge.builtin.train_shapes --device cuda         # the same recipe on a GPU
+    python -m bridge.builtin.train_shapes --estimate            # projected duration, nothing saved
 
 The result is an ordinary Stable Diffusion pipeline folder (UNet with cross-attention, CLIP text
 encoder and CLIP BPE tokenizer, AutoencoderKL, scheduler) written to
 ``bridge/builtin/models/shapes/`` with float16 weights, loaded by the same code as any model.
 
-Two stages, both on images drawn on the fly by :mod:`bridge.builtin.shapes_data`:
+Three stages, on images drawn by :mod:`bridge.builtin.shapes_data`:
 
 1. the VAE learns to reconstruct 64×64 images from 4×16×16 latents;
-2. the UNet and the text encoder learn together to denoise those latents (epsilon prediction,
-   10 % empty captions for classifier-free guidance), so the caption words' token states are
-   shaped by what the UNet draws.  Because every object's mask is known, stage 2 can also add a
-   grounding term (``--ground-weight w``): the cross-attention of each colour and shape token
-   should fall inside its object's mask (the token loss of TokenCompose, Wang et al. 2024).
-   It is off in the shipped recipe (it costs an explicit attention pass per layer; see
-   docs/MODEL.md for what was measured).
+2. a fixed set of scenes is drawn and encoded once (latents, captions, object masks), so the
+   denoiser's steps spend no time on drawing or encoding;
+3. the UNet and the text encoder learn together to denoise those latents (v-prediction with
+   min-SNR weighting, 10 % empty captions for classifier-free guidance), so the caption words'
+   token states are shaped by what the UNet draws.  Because every object's mask is known, a
+   grounding term pulls the cross-attention of each colour and shape token inside its object's
+   mask (the token loss of TokenCompose, Wang et al. 2024): this is what makes the model's
+   attention maps sit on the objects they name.
 
 Everything is seeded; the exact command and numbers of the shipped weights are in docs/MODEL.md.
 """
@@ -24,6 +26,7 @@ Everything is seeded; the exact command and numbers of the shipped weights are i
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
@@ -31,6 +34,7 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +49,9 @@ log = logging.getLogger("train_shapes")
 DEFAULT_OUT = Path(__file__).with_name("models") / "shapes"
 MERGES = 4000  # first K CLIP merges: every caption word is one or two real CLIP tokens
 TEXT_WIDTH = 128
+# The longest caption is 18 tokens; 32 positions instead of CLIP's 77 cut the text encoder's and
+# the cross-attention's work by more than half, in training and in every live step.
+MAX_TOKENS = 32
 LATENT_SIZE = sd.IMAGE_SIZE // 4
 
 
@@ -84,7 +91,7 @@ def make_unet(widths=(32, 64)):
     )
 
 
-def make_text_encoder(merges: int):
+def make_text_encoder(merges: int, max_tokens: int = MAX_TOKENS):
     from transformers import CLIPTextConfig, CLIPTextModel
 
     vocab = clip_bpe.vocab_size(merges)
@@ -94,7 +101,7 @@ def make_text_encoder(merges: int):
         intermediate_size=4 * TEXT_WIDTH,
         num_hidden_layers=2,
         num_attention_heads=4,
-        max_position_embeddings=clip_bpe.MAX_LENGTH,
+        max_position_embeddings=max_tokens,
         bos_token_id=vocab - 2,
         eos_token_id=vocab - 1,
         pad_token_id=vocab - 1,
@@ -102,11 +109,28 @@ def make_text_encoder(merges: int):
     return CLIPTextModel(config)
 
 
-def make_train_scheduler():
+def make_train_scheduler(prediction_type: str = "v_prediction"):
     from diffusers import DDPMScheduler
 
     # Stable Diffusion's noise schedule, so the usual inference schedulers apply unchanged.
-    return DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
+    return DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                         prediction_type=prediction_type)
+
+
+def mixed_precision(device, enabled: bool):
+    """bfloat16 autocast where the hardware runs it natively, otherwise nothing."""
+    if not enabled:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def bf16_native(device) -> bool:
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:  # AVX512-BF16 / AMX: oneDNN runs bfloat16 convolutions and matmuls natively
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 # --- captions → token ids and word ownership ------------------------------------------------------
@@ -121,6 +145,7 @@ class CaptionEncoder:
 
     def __init__(self, tokenizer):
         self.tok = tokenizer
+        self.length = int(tokenizer.model_max_length)
         self.words: dict[str, list[int]] = {}
 
     def word_ids(self, word: str) -> list[int]:
@@ -129,7 +154,7 @@ class CaptionEncoder:
         return self.words[word]
 
     def encode(self, pieces) -> tuple[list[int], list[int]]:
-        """ids and owners of one caption, padded to the encoder's 77 tokens."""
+        """ids and owners of one caption, padded to the encoder's length."""
         ids, owner = [self.tok.bos_token_id], [-1]
         for word, obj in pieces:
             w_ids = self.word_ids(word)
@@ -137,62 +162,93 @@ class CaptionEncoder:
             owner += [obj] * len(w_ids)
         ids.append(self.tok.eos_token_id)
         owner.append(-1)
-        pad = clip_bpe.MAX_LENGTH - len(ids)
+        pad = self.length - len(ids)
+        if pad < 0:
+            raise ValueError(f"caption of {len(ids)} tokens is longer than the encoder's {self.length}")
         return ids + [self.tok.pad_token_id] * pad, owner + [-1] * pad
 
-    def batch(self, scenes, drop: np.ndarray):
-        """ids (B, 77) and owner (B, 77): owner is the object index of each token, −1 for others.
+    def batch(self, scenes, drop: np.ndarray | None = None):
+        """ids (B, L) and owner (B, L): owner is the object index of each token, −1 for others.
 
         Scenes with ``drop`` set get the empty caption (the unconditional input of guidance).
         """
+        if drop is None:
+            drop = np.zeros(len(scenes), bool)
         pairs = [self.encode([] if dropped else scene.pieces) for scene, dropped in zip(scenes, drop)]
         return torch.tensor([i for i, _ in pairs]), torch.tensor([o for _, o in pairs])
 
 
-# --- cross-attention probabilities for the grounding term ----------------------------------
+# --- attention during training ------------------------------------------------------------------
 
-class KeepProbs:
-    """Cross-attention processor that computes attention explicitly and keeps the probabilities.
+class TrainingAttention:
+    """Explicit attention that can keep the cross-attention probabilities.
 
-    Training only: the shipped pipeline uses diffusers' default processors.
+    Training only: the shipped pipeline uses diffusers' default processors.  At these head sizes
+    (8–16 channels) the explicit form is also faster on a CPU than the fused kernel.
     """
 
-    def __init__(self, store: list):
+    def __init__(self, store: list | None = None):
         self.store = store
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
         b, n, _ = hidden_states.shape
+        context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
         q = attn.to_q(hidden_states)
-        k = attn.to_k(encoder_hidden_states)
-        v = attn.to_v(encoder_hidden_states)
+        k = attn.to_k(context)
+        v = attn.to_v(context)
         h = attn.heads
         q, k, v = (x.view(b, -1, h, x.shape[-1] // h).transpose(1, 2) for x in (q, k, v))
-        probs = torch.softmax((q @ k.transpose(-1, -2)) * attn.scale, dim=-1)  # (B, heads, N, 77)
-        self.store.append(probs.mean(1))
-        out = (probs @ v).transpose(1, 2).reshape(b, n, -1)
+        probs = torch.softmax((q * attn.scale) @ k.transpose(-1, -2), dim=-1)  # (B, heads, N, L)
+        if self.store is not None:
+            self.store.append(probs.float().mean(1))
+        out = (probs.to(v.dtype) @ v).transpose(1, 2).reshape(b, n, -1)
         return attn.to_out[1](attn.to_out[0](out))
 
 
-def grounding_loss(probs_list, masks, owner):
-    """Mean over (token, object) pairs of (1 − share of the token's attention inside the mask)².
+def training_processors(unet, store: list | None):
+    """Explicit attention everywhere; cross-attention layers also fill ``store`` when given."""
+    return {
+        name: TrainingAttention(store if name.endswith("attn2.processor") else None)
+        for name in unet.attn_processors
+    }
 
-    probs_list: (B, N, 77) per cross-attention layer; masks (B, K, H, W); owner (B, 77).
+
+def grounding_loss(probs_list, masks, owner, pixel_weight: float = 0.0):
+    """Mean over (token, object) pairs of (1 − share of the token's attention inside the mask)²,
+    plus ``pixel_weight`` × the pixel term.
+
+    The first (TokenCompose's token loss) only punishes attention outside the mask, so a token may
+    settle on its object's centre.  The pixel term (TokenCompose's pixel loss) is the binary cross
+    entropy between the token's per-pixel probability and the mask, which asks for the whole
+    object to be covered.
+
+    probs_list: (B, N, L) per cross-attention layer; masks (B, K, H, W) object coverage at any
+    resolution (pooled to each layer's); owner (B, L).
     """
     k = masks.shape[1]
-    assign = (owner.unsqueeze(-1) == torch.arange(k, device=owner.device)).float()  # (B, 77, K)
+    assign = (owner.unsqueeze(-1) == torch.arange(k, device=owner.device)).float()  # (B, L, K)
     if assign.sum() == 0:
         return masks.new_zeros(())
+    pooled: dict[int, torch.Tensor] = {}
     losses = []
     for probs in probs_list:
         side = int(math.isqrt(probs.shape[1]))  # training latents are square
-        m = F.adaptive_avg_pool2d(masks, side).flatten(2)  # (B, K, N)
-        inside = torch.einsum("bnt,bkn->btk", probs, m)
+        if side not in pooled:
+            pooled[side] = F.adaptive_avg_pool2d(masks.float(), side).flatten(2)  # (B, K, N)
+        inside = torch.einsum("bnt,bkn->btk", probs, pooled[side])
         share = inside / probs.sum(1).unsqueeze(-1).clamp_min(1e-8)
-        losses.append(((1 - share) ** 2 * assign).sum() / assign.sum())
+        loss = ((1 - share) ** 2 * assign).sum() / assign.sum()
+        if pixel_weight > 0:
+            token_mask = torch.einsum("btk,bkn->btn", assign, pooled[side])  # each owned token's object mask
+            owned = assign.sum(-1)  # (B, L): 1 where the token names an object
+            p = probs.transpose(1, 2).clamp(1e-6, 1 - 1e-6)  # (B, L, N)
+            bce = F.binary_cross_entropy(p, token_mask, reduction="none").mean(-1)
+            loss = loss + pixel_weight * (bce * owned).sum() / owned.sum()
+        losses.append(loss)
     return torch.stack(losses).mean()
 
 
-# --- training ---------------------------------------------------------------------------------
+# --- data -------------------------------------------------------------------------------------
 
 class SceneStream:
     """Endless batches of (scenes, images, masks) from one seeded generator."""
@@ -209,6 +265,46 @@ class SceneStream:
         return scenes, images, masks
 
 
+@dataclass
+class TrainingSet:
+    """Scenes drawn and encoded once: what every denoiser step samples from."""
+
+    latents: torch.Tensor  # (N, 4, 16, 16), already scaled by the VAE's scaling factor
+    masks: torch.Tensor  # (N, K, 16, 16) float16 object coverage at latent resolution
+    ids: torch.Tensor  # (N, L) caption token ids
+    owner: torch.Tensor  # (N, L) object index of each token, −1 for others
+    empty_ids: torch.Tensor  # (L,) the empty caption, for guidance dropout
+
+    def __len__(self) -> int:
+        return self.latents.shape[0]
+
+
+def encode_scenes(vae, encoder: CaptionEncoder, args, device, limit: int | None = None, bar=None) -> TrainingSet:
+    """Draw ``args.scenes`` scenes (seed + 2) and encode them: latents, masks and captions."""
+    count = args.scenes if limit is None else limit
+    stream = SceneStream(args.seed + 2, 512, device)
+    parts: dict[str, list] = {"latents": [], "masks": [], "ids": [], "owner": []}
+    done = 0
+    while done < count:
+        scenes, x, masks = stream.next()
+        take = min(len(scenes), count - done)
+        scenes, x, masks = scenes[:take], x[:take], masks[:take]
+        with torch.no_grad(), mixed_precision(device, args.bf16):
+            z = vae.encode(x).latent_dist.mean.float() * vae.config.scaling_factor
+        ids, owner = encoder.batch(scenes)
+        parts["latents"].append(z)
+        parts["masks"].append(F.adaptive_avg_pool2d(masks, LATENT_SIZE).half())
+        parts["ids"].append(ids.to(device))
+        parts["owner"].append(owner.to(device))
+        done += take
+        if bar is not None:
+            bar.update(take)
+    empty, _ = encoder.encode([])
+    return TrainingSet(**{k: torch.cat(v) for k, v in parts.items()}, empty_ids=torch.tensor(empty, device=device))
+
+
+# --- training ---------------------------------------------------------------------------------
+
 def _tick(times, device):
     """Record a wall-clock time per step (for --estimate)."""
     if times is not None:
@@ -222,13 +318,20 @@ def estimate(args, device, tokenizer, warmup: int = 3, timed: int = 6) -> float:
     per_stage = []
     vae_times: list[float] = []
     vae = train_vae(args, device, stop_after=warmup + timed + 1, times=vae_times)
+    per_step = (vae_times[-1] - vae_times[warmup]) / (len(vae_times) - 1 - warmup)
+    per_stage.append(("vae", per_step, args.vae_steps))
+    sample = 2048
+    t0 = time.perf_counter()
+    data = encode_scenes(vae, CaptionEncoder(tokenizer), args, device, limit=sample)
+    per_stage.append(("scenes", (time.perf_counter() - t0) / sample, args.scenes))
     unet_times: list[float] = []
-    train_denoiser(args, vae, tokenizer, device, stop_after=warmup + timed + 1, times=unet_times)
-    for name, times, steps in (("vae", vae_times, args.vae_steps), ("unet", unet_times, args.steps)):
-        per_step = (times[-1] - times[warmup]) / (len(times) - 1 - warmup)
-        per_stage.append(per_step * steps)
-        log.info("estimate %s: %.3f s/step × %d steps = %.1f min", name, per_step, steps, per_step * steps / 60)
-    total = sum(per_stage)
+    train_denoiser(args, data, tokenizer, device, stop_after=warmup + timed + 1, times=unet_times)
+    per_step = (unet_times[-1] - unet_times[warmup]) / (len(unet_times) - 1 - warmup)
+    per_stage.append(("unet", per_step, args.steps))
+    total = 0.0
+    for name, each, count in per_stage:
+        total += each * count
+        log.info("estimate %s: %.4f s × %d = %.1f min", name, each, count, each * count / 60)
     log.info("estimate: the whole recipe takes about %.1f min on %s with %d threads", total / 60, device, torch.get_num_threads())
     return total
 
@@ -254,10 +357,11 @@ def train_vae(args, device, stop_after=None, times=None):
         for g in opt.param_groups:
             g["lr"] = lr_at(step, args.vae_steps, args.vae_lr, warmup=100)
         _, x, _ = stream.next()
-        post = vae.encode(x).latent_dist
-        rec = vae.decode(post.sample()).sample
+        with mixed_precision(device, args.bf16):
+            post = vae.encode(x).latent_dist
+            rec = vae.decode(post.sample()).sample.float()
         mse = F.mse_loss(rec, x)
-        kl = post.kl().mean() / x[0].numel()
+        kl = post.kl().float().mean() / x[0].numel()
         loss = mse + 0.1 * F.l1_loss(rec, x) + args.kl_weight * kl
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -268,8 +372,8 @@ def train_vae(args, device, stop_after=None, times=None):
                 log.info("vae step %d mse %.4f kl %.2f", step, mse.item(), kl.item())
     vae.eval().requires_grad_(False)
     # Scale latents to unit variance, as Stable Diffusion does with its 0.18215.
-    with torch.no_grad():
-        z = torch.cat([vae.encode(stream.next()[1]).latent_dist.mean for _ in range(8)])
+    with torch.no_grad(), mixed_precision(device, args.bf16):
+        z = torch.cat([vae.encode(stream.next()[1]).latent_dist.mean.float() for _ in range(8)])
     # force_upcast off: this small VAE is exact enough in float16, and decoding stays in the
     # pipeline's dtype.
     vae.register_to_config(scaling_factor=float(1.0 / z.std()), force_upcast=False)
@@ -277,27 +381,25 @@ def train_vae(args, device, stop_after=None, times=None):
     return vae
 
 
-def train_denoiser(args, vae, tokenizer, device, stop_after=None, times=None):
+def train_denoiser(args, data: TrainingSet, tokenizer, device, stop_after=None, times=None):
     from tqdm import tqdm
 
     torch.manual_seed(args.seed + 1)
     unet = make_unet(args.widths).to(device)
-    text = make_text_encoder(args.merges).to(device)
-    noise_sched = make_train_scheduler()
+    text = make_text_encoder(args.merges, int(tokenizer.model_max_length)).to(device)
+    text.set_attn_implementation("eager")  # explicit attention: faster at this size, and matches the UNet's
+    noise_sched = make_train_scheduler(args.prediction)
     probs_store: list = []
     default_processors = unet.attn_processors
-    if args.ground_weight > 0:
-        unet.set_attn_processor({
-            name: (KeepProbs(probs_store) if name.endswith("attn2.processor") else proc)
-            for name, proc in unet.attn_processors.items()
-        })
+    unet.set_attn_processor(training_processors(unet, probs_store if args.ground_weight > 0 else None))
     params = list(unet.parameters()) + list(text.parameters())
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
     ema = [p.detach().clone() for p in params]
-    encoder = CaptionEncoder(tokenizer)
-    stream = SceneStream(args.seed + 2, args.batch, device)
+    gen = torch.Generator(device="cpu").manual_seed(args.seed + 2)
     rng = np.random.default_rng(args.seed + 3)
     alphas = noise_sched.alphas_cumprod.to(device)
+    order = torch.randperm(len(data), generator=gen)
+    cursor = 0
     bar = tqdm(range(args.steps if stop_after is None else stop_after), desc="unet", disable=not args.progress)
     t_start = time.time()
     for step in bar:
@@ -305,24 +407,35 @@ def train_denoiser(args, vae, tokenizer, device, stop_after=None, times=None):
         lr = lr_at(step, args.steps, args.lr)
         for g in opt.param_groups:
             g["lr"] = lr
-        scenes, x, masks = stream.next()
-        drop = rng.random(len(scenes)) < args.drop_caption
-        ids, owner = encoder.batch(scenes, drop)
-        ids, owner = ids.to(device), owner.to(device)
-        with torch.no_grad():
-            z = vae.encode(x).latent_dist.sample() * vae.config.scaling_factor
+        if cursor + args.batch > len(order):  # a new epoch: a fresh order of the scenes
+            order, cursor = torch.randperm(len(data), generator=gen), 0
+        idx = order[cursor : cursor + args.batch].to(device)
+        cursor += args.batch
+        z, masks, ids, owner = data.latents[idx], data.masks[idx], data.ids[idx].clone(), data.owner[idx].clone()
+        drop = torch.from_numpy(rng.random(len(idx)) < args.drop_caption).to(device)
+        ids[drop] = data.empty_ids
+        owner[drop] = -1
         noise = torch.randn_like(z)
         t = torch.randint(0, noise_sched.config.num_train_timesteps, (z.shape[0],), device=device)
         a = alphas[t].view(-1, 1, 1, 1)
         noisy = a.sqrt() * z + (1 - a).sqrt() * noise
         probs_store.clear()
-        cond = text(ids).last_hidden_state
-        pred = unet(noisy, t, cond).sample
-        mse = F.mse_loss(pred, noise)
+        with mixed_precision(device, args.bf16):
+            cond = text(ids).last_hidden_state
+            pred = unet(noisy, t, cond).sample.float()
+        # v-prediction (Salimans & Ho 2022, as in Stable Diffusion 2): unlike epsilon, its error
+        # does not blow up at high noise, where a small model has to decide the layout.
+        target = noise if args.prediction == "epsilon" else a.sqrt() * noise - (1 - a).sqrt() * z
+        per_sample = ((pred - target) ** 2).mean(dim=(1, 2, 3))
+        if args.min_snr > 0:
+            # min-SNR-γ weighting (Hang et al. 2023): easy, low-noise steps stop dominating.
+            snr = (a / (1 - a)).view(-1)
+            per_sample = per_sample * snr.clamp(max=args.min_snr) / (snr if args.prediction == "epsilon" else snr + 1)
+        mse = per_sample.mean()
         loss = mse
         ground = torch.zeros((), device=device)
         if args.ground_weight > 0:
-            ground = grounding_loss(probs_store, masks, owner)
+            ground = grounding_loss(probs_store, masks, owner, args.pixel_weight)
             loss = loss + args.ground_weight * ground
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -335,6 +448,7 @@ def train_denoiser(args, vae, tokenizer, device, stop_after=None, times=None):
             bar.set_postfix(mse=f"{mse.item():.4f}", ground=f"{ground.item():.3f}", lr=f"{lr:.1e}")
             if not args.progress:
                 log.info("unet step %d mse %.4f ground %.3f (%.1f s)", step, mse.item(), ground.item(), time.time() - t_start)
+    probs_store.clear()
     with torch.no_grad():
         for p, e in zip(params, ema):
             p.copy_(e)
@@ -342,12 +456,12 @@ def train_denoiser(args, vae, tokenizer, device, stop_after=None, times=None):
     return unet.eval(), text.eval()
 
 
-def save_pipeline(out: Path, vae, unet, text, tokenizer_dir: Path, meta: dict):
+def save_pipeline(out: Path, vae, unet, text, tokenizer_dir: Path, meta: dict, prediction: str = "v_prediction"):
     """Write a standard StableDiffusionPipeline folder with float16 weights."""
     from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
     from transformers import CLIPTokenizer
 
-    scheduler = DPMSolverMultistepScheduler.from_config(make_train_scheduler().config, steps_offset=1, timestep_spacing="trailing")
+    scheduler = DPMSolverMultistepScheduler.from_config(make_train_scheduler(prediction).config, steps_offset=1, timestep_spacing="trailing")
     pipe = StableDiffusionPipeline(
         vae=vae.to("cpu", torch.float16),
         text_encoder=text.to("cpu", torch.float16),
@@ -379,19 +493,27 @@ def parse_args(argv=None):
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
+    p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
+                   help="bf16 autocast (weights stay float32); auto: bf16 where the device runs it natively "
+                        "(CUDA, CPUs with AVX512-BF16 or AMX), else fp32 (default: %(default)s)")
     p.add_argument("--vae-steps", type=int, default=2000)
     p.add_argument("--vae-batch", type=int, default=16)
     p.add_argument("--vae-lr", type=float, default=2e-3)
-    p.add_argument("--kl-weight", type=float, default=1e-6)
-    p.add_argument("--steps", type=int, default=2000, help="denoiser training steps")
+    p.add_argument("--kl-weight", type=float, default=1e-4, help="weight of the VAE's KL term (per pixel value)")
+    p.add_argument("--scenes", type=int, default=60000, help="scenes drawn and encoded once for the denoiser")
+    p.add_argument("--steps", type=int, default=3600, help="denoiser training steps")
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--ema", type=float, default=0.995)
+    p.add_argument("--prediction", choices=("v_prediction", "epsilon"), default="v_prediction", help="what the UNet predicts")
+    p.add_argument("--min-snr", type=float, default=5.0, help="min-SNR-γ loss weighting (0: plain MSE)")
     p.add_argument("--drop-caption", type=float, default=0.1)
-    p.add_argument("--ground-weight", type=float, default=0.0,
-                   help="weight of the attention grounding term (default 0: off in the shipped recipe; see docs/MODEL.md)")
+    p.add_argument("--ground-weight", type=float, default=0.1, help="weight of the attention grounding term (0: off)")
+    p.add_argument("--pixel-weight", type=float, default=0.0,
+                   help="weight, inside the grounding term, of the per-pixel coverage loss (0: off; see docs/MODEL.md)")
     p.add_argument("--widths", type=int, nargs="+", default=[32, 64], help="UNet channels per level")
     p.add_argument("--merges", type=int, default=MERGES, help="first K CLIP BPE merges kept in the vocabulary")
+    p.add_argument("--max-tokens", type=int, default=MAX_TOKENS, help="text encoder positions (captions need 18)")
     p.add_argument("--estimate", action="store_true", help="time a few steps of each stage, print the projected duration, save nothing")
     p.add_argument("--log-every", type=int, default=100)
     p.add_argument("--no-progress", dest="progress", action="store_false", help="log lines instead of bars")
@@ -399,19 +521,23 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> int:
+    from tqdm import tqdm
+
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if args.device == "auto" else args.device))
     if args.threads:
         torch.set_num_threads(args.threads)
+    args.bf16 = args.precision == "bf16" or (args.precision == "auto" and bf16_native(device))
+    log.info("training on %s with %d threads, %s", device, torch.get_num_threads(), "bf16 autocast" if args.bf16 else "fp32")
     # Exact float32 matmuls on GPUs too, so a GPU run follows the CPU recipe closely.
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     from transformers import CLIPTokenizer
 
     tok_dir = Path(tempfile.mkdtemp(prefix="shapes-tok-"))
-    clip_bpe.write_clip_tokenizer(tok_dir, args.merges)
+    clip_bpe.write_clip_tokenizer(tok_dir, args.merges, model_max_length=args.max_tokens)
     tokenizer = CLIPTokenizer.from_pretrained(tok_dir)
     if args.estimate:
         estimate(args, device, tokenizer)
@@ -419,18 +545,24 @@ def main(argv=None) -> int:
     t0 = time.time()
     vae = train_vae(args, device)
     t_vae = time.time() - t0
-    unet, text = train_denoiser(args, vae, tokenizer, device)
+    with tqdm(total=args.scenes, desc="scenes", disable=not args.progress) as bar:
+        data = encode_scenes(vae, CaptionEncoder(tokenizer), args, device, bar=bar)
+    t_data = time.time() - t0 - t_vae
+    log.info("%d scenes drawn and encoded in %.1f s", len(data), t_data)
+    unet, text = train_denoiser(args, data, tokenizer, device)
     t_all = time.time() - t0
-    log.info("training took %.1f s (vae %.1f s) on %s", t_all, t_vae, device)
+    log.info("training took %.1f s (vae %.1f s, scenes %.1f s) on %s", t_all, t_vae, t_data, device)
     meta = {
         "command": "python -m bridge.builtin.train_shapes " + " ".join(sys.argv[1:] if argv is None else argv),
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+        "threads": torch.get_num_threads(),
         "seconds": round(t_all, 1),
+        "seconds_by_stage": {"vae": round(t_vae, 1), "scenes": round(t_data, 1), "unet": round(t_all - t_vae - t_data, 1)},
         "torch": torch.__version__,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    save_pipeline(args.out, vae, unet, text, tok_dir, meta)
+    save_pipeline(args.out, vae, unet, text, tok_dir, meta, args.prediction)
     shutil.rmtree(tok_dir, ignore_errors=True)
     return 0
 
