@@ -35,6 +35,9 @@ UPDATE_DOCS = os.environ.get("BRIDGE_UPDATE_DOCS") == "1"
 PARTICLES = 16384 if UPDATE_DOCS else 1024  # few particles: software GL shares the 2 cores with the model
 MODEL = "builtin" if UPDATE_DOCS else "builtin:tiny"  # the docs show the real built-in model
 STEPS = 20 if UPDATE_DOCS else 6
+# The tiny random model's images and maps fill their canvases; the shapes model draws objects on
+# a dark background with maps on the objects, so the docs run asks only that something is lit.
+LIT = 0.05 if UPDATE_DOCS else 0.5
 PROMPT, DOCS_WORD = ("a yellow star and a green circle", "star") if UPDATE_DOCS else ("a red circle above a blue square", None)
 
 
@@ -143,9 +146,9 @@ def test_a_typed_prompt_runs_and_every_panel_fills(live_bridge):
         assert page.inner_text("#step").startswith(f"step {STEPS}/{STEPS}")
 
         preview = canvas_pixels(page, "#preview")
-        assert lit_fraction(preview) > 0.5 and preview[..., :3].std() > 2  # an image, not a flat fill
-        assert lit_fraction(canvas_pixels(page, "#heat")) > 0.5
-        assert lit_fraction(canvas_pixels(page, "#grid canvas")) > 0.5
+        assert lit_fraction(preview) > LIT and preview[..., :3].std() > 2  # an image, not a flat fill
+        assert lit_fraction(canvas_pixels(page, "#heat")) > LIT
+        assert lit_fraction(canvas_pixels(page, "#grid canvas")) > LIT
         timeline = canvas_pixels(page, "#timeline")
         assert (np.abs(timeline[..., 0].astype(int) - timeline[..., 2]) > 60).sum() > 50  # coloured lines drawn
         particles = canvas_pixels(page, "#particles")
