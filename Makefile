@@ -18,7 +18,7 @@ demo: setup
 	$(PY) run_bridge.py
 
 render: setup
-	$(PY) run_bridge.py render --prompt "a red apple on a wooden table" --steps 20 --seed 7 --out runs/apple
+	$(PY) run_bridge.py render --prompt "a yellow star and a green circle" --steps 20 --seed 0 --out runs/star
 
 # Chromium (browser tests) and glslang (shader compile check) come from Debian packages.
 system-deps:
