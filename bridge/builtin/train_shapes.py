@@ -167,14 +167,12 @@ class CaptionEncoder:
             raise ValueError(f"caption of {len(ids)} tokens is longer than the encoder's {self.length}")
         return ids + [self.tok.pad_token_id] * pad, owner + [-1] * pad
 
-    def batch(self, scenes, drop: np.ndarray | None = None):
+    def batch(self, scenes):
         """ids (B, L) and owner (B, L): owner is the object index of each token, −1 for others.
 
-        Scenes with ``drop`` set get the empty caption (the unconditional input of guidance).
+        Guidance dropout happens later, on the encoded training set (``TrainingSet.empty_ids``).
         """
-        if drop is None:
-            drop = np.zeros(len(scenes), bool)
-        pairs = [self.encode([] if dropped else scene.pieces) for scene, dropped in zip(scenes, drop)]
+        pairs = [self.encode(scene.pieces) for scene in scenes]
         return torch.tensor([i for i, _ in pairs]), torch.tensor([o for _, o in pairs])
 
 
@@ -315,19 +313,21 @@ def _tick(times, device):
 
 def estimate(args, device, tokenizer, warmup: int = 3, timed: int = 6) -> float:
     """Time a few steps of each stage and project the whole recipe's duration (seconds)."""
+
+    def per_step(times):  # mean step time after the warm-up steps
+        return (times[-1] - times[warmup]) / (len(times) - 1 - warmup)
+
     per_stage = []
     vae_times: list[float] = []
     vae = train_vae(args, device, stop_after=warmup + timed + 1, times=vae_times)
-    per_step = (vae_times[-1] - vae_times[warmup]) / (len(vae_times) - 1 - warmup)
-    per_stage.append(("vae", per_step, args.vae_steps))
+    per_stage.append(("vae", per_step(vae_times), args.vae_steps))
     sample = 2048
     t0 = time.perf_counter()
     data = encode_scenes(vae, CaptionEncoder(tokenizer), args, device, limit=sample)
     per_stage.append(("scenes", (time.perf_counter() - t0) / sample, args.scenes))
     unet_times: list[float] = []
     train_denoiser(args, data, tokenizer, device, stop_after=warmup + timed + 1, times=unet_times)
-    per_step = (unet_times[-1] - unet_times[warmup]) / (len(unet_times) - 1 - warmup)
-    per_stage.append(("unet", per_step, args.steps))
+    per_stage.append(("unet", per_step(unet_times), args.steps))
     total = 0.0
     for name, each, count in per_stage:
         total += each * count
