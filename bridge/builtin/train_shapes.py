@@ -509,7 +509,7 @@ def parse_args(argv=None):
     p.add_argument("--min-snr", type=float, default=5.0, help="min-SNR-γ loss weighting (0: plain MSE)")
     p.add_argument("--drop-caption", type=float, default=0.1)
     p.add_argument("--ground-weight", type=float, default=0.1, help="weight of the attention grounding term (0: off)")
-    p.add_argument("--pixel-weight", type=float, default=0.0,
+    p.add_argument("--pixel-weight", type=float, default=1.0,
                    help="weight, inside the grounding term, of the per-pixel coverage loss (0: off; see docs/MODEL.md)")
     p.add_argument("--widths", type=int, nargs="+", default=[32, 64], help="UNet channels per level")
     p.add_argument("--merges", type=int, default=MERGES, help="first K CLIP BPE merges kept in the vocabulary")
