@@ -102,3 +102,26 @@ def test_shipped_model_size_and_sample_benchmark():
     assert drawn >= FLOOR_OBJECTS_DRAWN, bench.format_summary(summary)
     assert summary["accuracy"] >= FLOOR_ACCURACY, bench.format_summary(summary)
     assert summary["miou_noun"]["0.4"] >= FLOOR_MIOU, bench.format_summary(summary)
+
+
+def test_ceiling_of_perfect_attention():
+    import attribution_limits as limits
+
+    scenes = bench.sd.sample_scenes(bench.BENCH_SEED, 24)
+    both = limits.ceiling_miou(scenes, 0.4)
+    fine = limits.ceiling_miou(scenes, 0.4, {16: 1})
+    coarse = limits.ceiling_miou(scenes, 0.4, {8: 1})
+    # Pooling loses the outlines, and a coarser grid loses more; mixing the grids lands between.
+    assert 0.6 < coarse < both < fine < 0.95
+
+
+@pytest.mark.skipif(not (SHAPES_MODEL / "model_index.json").is_file(), reason="the shapes model is not in this checkout")
+def test_step_windows_agree_with_the_benchmark():
+    import attribution_limits as limits
+
+    windows, objects = limits.window_mious(3, 0.4, device="cpu")
+    summary, _ = bench.run_benchmark(3, "builtin", device="cpu", progress=False)
+    assert objects == summary["objects_drawn"] and set(windows) == set(limits.WINDOWS)
+    # Summing the per-step maps back up is DAAM's cumulative map: the same score as the benchmark's.
+    assert windows["all steps (DAAM)"] == pytest.approx(summary["miou_noun"]["0.4"], abs=0.02)
+    assert bench.evaluate_run is not None and bench.evaluate_run.__name__ == "evaluate_run"  # restored
