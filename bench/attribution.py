@@ -185,10 +185,13 @@ def summarise(results: list[PromptResult]) -> dict:
 
 
 def run_benchmark(prompts: int = 200, model: str = "builtin", steps: int = 20, guidance=None, device: str = "auto",
-                  seed: int = BENCH_SEED, progress: bool = True, engine=None, on_result=None) -> tuple[dict, list[PromptResult]]:
+                  seed: int = BENCH_SEED, progress: bool = True, engine=None, on_result=None,
+                  evaluate=evaluate_run) -> tuple[dict, list[PromptResult]]:
     """Render ``prompts`` held-out scenes through the engine and score them.
 
     ``on_result(results)`` is called after each prompt (the CLI saves partial results with it).
+    ``evaluate`` scores one render (the arguments of :func:`evaluate_run`); other benchmarks pass
+    a scorer that also looks at the maps in their own way.
     """
     from tqdm import tqdm
 
@@ -205,7 +208,7 @@ def run_benchmark(prompts: int = 200, model: str = "builtin", steps: int = 20, g
         seconds = time.perf_counter() - t0
         if end.status != "completed":
             raise RuntimeError(f"render of {scene.caption!r} ended {end.status}: {end.error}")
-        results.append(evaluate_run(scene, sink.start.words, np.stack(sink.cumulative), end.image, seconds))
+        results.append(evaluate(scene, sink.start.words, np.stack(sink.cumulative), end.image, seconds))
         if on_result:
             on_result(results)
     return summarise(results), results

@@ -51,10 +51,10 @@ def ceiling_miou(scenes, tau: float, layer_grids=LAYER_GRIDS) -> float:
     return float(iou(daam_mask(agg.numpy(), tau), masks.numpy() > 0.5)[present].mean())
 
 
-def window_mious(prompts: int, tau: float, model: str = "builtin", device: str = "auto") -> tuple[dict, int]:
-    """Render the benchmark's first ``prompts`` prompts; mIoU of the noun maps per step window."""
+def window_mious(prompts: int, tau: float, model: str = "builtin", device: str = "auto") -> tuple[dict, dict]:
+    """Render the benchmark's first ``prompts`` prompts: mIoU of the noun maps per step window,
+    and the benchmark's own summary of the same renders."""
     scores: dict[str, list[float]] = {name: [] for name in WINDOWS}
-    score_run = attribution.evaluate_run
 
     def evaluate(scene, words, cumulative, image, seconds):
         per_step = np.diff(cumulative, axis=0, prepend=np.zeros_like(cumulative[:1]))
@@ -65,14 +65,10 @@ def window_mious(prompts: int, tau: float, model: str = "builtin", device: str =
             for name, window in WINDOWS.items():
                 m = attribution.resize_map(per_step[window, w].sum(0), image.shape[:2])
                 scores[name].append(float(iou(daam_mask(m, tau), truth)))
-        return score_run(scene, words, cumulative, image, seconds)
+        return attribution.evaluate_run(scene, words, cumulative, image, seconds)
 
-    attribution.evaluate_run = evaluate  # score every window from the same renders
-    try:
-        attribution.run_benchmark(prompts=prompts, model=model, device=device)
-    finally:
-        attribution.evaluate_run = score_run
-    return {name: float(np.mean(v)) if v else 0.0 for name, v in scores.items()}, len(scores["last 1"])
+    summary, _ = attribution.run_benchmark(prompts=prompts, model=model, device=device, evaluate=evaluate)
+    return {name: float(np.mean(v)) if v else 0.0 for name, v in scores.items()}, summary
 
 
 def main(argv=None) -> int:
@@ -86,8 +82,9 @@ def main(argv=None) -> int:
     scenes = sd.sample_scenes(attribution.BENCH_SEED, max(args.prompts, 100))
     print(f"ceiling (perfect attention on the {' + '.join(f'{n}×{s}²' for s, n in LAYER_GRIDS.items())} grids), "
           f"τ = {args.tau}: mIoU {ceiling_miou(scenes, args.tau):.3f}")
-    windows, objects = window_mious(args.prompts, args.tau, args.model, args.device)
-    print(f"noun maps summed over step windows ({args.prompts} prompts, {objects} drawn objects, τ = {args.tau}):")
+    windows, summary = window_mious(args.prompts, args.tau, args.model, args.device)
+    print(f"noun maps summed over step windows ({args.prompts} prompts, {summary['objects_drawn']} drawn objects, "
+          f"τ = {args.tau}):")
     for name, v in windows.items():
         print(f"  {name:18s} {v:.3f}")
     return 0

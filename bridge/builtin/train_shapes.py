@@ -17,8 +17,8 @@ Three stages, on images drawn by :mod:`bridge.builtin.shapes_data`:
    min-SNR weighting, 10 % empty captions for classifier-free guidance), so the caption words'
    token states are shaped by what the UNet draws.  Because every object's mask is known, a
    grounding term pulls the cross-attention of each colour and shape token inside its object's
-   mask (the token loss of TokenCompose, Wang et al. 2024): this is what makes the model's
-   attention maps sit on the objects they name.
+   mask (TokenCompose's token loss, Wang et al. 2024) and over all of it (its pixel loss): this
+   is what makes the model's attention maps cover the objects they name.
 
 Everything is seeded; the exact command and numbers of the shipped weights are in docs/MODEL.md.
 """
