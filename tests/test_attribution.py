@@ -31,18 +31,29 @@ FLOOR_MIOU = 0.45
 
 
 def _truth(n=16, seed=5):
+    import torch
+
     scenes = sd.sample_scenes(seed, n)
-    images, masks = sd.rasterise(scenes)
+    # A seeded generator for the colour jitter: left to torch's global one, the result would
+    # depend on which tests ran before.
+    images, masks = sd.rasterise(scenes, generator=torch.Generator().manual_seed(seed))
     return scenes, sd.to_uint8(images), masks.numpy() > 0.5
 
 
 def test_colour_segmentation_recovers_drawn_objects():
     scenes, images, masks = _truth()
+    ious = []
     for scene, img, m in zip(scenes, images, masks):
         found = bench.object_masks(img, scene)
         for j, f in enumerate(found):
             assert f is not None
-            assert bench.iou(f, m[j]) >= 0.85
+            ious.append(bench.iou(f, m[j]))
+    # Only the anti-aliased rim is in doubt: a jittered rim pixel's colour may fall either side.
+    # On a small square (256 px, about 60 on its rim) that alone costs up to 0.16 IoU; over 200
+    # jitter seeds the worst object scored 0.84 and the mean 0.97-0.98.  A segmentation that lost
+    # or grew a whole ring of pixels would fall below both bounds.
+    assert min(ious) >= 0.75
+    assert float(np.mean(ious)) >= 0.95
 
 
 def test_missing_or_miscoloured_objects_are_not_found():
