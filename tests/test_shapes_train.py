@@ -67,10 +67,39 @@ def test_pixel_term_asks_for_the_whole_object_where_the_token_term_does_not():
     assert ts.grounding_loss([core], masks, owner, pixel_weight=1.0).item() > 1.0
 
 
+def test_noise_tilt_weights_images_by_timestep():
+    t = torch.tensor([0, 250, 500, 1000])
+    assert ts.noise_tilt(t, 1000, 0.0).tolist() == [1.0, 1.0, 1.0, 1.0]
+    assert ts.noise_tilt(t, 1000, 1.0).tolist() == pytest.approx([0.0, 0.5, 1.0, 2.0])
+    # Its mean over uniform timesteps is 1, so the tilt moves the term, it does not scale it.
+    assert ts.noise_tilt(torch.arange(1000), 1000, 1.0).mean().item() == pytest.approx(1.0, abs=1e-3)
+
+
+def test_grounding_loss_weights_each_image():
+    """Two images, one grounded and one not: the weights choose whose error counts."""
+    masks = torch.zeros(2, sd.MAX_OBJECTS, 8, 8)
+    masks[:, 0, :4] = 1
+    owner = torch.full((2, 77), -1)
+    owner[:, 2] = 0
+    probs = torch.zeros(2, 64, 77)
+    probs[0, :32, 2] = 1 / 32  # image 0 attends inside its object
+    probs[1, 32:, 2] = 1 / 32  # image 1 outside
+    assert ts.grounding_loss([probs], masks, owner).item() == pytest.approx(0.5, abs=1e-6)
+    assert ts.grounding_loss([probs], masks, owner, sample_weight=torch.tensor([2.0, 0.0])).item() == pytest.approx(0.0, abs=1e-6)
+    assert ts.grounding_loss([probs], masks, owner, sample_weight=torch.tensor([0.0, 2.0])).item() == pytest.approx(1.0, abs=1e-6)
+
+
+def test_noise_tilt_outside_its_range_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as e:
+        ts.parse_args(["--ground-noise-tilt", "1.5"])
+    assert e.value.code == 2
+    assert "--ground-noise-tilt must lie in 0..1" in capsys.readouterr().err
+
+
 def test_tiny_training_run_writes_a_loadable_pipeline(tmp_path, collect):
     out = tmp_path / "shapes"
     args = ["--out", str(out), "--vae-steps", "2", "--steps", "2", "--batch", "4", "--vae-batch", "4",
-            "--ground-weight", "0.1", "--scenes", "64", "--no-progress", "--seed", "3"]
+            "--ground-weight", "0.1", "--ground-noise-tilt", "1", "--scenes", "64", "--no-progress", "--seed", "3"]
     assert ts.main(args) == 0
     index = json.loads((out / "model_index.json").read_text())
     assert index["_class_name"] == "StableDiffusionPipeline"

@@ -211,9 +211,10 @@ def training_processors(unet, store: list | None):
     }
 
 
-def grounding_loss(probs_list, masks, owner, pixel_weight: float = 0.0):
+def grounding_loss(probs_list, masks, owner, pixel_weight: float = 0.0, sample_weight=None):
     """Mean over (token, object) pairs of (1 − share of the token's attention inside the mask)²,
-    plus ``pixel_weight`` × the pixel term.
+    plus ``pixel_weight`` × the pixel term.  ``sample_weight`` (B,), optional, scales each
+    training image's share of both terms (see :func:`noise_tilt`).
 
     The first (TokenCompose's token loss) only punishes attention outside the mask, so a token may
     settle on its object's centre.  The pixel term (TokenCompose's pixel loss) is the binary cross
@@ -227,6 +228,7 @@ def grounding_loss(probs_list, masks, owner, pixel_weight: float = 0.0):
     assign = (owner.unsqueeze(-1) == torch.arange(k, device=owner.device)).float()  # (B, L, K)
     if assign.sum() == 0:
         return masks.new_zeros(())
+    w = torch.ones(owner.shape[0], device=owner.device) if sample_weight is None else sample_weight.float()
     pooled: dict[int, torch.Tensor] = {}
     losses = []
     for probs in probs_list:
@@ -235,15 +237,26 @@ def grounding_loss(probs_list, masks, owner, pixel_weight: float = 0.0):
             pooled[side] = F.adaptive_avg_pool2d(masks.float(), side).flatten(2)  # (B, K, N)
         inside = torch.einsum("bnt,bkn->btk", probs, pooled[side])
         share = inside / probs.sum(1).unsqueeze(-1).clamp_min(1e-8)
-        loss = ((1 - share) ** 2 * assign).sum() / assign.sum()
+        loss = ((1 - share) ** 2 * assign * w.view(-1, 1, 1)).sum() / assign.sum()
         if pixel_weight > 0:
             token_mask = torch.einsum("btk,bkn->btn", assign, pooled[side])  # each owned token's object mask
             owned = assign.sum(-1)  # (B, L): 1 where the token names an object
             p = probs.transpose(1, 2).clamp(1e-6, 1 - 1e-6)  # (B, L, N)
             bce = F.binary_cross_entropy(p, token_mask, reduction="none").mean(-1)
-            loss = loss + pixel_weight * (bce * owned).sum() / owned.sum()
+            loss = loss + pixel_weight * (bce * owned * w.view(-1, 1)).sum() / owned.sum()
         losses.append(loss)
     return torch.stack(losses).mean()
+
+
+def noise_tilt(t, num_timesteps: int, tilt: float):
+    """Per-image grounding weight 1 + tilt·(2t/T − 1): mean 1 over uniform t, and for tilt 1
+    it runs from 0 at t = 0 to 2 at t = T.
+
+    Tilting towards high noise is for the cumulative (all-step) map: a trained model's low-noise
+    steps already attend inside the objects, while its high-noise steps, where the layout is
+    decided, stay diffuse and blur the sum (docs/MODEL.md, "What is weak").
+    """
+    return 1 + tilt * (2 * t.float() / num_timesteps - 1)
 
 
 # --- data -------------------------------------------------------------------------------------
@@ -435,7 +448,8 @@ def train_denoiser(args, data: TrainingSet, tokenizer, device, stop_after=None, 
         loss = mse
         ground = torch.zeros((), device=device)
         if args.ground_weight > 0:
-            ground = grounding_loss(probs_store, masks, owner, args.pixel_weight)
+            tilt = noise_tilt(t, noise_sched.config.num_train_timesteps, args.ground_noise_tilt)
+            ground = grounding_loss(probs_store, masks, owner, args.pixel_weight, tilt)
             loss = loss + args.ground_weight * ground
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -511,13 +525,19 @@ def parse_args(argv=None):
     p.add_argument("--ground-weight", type=float, default=0.1, help="weight of the attention grounding term (0: off)")
     p.add_argument("--pixel-weight", type=float, default=1.0,
                    help="weight, inside the grounding term, of the per-pixel coverage loss (0: off; see docs/MODEL.md)")
+    p.add_argument("--ground-noise-tilt", type=float, default=0.0,
+                   help="shift the grounding term towards noisy timesteps: per-image weight 1 + tilt·(2t/1000 − 1), "
+                        "0 flat, 1 from 0 (clean) to 2 (pure noise); must lie in 0..1")
     p.add_argument("--widths", type=int, nargs="+", default=[32, 64], help="UNet channels per level")
     p.add_argument("--merges", type=int, default=MERGES, help="first K CLIP BPE merges kept in the vocabulary")
     p.add_argument("--max-tokens", type=int, default=MAX_TOKENS, help="text encoder positions (captions need 18)")
     p.add_argument("--estimate", action="store_true", help="time a few steps of each stage, print the projected duration, save nothing")
     p.add_argument("--log-every", type=int, default=100)
     p.add_argument("--no-progress", dest="progress", action="store_false", help="log lines instead of bars")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if not 0.0 <= args.ground_noise_tilt <= 1.0:
+        p.error(f"--ground-noise-tilt must lie in 0..1 (above 1 some weights turn negative), got {args.ground_noise_tilt}")
+    return args
 
 
 def main(argv=None) -> int:
