@@ -186,12 +186,13 @@ def summarise(results: list[PromptResult]) -> dict:
 
 def run_benchmark(prompts: int = 200, model: str = "builtin", steps: int = 20, guidance=None, device: str = "auto",
                   seed: int = BENCH_SEED, progress: bool = True, engine=None, on_result=None,
-                  evaluate=evaluate_run) -> tuple[dict, list[PromptResult]]:
+                  evaluate=evaluate_run, layers=None) -> tuple[dict, list[PromptResult]]:
     """Render ``prompts`` held-out scenes through the engine and score them.
 
     ``on_result(results)`` is called after each prompt (the CLI saves partial results with it).
     ``evaluate`` scores one render (the arguments of :func:`evaluate_run`); other benchmarks pass
-    a scorer that also looks at the maps in their own way.
+    a scorer that also looks at the maps in their own way.  ``layers`` is the engine's layer
+    filter (default: every cross-attention layer).
     """
     from tqdm import tqdm
 
@@ -204,7 +205,7 @@ def run_benchmark(prompts: int = 200, model: str = "builtin", steps: int = 20, g
     results = []
     for i, scene in enumerate(tqdm(sd.sample_scenes(seed, prompts), desc="attribution", disable=not progress)):
         t0 = time.perf_counter()
-        end = engine.generate(GenerationRequest(scene.caption, seed=i, steps=steps, guidance=guidance), bus)
+        end = engine.generate(GenerationRequest(scene.caption, seed=i, steps=steps, guidance=guidance, layers=layers), bus)
         seconds = time.perf_counter() - t0
         if end.status != "completed":
             raise RuntimeError(f"render of {scene.caption!r} ended {end.status}: {end.error}")

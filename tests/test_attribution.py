@@ -131,7 +131,35 @@ def test_step_windows_agree_with_the_benchmark():
     import attribution_limits as limits
 
     windows, summary = limits.window_mious(3, 0.4, device="cpu")
-    assert summary["prompts"] == 3 and summary["objects_drawn"] > 0 and set(windows) == set(limits.WINDOWS)
+    assert summary["prompts"] == 3 and summary["objects_drawn"] > 0
+    assert set(windows) == set(limits.WINDOWS) | {"min–max"}
     # Summing the per-step maps back up is DAAM's cumulative map: the same score as the benchmark's.
     assert windows["all steps (DAAM)"] == pytest.approx(summary["miou_noun"]["0.4"], abs=0.02)
     assert bench.evaluate_run.__name__ == "evaluate_run"  # the benchmark's own scorer is left alone
+
+
+def test_minmax_threshold_is_relative_to_the_maps_floor():
+    import attribution_limits as limits
+
+    m = np.full((4, 4), 0.5, np.float32)  # a map that never falls below half its peak ...
+    m[0, 0] = 1.0
+    m[0, 1] = 0.8  # (0.8 − 0.5) / 0.5 = 0.6 after normalising
+    # ... is all "on" under Eqn. 7 at τ = 0.4, while min–max keeps only what stands out.
+    assert bench.daam_mask(m, 0.4).all()
+    assert limits.minmax_mask(m, 0.4).sum() == 2
+    assert limits.minmax_mask(m, 0.4)[0, :2].all()
+
+
+@pytest.mark.skipif(not (SHAPES_MODEL / "model_index.json").is_file(), reason="the shapes model is not in this checkout")
+def test_no_mid_block_filter_drops_only_the_mid_block():
+    import attribution_limits as limits
+
+    from bridge.attention import LayerFilter, cross_attention_modules
+    from bridge.engine import Engine
+
+    engine = Engine.load("builtin", device="cpu", progress=False)
+    names = [n for n, _ in cross_attention_modules(engine.pipe.unet)]
+    keep = LayerFilter(limits.NO_MID_BLOCK)
+    kept = [n for n in names if keep.keeps(n, 0)]
+    assert len(names) == 7 and len(kept) == 6
+    assert all(not n.startswith("mid_block") for n in kept)
