@@ -184,6 +184,14 @@ def summarise(results: list[PromptResult]) -> dict:
     return summary
 
 
+def render(engine, request, bus):
+    """One run through the engine; a run that does not complete stops the benchmark."""
+    end = engine.generate(request, bus)
+    if end.status != "completed":
+        raise RuntimeError(f"render of {request.prompt!r} ended {end.status}: {end.error}")
+    return end
+
+
 def run_benchmark(prompts: int = 200, model: str = "builtin", steps: int = 20, guidance=None, device: str = "auto",
                   seed: int = BENCH_SEED, progress: bool = True, engine=None, on_result=None,
                   evaluate=evaluate_run, layers=None) -> tuple[dict, list[PromptResult]]:
@@ -205,10 +213,8 @@ def run_benchmark(prompts: int = 200, model: str = "builtin", steps: int = 20, g
     results = []
     for i, scene in enumerate(tqdm(sd.sample_scenes(seed, prompts), desc="attribution", disable=not progress)):
         t0 = time.perf_counter()
-        end = engine.generate(GenerationRequest(scene.caption, seed=i, steps=steps, guidance=guidance, layers=layers), bus)
+        end = render(engine, GenerationRequest(scene.caption, seed=i, steps=steps, guidance=guidance, layers=layers), bus)
         seconds = time.perf_counter() - t0
-        if end.status != "completed":
-            raise RuntimeError(f"render of {scene.caption!r} ended {end.status}: {end.error}")
         results.append(evaluate(scene, sink.start.words, np.stack(sink.cumulative), end.image, seconds))
         if on_result:
             on_result(results)

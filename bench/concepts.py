@@ -60,9 +60,7 @@ def run(seeds: int = 4, model: str = "builtin", device: str = "auto", engine=Non
     for colour, shape in tqdm(pairs, desc="pairs", disable=not progress):
         out[(colour, shape)] = []
         for seed in range(seeds):
-            end = engine.generate(GenerationRequest(pair_prompt(colour, shape), seed=seed, steps=20), bus)
-            if end.status != "completed":
-                raise RuntimeError(f"render of {pair_prompt(colour, shape)!r} ended {end.status}: {end.error}")
+            end = attribution.render(engine, GenerationRequest(pair_prompt(colour, shape), seed=seed, steps=20), bus)
             out[(colour, shape)].append(colour_purity(end.image, colour))
     return out
 
