@@ -46,7 +46,7 @@ def pair_prompt(colour: str, shape: str) -> str:
 
 
 def run(seeds: int = 4, model: str = "builtin", device: str = "auto", engine=None, pairs=None,
-        progress: bool = True) -> dict[tuple[str, str], list[float]]:
+        progress: bool = True, guidance: float | None = None) -> dict[tuple[str, str], list[float]]:
     """Colour purity of every render, by (colour, shape)."""
     from tqdm import tqdm
 
@@ -60,7 +60,8 @@ def run(seeds: int = 4, model: str = "builtin", device: str = "auto", engine=Non
     for colour, shape in tqdm(pairs, desc="pairs", disable=not progress):
         out[(colour, shape)] = []
         for seed in range(seeds):
-            end = attribution.render(engine, GenerationRequest(pair_prompt(colour, shape), seed=seed, steps=20), bus)
+            end = attribution.render(engine, GenerationRequest(pair_prompt(colour, shape), seed=seed, steps=20,
+                                                                guidance=guidance), bus)
             out[(colour, shape)].append(colour_purity(end.image, colour))
     return out
 
@@ -79,10 +80,11 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", type=int, default=4, help="renders per pair, seeds 0..N-1 (default: %(default)s)")
     p.add_argument("--model", default="builtin", help="model to test; it must know the shapes vocabulary")
     p.add_argument("--device", default="auto")
+    p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance (default: the model's)")
     args = p.parse_args(argv)
     if args.seeds < 1:
         p.error("--seeds must be at least 1")
-    scores = run(args.seeds, args.model, args.device)
+    scores = run(args.seeds, args.model, args.device, guidance=args.guidance)
     shapes = list(sd.SHAPES)
     print(f"clean renders per pair (colour purity ≥ {CLEAN_PURITY}), {args.seeds} seeds each:")
     print("          " + "".join(f"{s:>10s}" for s in shapes))

@@ -36,7 +36,7 @@ class GenerationRequest:
     negative_prompt: str = ""
     seed: int = 0
     steps: int = 20
-    guidance: float | None = None  # None: the model's default (7.5; 0 for Turbo; LCM embeds it)
+    guidance: float | None = None  # None: the model's default (its folder's bridge_defaults.json, else 7.5; 0 for Turbo; LCM embeds it)
     width: int | None = None  # None: the model's native size
     height: int | None = None
     phases: PhaseSchedule = field(default_factory=PhaseSchedule)
@@ -105,6 +105,8 @@ class Engine:
 
     @property
     def default_guidance(self) -> float:
+        if "guidance" in self.loaded.defaults:  # the folder's own recommendation
+            return self.loaded.defaults["guidance"]
         if "turbo" in self.model_name.lower():
             return 0.0
         if self.embeds_guidance:

@@ -137,3 +137,49 @@ def test_make_tiny_rebuilds_the_shipped_model_byte_for_byte(tmp_path):
         else:  # weights, configs and tokenizer: exactly the same bytes
             assert (shipped / rel).read_bytes() == (rebuilt / rel).read_bytes(), rel
     assert sum((shipped / rel).stat().st_size for rel in files) < 3_000_000
+
+
+def _tiny_copy(tmp_path):
+    import shutil
+
+    folder = tmp_path / "tiny"
+    shutil.copytree(resolve_mod.BUILTIN_DIR / "tiny", folder)
+    return folder
+
+
+def test_a_folders_bridge_defaults_set_its_default_guidance(tmp_path):
+    from bridge.engine import Engine, GenerationRequest
+
+    folder = _tiny_copy(tmp_path)
+    (folder / "bridge_defaults.json").write_text('{"guidance": 2.0}')
+    engine = Engine.load(str(folder), device="cpu", progress=False)
+    assert engine.validate(GenerationRequest("a cat")).guidance == 2.0
+    assert engine.validate(GenerationRequest("a cat", guidance=6.0)).guidance == 6.0  # a named value wins
+
+
+def test_the_shipped_shapes_model_recommends_guidance_3():
+    from bridge.models.defaults import read_defaults
+
+    src = resolve_model("builtin:shapes")
+    assert read_defaults(src.location) == {"guidance": 3.0}
+
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("{guidance: 3}", "is not readable JSON"),
+        ("[3]", "must hold a JSON object"),
+        ('{"guidance": 3, "steps": 4}', "unknown keys ['steps']"),
+        ('{"guidance": "high"}', "'guidance' must be a number from 0 to 100"),
+        ('{"guidance": -1}', "'guidance' must be a number from 0 to 100"),
+        ('{"guidance": true}', "'guidance' must be a number from 0 to 100"),
+        ('{"guidance": NaN}', "'guidance' must be a number from 0 to 100"),
+    ],
+)
+def test_a_broken_bridge_defaults_file_is_named_in_one_sentence(tmp_path, text, expected):
+    folder = _tiny_copy(tmp_path)
+    (folder / "bridge_defaults.json").write_text(text)
+    with pytest.raises(ModelError) as err:
+        load_model(str(folder), device="cpu", progress=False)
+    message = _one_sentence(err.value)
+    assert expected in message and "bridge_defaults.json" in message

@@ -96,10 +96,18 @@ def test_noise_tilt_outside_its_range_is_a_usage_error(capsys):
     assert "--ground-noise-tilt must lie in 0..1" in capsys.readouterr().err
 
 
+def test_guidance_outside_its_range_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as e:
+        ts.parse_args(["--guidance", "-1"])
+    assert e.value.code == 2
+    assert "--guidance must lie in 0..100" in capsys.readouterr().err
+
+
 def test_tiny_training_run_writes_a_loadable_pipeline(tmp_path, collect):
     out = tmp_path / "shapes"
     args = ["--out", str(out), "--vae-steps", "2", "--steps", "2", "--batch", "4", "--vae-batch", "4",
-            "--ground-weight", "0.1", "--ground-noise-tilt", "1", "--scenes", "64", "--no-progress", "--seed", "3"]
+            "--ground-weight", "0.1", "--ground-noise-tilt", "1", "--scenes", "64", "--no-progress", "--seed", "3",
+            "--guidance", "2.5"]
     assert ts.main(args) == 0
     index = json.loads((out / "model_index.json").read_text())
     assert index["_class_name"] == "StableDiffusionPipeline"
@@ -114,6 +122,7 @@ def test_tiny_training_run_writes_a_loadable_pipeline(tmp_path, collect):
 
     engine = Engine.load(str(out), device="cpu", progress=False)
     assert engine.native_size == (64, 64)
+    assert engine.validate(GenerationRequest("a red circle")).guidance == 2.5  # from its bridge_defaults.json
     sink = collect
     end = engine.generate(GenerationRequest("a red circle and a blue square", steps=2), Bus([sink]))
     assert end.status == "completed" and end.image.shape == (64, 64, 3)

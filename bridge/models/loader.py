@@ -11,10 +11,11 @@ import json
 import logging
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ModelError
+from .defaults import read_defaults
 from .resolve import ModelSource, resolve_model
 
 log = logging.getLogger(__name__)
@@ -27,6 +28,7 @@ class LoadedModel:
     device: str
     dtype: object  # torch.dtype
     family: str  # "sd" | "sdxl"
+    defaults: dict = field(default_factory=dict)  # the folder's bridge_defaults.json, e.g. {"guidance": 3.0}
 
 
 def pick_device(device: str = "auto") -> str:
@@ -173,6 +175,8 @@ def load_model(model: str | None = "builtin", device: str = "auto", dtype: str =
 
 def _load(source: ModelSource, dev: str, torch_dtype) -> LoadedModel:
     log.info("loading model %s on %s (%s)", source.name, dev, str(torch_dtype).replace("torch.", ""))
+    # read first: a broken defaults file should fail before minutes of weight loading
+    defaults = read_defaults(source.location) if source.kind == "folder" else {}
     try:
         warnings.filterwarnings("ignore", message=".*local_dir_use_symlinks.*")
         if source.kind == "single_file":
@@ -193,4 +197,6 @@ def _load(source: ModelSource, dev: str, torch_dtype) -> LoadedModel:
         raise ModelError(f"model {source.name!r} is a {type(pipe).__name__}, not a UNet text-to-image pipeline this bridge can capture")
     pipe.set_progress_bar_config(disable=True)  # the bridge shows its own progress
     family = "sdxl" if getattr(pipe, "text_encoder_2", None) is not None or "XL" in type(pipe).__name__ else "sd"
-    return LoadedModel(pipe, source, dev, torch_dtype, family)
+    if defaults:
+        log.info("model defaults from its folder: %s", ", ".join(f"{k} {v:g}" for k, v in defaults.items()))
+    return LoadedModel(pipe, source, dev, torch_dtype, family, defaults)
