@@ -18,16 +18,18 @@ from bridge.models.resolve import BUILTIN_DIR  # noqa: E402
 
 SHAPES_MODEL = BUILTIN_DIR / "shapes"
 
-# Floors for the 12-prompt sample (the first 12 benchmark prompts).  The shipped model draws all
-# 20 objects of these prompts, every prompt complete, with mIoU 0.583 (docs/MODEL.md: 89.0 % and
-# 0.586 over 200 prompts).  Earlier models: grounded by the token loss alone, 20 of 20 at mIoU
-# 0.359 (maps on the objects' centres); ungrounded, 14 of 20 at 0.277.  A map covering the whole
-# image scores about 0.05 and the random tiny model 0.02.  The floors leave room for other CPUs'
-# kernels and catch a model that falls back to either earlier level.
+# Floors for the 12-prompt sample (the first 12 benchmark prompts).  At its recommended guidance
+# (3, from bridge_defaults.json) the shipped model draws all 20 objects of these prompts, every
+# prompt complete, with mIoU 0.668 (docs/MODEL.md: 95.5 % and 0.695 over 200 prompts).  The same
+# weights at Stable Diffusion's 7.5 score 0.583 here; earlier models: grounded by the token loss
+# alone, 0.359 (maps on the objects' centres); ungrounded, 14 of 20 objects at 0.277.  A map
+# covering the whole image scores about 0.05 and the random tiny model 0.02.  The mIoU floor is
+# the issue's goal: it leaves 0.07 for other CPUs' kernels and fails if the default guidance
+# slips back to 7.5 or the model falls back to an earlier level.
 SAMPLE_PROMPTS = 12
 FLOOR_OBJECTS_DRAWN = 0.85
-FLOOR_ACCURACY = 0.75
-FLOOR_MIOU = 0.45
+FLOOR_ACCURACY = 0.8
+FLOOR_MIOU = 0.60
 
 
 def _truth(n=16, seed=5):
@@ -186,8 +188,9 @@ def test_colour_purity_tells_a_clean_shape_from_a_multicoloured_blob():
 def test_concepts_benchmark_renders_each_pair():
     import concepts
 
-    scores = concepts.run(seeds=1, device="cpu", pairs=[("red", "circle"), ("yellow", "star")], progress=False)
-    assert set(scores) == {("red", "circle"), ("yellow", "star")}
-    # The shipped model draws both cleanly (bench/concepts.py over 4 seeds: every red and yellow
-    # pair clean in all of them; the one lost pair is "a green triangle").
+    scores = concepts.run(seeds=1, device="cpu", pairs=[("green", "triangle"), ("yellow", "star")], progress=False)
+    assert set(scores) == {("green", "triangle"), ("yellow", "star")}
+    # At its default guidance (3) the shipped model draws every pair cleanly (bench/concepts.py,
+    # 8 seeds: 280 of 280).  "a green triangle" is the pair it loses at Stable Diffusion's 7.5
+    # (purity 0.00-0.06 in seeds 0-3), so this also fails if that default is lost.
     assert all(concepts.clean_share(p) == 1.0 for p in scores.values()), scores
