@@ -251,7 +251,7 @@ def main(argv=None) -> int:
     p.add_argument("--prompts", type=int, default=200, help="held-out prompts to render (default: %(default)s)")
     p.add_argument("--model", default="builtin", help="model to test; it must know the shapes vocabulary (default: %(default)s)")
     p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--guidance", type=float, default=None, help="default: the model's (7.5)")
+    p.add_argument("--guidance", type=float, default=None, help="default: the model's (3 for the shapes model, from its bridge_defaults.json)")
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=BENCH_SEED, help="scene generator seed (default: %(default)s)")
     p.add_argument("--out", type=Path, help="also write the summary and per-prompt scores as JSON")
