@@ -21,6 +21,7 @@ import numpy as np
 
 from .errors import InvalidRequest
 from .frames import RunEnd, RunStart, StepFrame, attention_mass
+from .models.defaults import MAX_GUIDANCE, is_guidance
 from .phases import PhaseSchedule
 
 log = logging.getLogger(__name__)
@@ -308,8 +309,8 @@ def check_request(req: GenerationRequest) -> GenerationRequest:
     seed = _int(req.seed, "seed", 0, 2**63 - 1)
     steps = _int(req.steps, "steps", 1, MAX_STEPS)
     g = req.guidance
-    if g is not None and (isinstance(g, bool) or not isinstance(g, (int, float)) or not math.isfinite(g) or not 0 <= g <= 100):
-        raise InvalidRequest(f"guidance must be a number from 0 to 100, got {g!r}")
+    if g is not None and not is_guidance(g):
+        raise InvalidRequest(f"guidance must be a number from 0 to {MAX_GUIDANCE:g}, got {g!r}")
     for name in ("width", "height"):
         if getattr(req, name) is not None:
             _int(getattr(req, name), name, 8, MAX_SIDE)

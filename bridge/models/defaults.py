@@ -16,7 +16,12 @@ from pathlib import Path
 from ..errors import ModelError
 
 FILENAME = "bridge_defaults.json"
-MAX_GUIDANCE = 100.0  # the same bound as a live "set guidance" message
+MAX_GUIDANCE = 100.0  # the bound of every guidance a request may carry, too
+
+
+def is_guidance(g) -> bool:
+    """A finite number in 0..MAX_GUIDANCE (not a bool, which JSON and Python would let through)."""
+    return not isinstance(g, bool) and isinstance(g, (int, float)) and math.isfinite(g) and 0 <= g <= MAX_GUIDANCE
 
 
 def read_defaults(folder: str | Path) -> dict[str, float]:
@@ -36,7 +41,7 @@ def read_defaults(folder: str | Path) -> dict[str, float]:
     out: dict[str, float] = {}
     if "guidance" in data:
         g = data["guidance"]
-        if isinstance(g, bool) or not isinstance(g, (int, float)) or not math.isfinite(g) or not 0 <= g <= MAX_GUIDANCE:
+        if not is_guidance(g):
             raise ModelError(f"{path}: 'guidance' must be a number from 0 to {MAX_GUIDANCE:g}, got {g!r}")
         out["guidance"] = float(g)
     return out
