@@ -59,7 +59,7 @@ FIELDS: tuple[Field, ...] = (
     Field("negative_prompt", "generation", "str", "", "negative prompt"),
     Field("seed", "generation", "int", 0, "seed of the first run", 0, 2**32 - 1),
     Field("steps", "generation", "int", 20, "denoising steps per run", 1, 500),
-    Field("guidance", "generation", "float", None, "guidance scale (left out: the model's default)", 0, 100),
+    Field("guidance", "generation", "float", None, "guidance scale (left out: the model's default, 3 for the built-in model, 7.5 for SD)", 0, 100),
     Field("width", "generation", "int", 0, "image width, multiple of 8 (0: the model's native size)", 0, 2048),
     Field("height", "generation", "int", 0, "image height, multiple of 8 (0: the model's native size)", 0, 2048),
     Field("map_size", "generation", "int", 0, "heat map side in pixels (0: from the latent size)", 0, 1024),
