@@ -12,6 +12,8 @@ through the engine, exactly as a user's render does, and the benchmark compares:
             and the noun together (their maps summed).
   per step  mIoU of the cumulative map after each step (τ = 0.4): the first step that reaches
             90 % of the final mIoU says when the objects' places are settled.
+  shapes    share of drawn objects whose mask is best fitted by the named shape's outline
+            (bench/shape_fit.py); accuracy and mIoU look at colours and places only.
 
 Usage:
   python bench/attribution.py [--prompts 200] [--model builtin] [--steps 20] [--out result.json]
@@ -32,6 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bridge.builtin import shapes_data as sd  # noqa: E402
 from bridge.masks import daam_mask, iou  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import shape_fit  # noqa: E402
 
 BENCH_SEED = 20231  # training draws scenes from seeds 0–3; this one it never sees
 TAUS = (0.3, 0.4, 0.5)
@@ -125,6 +130,8 @@ class PromptResult:
     iou_noun: dict = field(default_factory=dict)  # tau → list of IoU over drawn objects
     iou_pair: dict = field(default_factory=dict)
     iou_steps: list = field(default_factory=list)  # per drawn object: IoU per step (τ = 0.4)
+    shape_ok: list = field(default_factory=list)  # per drawn object: does the named shape fit best
+    drawn_shapes: list = field(default_factory=list)  # per drawn object: the shape its caption names
 
 
 def evaluate_run(scene: sd.Scene, words, cumulative: np.ndarray, image: np.ndarray, seconds: float) -> PromptResult:
@@ -146,6 +153,8 @@ def evaluate_run(scene: sd.Scene, words, cumulative: np.ndarray, image: np.ndarr
             steps = resize_map(cumulative, image.shape[:2])
         per_step = iou(daam_mask(steps[:, word_index(words, scene, j, "shape")], 0.4), truth[None])
         res.iou_steps.append([float(v) for v in per_step])
+        res.shape_ok.append(shape_fit.classify(truth) == scene.objects[j].shape)
+        res.drawn_shapes.append(scene.objects[j].shape)
     return res
 
 
@@ -160,6 +169,11 @@ def summarise(results: list[PromptResult]) -> dict:
         "accuracy": drawn_all / n if n else 0.0,
         "miou_noun": {str(t): float(np.mean([v for r in results for v in r.iou_noun[t]] or [0.0])) for t in TAUS},
         "miou_colour_noun": {str(t): float(np.mean([v for r in results for v in r.iou_pair[t]] or [0.0])) for t in TAUS},
+        "shape_accuracy": float(np.mean([v for r in results for v in r.shape_ok] or [0.0])),
+        "shape_accuracy_by_shape": {
+            shape: float(np.mean(oks)) for shape in sd.SHAPES
+            if (oks := [ok for r in results for ok, s in zip(r.shape_ok, r.drawn_shapes) if s == shape])
+        },
         "seconds_per_render": float(np.mean([r.seconds for r in results])) if n else 0.0,
         "seconds_per_render_median": float(np.median([r.seconds for r in results])) if n else 0.0,
         "seconds_per_render_min": float(np.min([r.seconds for r in results])) if n else 0.0,
@@ -227,6 +241,8 @@ def format_summary(s: dict) -> str:
         f"render (engine, 20 steps, capture and previews) mean {s['seconds_per_render']:.2f} s, "
         f"median {s['seconds_per_render_median']:.2f} s, min {s['seconds_per_render_min']:.2f} s",
         f"generation accuracy (all named objects drawn in their colour): {100 * s['accuracy']:.1f} %  (target ≥ 80 %)",
+        f"shape accuracy (drawn objects whose outline fits the named shape best): {100 * s['shape_accuracy']:.1f} %  ("
+        + ", ".join(f"{k} {100 * v:.0f} %" for k, v in s.get("shape_accuracy_by_shape", {}).items()) + ")",
         "mIoU of DAAM-τ masks with colour-segmented objects (target ≥ 0.60 at τ = 0.4):",
         "   τ     noun   colour+noun",
     ]

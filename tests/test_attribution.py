@@ -30,6 +30,9 @@ SAMPLE_PROMPTS = 12
 FLOOR_OBJECTS_DRAWN = 0.85
 FLOOR_ACCURACY = 0.8
 FLOOR_MIOU = 0.60
+# Shapes: all 20 drawn objects of the sample fit their named outline best (74 % over the 100
+# validation prompts, where stars are the weak shape; the random tiny model: none).
+FLOOR_SHAPES = 0.6
 
 
 def _truth(n=16, seed=5):
@@ -98,6 +101,9 @@ def test_scoring_known_answers():
             assert max(bad.iou_noun[0.4][:2]) < 0.1
     summary = bench.summarise(results)
     assert summary["accuracy"] == 1.0 and summary["settled_step"] == 1
+    assert summary["shape_accuracy"] == 1.0  # drawn outlines are recognised from their colour masks
+    by_shape = summary["shape_accuracy_by_shape"]
+    assert set(by_shape) == {o.shape for sc in scenes for o in sc.objects} and set(by_shape.values()) == {1.0}
     counts = summary["by_object_count"]
     assert sum(g["prompts"] for g in counts.values()) == len(scenes)
     assert set(counts) == {str(len(s.objects)) for s in scenes}
@@ -115,6 +121,25 @@ def test_shipped_model_size_and_sample_benchmark():
     assert drawn >= FLOOR_OBJECTS_DRAWN, bench.format_summary(summary)
     assert summary["accuracy"] >= FLOOR_ACCURACY, bench.format_summary(summary)
     assert summary["miou_noun"]["0.4"] >= FLOOR_MIOU, bench.format_summary(summary)
+    assert summary["shape_accuracy"] >= FLOOR_SHAPES, bench.format_summary(summary)
+
+
+def test_shape_fit_names_each_drawn_outline_and_calls_a_blob_a_circle():
+    import shape_fit
+
+    scenes, _, masks = _truth(40, seed=11)
+    for scene, m in zip(scenes, masks):
+        for j, obj in enumerate(scene.objects):
+            scores = shape_fit.fit(m[j])
+            assert max(scores, key=scores.get) == obj.shape, (obj, scores)
+            assert scores[obj.shape] >= 0.85
+    # A star drawn without its arms: the disc that covers its body.
+    yy, xx = np.mgrid[:64, :64] + 0.5
+    disc = (yy - 32) ** 2 + (xx - 32) ** 2 <= 7.5 ** 2
+    assert shape_fit.classify(disc) == "circle"
+    square = (abs(yy - 32) <= 8) & (abs(xx - 32) <= 8)
+    assert shape_fit.classify(square) == "square"
+    assert shape_fit.fit(np.zeros((64, 64), bool)) == {s: 0.0 for s in sd.SHAPES}
 
 
 def test_ceiling_of_perfect_attention():
