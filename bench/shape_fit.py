@@ -51,19 +51,15 @@ def fit(mask: np.ndarray) -> dict[str, float]:
     offsets = torch.tensor([(dy, dx) for dy in SHIFTS for dx in SHIFTS], dtype=torch.float32)
     dy = yy[None] - (cy + offsets[:, 0, None, None])
     dx = xx[None] - (cx + offsets[:, 1, None, None])
-    rho, theta = torch.sqrt(dx * dx + dy * dy), torch.atan2(dy, dx)
     truth = torch.from_numpy(mask.astype(bool))
     out = {}
+    scales = torch.tensor(SCALES, dtype=torch.float32).view(-1, 1, 1, 1)
     for shape in sd.SHAPES:
-        edge = sd.outline_radius(shape, theta)  # (shifts, H, W), × the outer radius
-        r0 = math.sqrt(area / AREA[shape])
-        best = 0.0
-        for k in SCALES:
-            inside = rho <= edge * (r0 * k)  # the rasteriser's half-covered pixels, as a mask
-            inter = (inside & truth).sum((1, 2)).float()
-            union = (inside | truth).sum((1, 2)).float()
-            best = max(best, float((inter / union).max()))
-        out[shape] = best
+        radius = scales * math.sqrt(area / AREA[shape])
+        inside = sd.coverage(shape, dx, dy, radius) >= 0.5  # (scales, shifts, H, W), drawn as the data draws it
+        inter = (inside & truth).sum((-2, -1)).float()
+        union = (inside | truth).sum((-2, -1)).float()
+        out[shape] = float((inter / union).max())
     return out
 
 

@@ -19,6 +19,7 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 PAD = 2
 GAP = 8
@@ -34,6 +35,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "img" / "guidance.png")
     args = p.parse_args(argv)
 
+    from attribution import render
+
     from bridge.bus import Bus
     from bridge.engine import Engine, GenerationRequest
 
@@ -44,9 +47,7 @@ def main(argv=None) -> int:
         for guidance in args.guidance:
             tiles = []
             for seed in range(args.seeds):
-                end = engine.generate(GenerationRequest(prompt, seed=seed, steps=20, guidance=guidance), Bus([]))
-                if end.status != "completed":
-                    raise SystemExit(f"render of {prompt!r} ended {end.status}: {end.error}")
+                end = render(engine, GenerationRequest(prompt, seed=seed, steps=20, guidance=guidance), Bus([]))
                 tiles.append(np.pad(end.image, ((PAD, PAD), (PAD, PAD), (0, 0)), constant_values=128))
             rows.append(np.concatenate(tiles, 1))
             print(f"{prompt!r} at guidance {guidance:g}: {args.seeds} seeds")

@@ -180,6 +180,16 @@ def outline_radius(shape: str, theta):
     return (ax * ey - ay * ex) / (torch.cos(t) * ey - torch.sin(t) * ex)
 
 
+def coverage(shape: str, dx, dy, radius):
+    """Share of each pixel inside the outline (one-pixel anti-aliasing), given the pixel centres'
+    offsets ``dx``, ``dy`` from the shape's centre and its outer ``radius`` (torch tensors)."""
+    import torch
+
+    rho = torch.sqrt(dx * dx + dy * dy)
+    edge = radius * outline_radius(shape, torch.atan2(dy, dx))
+    return (edge - rho + 0.5).clamp(0, 1)
+
+
 def rasterise(scenes: list[Scene], device="cpu", generator=None):
     """Images and masks of a batch of scenes (all of one size).
 
@@ -210,11 +220,7 @@ def rasterise(scenes: list[Scene], device="cpu", generator=None):
     for shape, items in by_shape.items():
         geom = torch.tensor([(o.cx, o.cy, o.radius, i, j) for i, j, o in items], dtype=torch.float32).to(device)
         cx, cy, r = (geom[:, k].view(-1, 1, 1) for k in range(3))
-        dx, dy = xx - cx, yy - cy
-        rho = torch.sqrt(dx * dx + dy * dy)
-        edge = r * outline_radius(shape, torch.atan2(dy, dx))
-        cover = (edge - rho + 0.5).clamp(0, 1)  # one-pixel anti-aliasing
-        masks[geom[:, 3].long(), geom[:, 4].long()] = cover
+        masks[geom[:, 3].long(), geom[:, 4].long()] = coverage(shape, xx - cx, yy - cy, r)
     jitter = torch.randint(-COLOUR_JITTER, COLOUR_JITTER + 1, (b, MAX_OBJECTS + 1, 3), device=device, generator=generator)
     colours = (colours + jitter[:, :MAX_OBJECTS]).clamp(0, 255)
     backgrounds = (backgrounds + jitter[:, MAX_OBJECTS]).clamp(0, 255)

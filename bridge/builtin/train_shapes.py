@@ -258,8 +258,9 @@ def noise_tilt(t, num_timesteps: int, tilt: float):
 
     Tilting towards high noise is for the cumulative (all-step) map: a trained model's low-noise
     steps already attend inside the objects, while its high-noise steps, where the layout is
-    decided, stay diffuse and blur the sum.  Off in the shipped recipe: a full run with tilt 1
-    raised mIoU to 0.601 but could no longer draw "a green circle" (docs/MODEL.md).
+    decided, stay diffuse and blur the sum.  Off in the shipped recipe: at the model's guidance
+    (3) a full run with tilt 1 scored within run-to-run variation of the shipped weights
+    (docs/MODEL.md).
     """
     return 1 + tilt * (2 * t.float() / num_timesteps - 1)
 
