@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass, field
 
 from .errors import InvalidRequest
+from .limits import LIMITS, Bound, Limits
 from .protocol import ProtocolError, Subscription
 
 
@@ -23,27 +24,16 @@ class ControlError(InvalidRequest):
         self.code = code
 
 
-@dataclass(frozen=True)
-class Limits:
-    """Bounds on values a remote sender may ask for (a wrong value never reaches the model)."""
-
-    max_prompt_chars: int = 2000
-    max_prompt_words: int = 200  # the encoder keeps ~75 tokens; far beyond that is a mistake
-    max_steps: int = 500
-    max_guidance: float = 100.0
-    min_size: int = 64
-    max_size: int = 2048
-
-
-DEFAULT_LIMITS = Limits()
+# Bounds live in bridge/limits.py, the one table every door reads.
+DEFAULT_LIMITS = LIMITS
 
 # Settings a run is made from; `set` and `prompt` may carry any of them.
 SETTING_NAMES = ("prompt", "negative_prompt", "seed", "steps", "guidance", "width", "height")
 # Controls with no value.
 ACTIONS = ("pause", "resume", "cancel", "status", "next")
 KINDS = ("prompt", "set", "select", "preset", "subscribe", "speed", *ACTIONS)
-MAX_SPEED = 1000.0  # replay speed factor bounds (speed → {"speed": float})
-MIN_SPEED = 0.001
+MAX_SPEED = LIMITS.speed.hi  # replay speed factor bounds (speed → {"speed": float})
+MIN_SPEED = LIMITS.speed.lo
 
 
 @dataclass(frozen=True)
@@ -68,10 +58,10 @@ def _text(name: str, value, limits: Limits, allow_empty: bool) -> str:
     if not text and not allow_empty:
         raise ControlError(f"{name} is empty; send some words to generate from")
     words = len(text.split())
-    if words > limits.max_prompt_words:
-        raise ControlError(f"{name} has {words} words; the limit is {limits.max_prompt_words}")
-    if len(text) > limits.max_prompt_chars:
-        raise ControlError(f"{name} has {len(text)} characters; the limit is {limits.max_prompt_chars}")
+    if words > limits.prompt_words:
+        raise ControlError(f"{name} has {words} words; the limit is {limits.prompt_words}")
+    if len(text) > limits.prompt_chars:
+        raise ControlError(f"{name} has {len(text)} characters; the limit is {limits.prompt_chars}")
     return text
 
 
@@ -100,10 +90,10 @@ def _float(name: str, value, lo: float, hi: float) -> float:
     return value
 
 
-def _size(name: str, value, limits: Limits) -> int:
-    v = _int(name, value, limits.min_size, limits.max_size)
-    if v % 8:
-        raise ControlError(f"{name} must be a multiple of 8 (the latent grid), got {v}")
+def _size(name: str, value, bound: Bound) -> int:
+    v = _int(name, value, bound.lo, bound.hi)
+    if v % bound.multiple:
+        raise ControlError(f"{name} must be a multiple of {bound.multiple} (the latent grid), got {v}")
     return v
 
 
@@ -118,14 +108,13 @@ def check_setting(name: str, value, limits: Limits = DEFAULT_LIMITS):
         return _text("prompt", value, limits, allow_empty=False)
     if name == "negative_prompt":
         return _text("negative_prompt", value, limits, allow_empty=True)
-    if name == "seed":
-        return _int("seed", value, 0, 2**32 - 1)
-    if name == "steps":
-        return _int("steps", value, 1, limits.max_steps)
+    if name in ("seed", "steps"):
+        bound = getattr(limits, name)
+        return _int(name, value, bound.lo, bound.hi)
     if name == "guidance":
-        return _float("guidance", value, 0.0, limits.max_guidance)
+        return _float("guidance", value, limits.guidance.lo, limits.guidance.hi)
     if name in ("width", "height"):
-        return _size(name, value, limits)
+        return _size(name, value, getattr(limits, name))
     raise ControlError(f"unknown setting {name!r}; known: {', '.join(SETTING_NAMES)}", "unknown_field")
 
 
@@ -137,7 +126,7 @@ def _settings(msg: dict, limits: Limits, kind: str) -> dict:
         if key == "size":  # convenience: "size": [w, h]
             if not isinstance(value, (list, tuple)) or len(value) != 2:
                 raise ControlError("size must be [width, height]")
-            out["width"], out["height"] = _size("width", value[0], limits), _size("height", value[1], limits)
+            out["width"], out["height"] = _size("width", value[0], limits.width), _size("height", value[1], limits.height)
             continue
         if key not in SETTING_NAMES:
             raise ControlError(_unknown(f"{kind} field", key, (*SETTING_NAMES, "size")), "unknown_field")
@@ -163,7 +152,7 @@ def _select(value) -> dict:
         if not word or len(word) > 200:
             raise ControlError("select needs a word index or a word of the prompt")
         return {"word": word}
-    return {"word": _int("word", value, 0, 9999)}
+    return {"word": _int("word", value, LIMITS.word.lo, LIMITS.word.hi)}
 
 
 def _preset(value) -> dict:
@@ -175,30 +164,57 @@ def _preset(value) -> dict:
 # --------------------------------------------------------------------------- transports
 
 
+def _json_settings(kind: str):
+    return lambda msg, limits: Control(kind, _settings(msg, limits, kind))
+
+
+def _json_select(msg: dict, limits: Limits) -> Control:
+    if "word" not in msg:
+        raise ControlError('select needs a "word": an index or a word of the prompt')
+    return Control("select", _select(msg["word"]))
+
+
+def _json_preset(msg: dict, limits: Limits) -> Control:
+    return Control("preset", _preset(msg.get("name")))
+
+
+def _json_subscribe(msg: dict, limits: Limits) -> Control:
+    try:
+        Subscription.from_dict(msg)  # validate now, apply on top of the client's current one
+    except ProtocolError as exc:
+        raise ControlError(str(exc)) from None
+    return Control("subscribe", {"subscription": {k: v for k, v in msg.items() if k != "type"}})
+
+
+def _json_speed(msg: dict, limits: Limits) -> Control:
+    if "speed" not in msg:
+        raise ControlError('speed needs a "speed": the replay speed factor, e.g. 2 for twice as fast')
+    return Control("speed", {"speed": _speed(msg["speed"], limits)})
+
+
+def _speed(value, limits: Limits) -> float:
+    return _float("speed", value, limits.speed.lo, limits.speed.hi)
+
+
+# JSON "type" → parser(message, limits) → Control
+JSON_PARSERS = {
+    "prompt": _json_settings("prompt"),
+    "set": _json_settings("set"),
+    "select": _json_select,
+    "preset": _json_preset,
+    "subscribe": _json_subscribe,
+    "speed": _json_speed,
+    **{a: (lambda kind: lambda msg, limits: Control(kind))(a) for a in ACTIONS},
+}
+
+
 def parse_json_control(msg: dict, limits: Limits = DEFAULT_LIMITS) -> Control:
     """A decoded JSON control message → :class:`Control` (raises :class:`ControlError`)."""
     kind = msg.get("type")
-    if kind in ("prompt", "set"):
-        return Control(kind, _settings(msg, limits, kind))
-    if kind == "select":
-        if "word" not in msg:
-            raise ControlError('select needs a "word": an index or a word of the prompt')
-        return Control("select", _select(msg["word"]))
-    if kind == "preset":
-        return Control("preset", _preset(msg.get("name")))
-    if kind == "subscribe":
-        try:
-            Subscription.from_dict(msg)  # validate now, apply on top of the client's current one
-        except ProtocolError as exc:
-            raise ControlError(str(exc)) from None
-        return Control("subscribe", {"subscription": {k: v for k, v in msg.items() if k != "type"}})
-    if kind in ACTIONS:
-        return Control(kind)
-    if kind == "speed":
-        if "speed" not in msg:
-            raise ControlError('speed needs a "speed": the replay speed factor, e.g. 2 for twice as fast')
-        return Control("speed", {"speed": _float("speed", msg["speed"], MIN_SPEED, MAX_SPEED)})
-    raise ControlError(_unknown("message type", kind, KINDS), "unknown_type")
+    parser = JSON_PARSERS.get(kind) if isinstance(kind, str) else None
+    if parser is None:
+        raise ControlError(_unknown("message type", kind, KINDS), "unknown_type")
+    return parser(msg, limits)
 
 
 # OSC address (after the prefix) → (kind, setting name or None)
@@ -240,11 +256,14 @@ def parse_osc_control(address: str, args: list, prefix: str = "/daam", limits: L
         return Control("set", _settings({"size": list(args)}, limits, "set"))
     if len(args) != 1:
         raise ControlError(f"{address} takes exactly one argument, got {len(args)}", "bad_arguments")
-    value = args[0]
-    if kind == "select":
-        return Control("select", _select(value))
-    if kind == "speed":
-        return Control("speed", {"speed": _float("speed", value, MIN_SPEED, MAX_SPEED)})
-    if kind == "preset":
-        return Control("preset", _preset(value))
-    return Control(kind, _settings({name: value}, limits, kind))
+    return OSC_PARSERS[kind](name, args[0], limits)
+
+
+# OSC control kind → parser(setting name, the one argument, limits) → Control
+OSC_PARSERS = {
+    "prompt": lambda name, value, limits: Control("prompt", _settings({name: value}, limits, "prompt")),
+    "set": lambda name, value, limits: Control("set", _settings({name: value}, limits, "set")),
+    "select": lambda name, value, limits: Control("select", _select(value)),
+    "speed": lambda name, value, limits: Control("speed", {"speed": _speed(value, limits)}),
+    "preset": lambda name, value, limits: Control("preset", _preset(value)),
+}

@@ -21,13 +21,14 @@ import numpy as np
 
 from .errors import InvalidRequest
 from .frames import RunEnd, RunStart, StepFrame, attention_mass
+from .limits import LIMITS
 from .models.defaults import MAX_GUIDANCE, is_guidance
 from .phases import PhaseSchedule
 
 log = logging.getLogger(__name__)
 
-MAX_STEPS = 1000
-MAX_SIDE = 4096
+MAX_STEPS = int(LIMITS.steps.hi)  # bounds: bridge/limits.py
+MAX_SIDE = int(LIMITS.width.hi)
 MIN_MAP_LONG_SIDE = 64  # small latents (the built-in model's 8×8) are upsampled to at least this
 
 
@@ -150,14 +151,15 @@ class Engine:
         if req.map_size is None:
             map_size = default_map_size(latent_hw)
         elif isinstance(req.map_size, (int, np.integer)) and not isinstance(req.map_size, bool):
-            s = _int(req.map_size, "map size", 1, 1024)
+            s = _int(req.map_size, "map size", LIMITS.map_size.lo, LIMITS.map_size.hi)
             map_size = (s, s)
         else:
             try:
                 mh, mw = req.map_size
             except (TypeError, ValueError):
                 raise InvalidRequest(f"map size must be one number or (height, width), got {req.map_size!r}") from None
-            map_size = (_int(mh, "map height", 1, 1024), _int(mw, "map width", 1, 1024))
+            map_size = (_int(mh, "map height", LIMITS.map_size.lo, LIMITS.map_size.hi),
+                        _int(mw, "map width", LIMITS.map_size.lo, LIMITS.map_size.hi))
         if req.layers is not None:
             self._check_layers(req.layers)
         return replace(req, guidance=float(guidance), width=width, height=height, map_size=map_size)
@@ -306,15 +308,15 @@ def check_request(req: GenerationRequest) -> GenerationRequest:
         raise InvalidRequest("the prompt is empty; type what the image should show")
     if not isinstance(req.negative_prompt, str):
         raise InvalidRequest("the negative prompt must be text")
-    seed = _int(req.seed, "seed", 0, 2**63 - 1)
-    steps = _int(req.steps, "steps", 1, MAX_STEPS)
+    seed = _int(req.seed, "seed", LIMITS.seed.lo, LIMITS.seed.hi)
+    steps = _int(req.steps, "steps", LIMITS.steps.lo, LIMITS.steps.hi)
     g = req.guidance
     if g is not None and not is_guidance(g):
         raise InvalidRequest(f"guidance must be a number from 0 to {MAX_GUIDANCE:g}, got {g!r}")
     for name in ("width", "height"):
         if getattr(req, name) is not None:
-            _int(getattr(req, name), name, 8, MAX_SIDE)
-    vae_every = _int(req.vae_every, "vae_every", 0, MAX_STEPS)
+            _int(getattr(req, name), name, getattr(LIMITS, name).lo, getattr(LIMITS, name).hi)
+    vae_every = _int(req.vae_every, "vae_every", LIMITS.vae_every.lo, LIMITS.vae_every.hi)
     if not isinstance(req.phases, PhaseSchedule):
         raise InvalidRequest("phases must be a phase schedule (noise, structure, detail fractions)")
     layers = None if not req.layers else tuple(req.layers)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import UserError
+from .limits import LIMITS as L
 
 PRESETS_DIR = Path(__file__).resolve().parents[1] / "presets"
 DEFAULT_PRESET = "live"
@@ -57,13 +58,13 @@ FIELDS: tuple[Field, ...] = (
     # generation
     Field("prompt", "generation", "str", "a red apple on a wooden table", "prompt of the first run"),
     Field("negative_prompt", "generation", "str", "", "negative prompt"),
-    Field("seed", "generation", "int", 0, "seed of the first run", 0, 2**32 - 1),
-    Field("steps", "generation", "int", 20, "denoising steps per run", 1, 500),
-    Field("guidance", "generation", "float", None, "guidance scale (left out: the model's default, 3 for the built-in model, 7.5 for SD)", 0, 100),
-    Field("width", "generation", "int", 0, "image width, multiple of 8 (0: the model's native size)", 0, 2048),
-    Field("height", "generation", "int", 0, "image height, multiple of 8 (0: the model's native size)", 0, 2048),
-    Field("map_size", "generation", "int", 0, "heat map side in pixels (0: from the latent size)", 0, 1024),
-    Field("vae_every", "generation", "int", 0, "full VAE preview every k steps (0: fast linear preview only)", 0, 500),
+    Field("seed", "generation", "int", 0, "seed of the first run", L.seed.lo, L.seed.hi),
+    Field("steps", "generation", "int", 20, "denoising steps per run", L.steps.lo, L.steps.hi),
+    Field("guidance", "generation", "float", None, "guidance scale (left out: the model's default, 3 for the built-in model, 7.5 for SD)", L.guidance.lo, L.guidance.hi),
+    Field("width", "generation", "int", 0, f"image width, multiple of {L.width.multiple} (0: the model's native size)", 0, L.width.hi),
+    Field("height", "generation", "int", 0, f"image height, multiple of {L.height.multiple} (0: the model's native size)", 0, L.height.hi),
+    Field("map_size", "generation", "int", 0, "heat map side in pixels (0: from the latent size)", 0, L.map_size.hi),
+    Field("vae_every", "generation", "int", 0, "full VAE preview every k steps (0: fast linear preview only)", L.vae_every.lo, L.vae_every.hi),
     Field("include_special", "generation", "bool", False, "also map the start/end/padding tokens"),
     Field("autostart", "generation", "bool", False, "vj mode: generate `prompt` once at start-up"),
     # phases
@@ -93,7 +94,7 @@ FIELDS: tuple[Field, ...] = (
     Field("record", "installation", "str", "", "folder to record every run into (empty: no recording)"),
     # replay
     Field("recordings", "replay", "str", "", "replay: a recording folder or a folder of recordings"),
-    Field("speed", "replay", "float", 1.0, "replay speed factor", 0.001, 1000),
+    Field("speed", "replay", "float", 1.0, "replay speed factor", L.speed.lo, L.speed.hi),
     Field("loop", "replay", "bool", True, "replay: start over at the end"),
     Field("shuffle", "replay", "bool", False, "replay: shuffle a folder of recordings"),
 )
@@ -194,7 +195,7 @@ def check_value(field: Field, value, where: str):
             raise PresetError(f"{where}: {name} must be a finite number, got {value}")
     if field.kind in ("int", "float") and (
             (field.lo is not None and value < field.lo) or (field.hi is not None and value > field.hi)):
-        raise PresetError(f"{where}: {name} must be within {field.lo:g}..{field.hi:g}, got {value}")
+        raise PresetError(f"{where}: {name} must be within {_num(field.lo)}..{_num(field.hi)}, got {value}")
     if field.choices and value not in field.choices:
         raise PresetError(f"{where}: {name} must be one of {', '.join(field.choices)}, got {value!r}")
     return list(value) if field.kind == "list" else value
@@ -205,11 +206,17 @@ def check_consistency(values: dict, where: str) -> None:
     parts = values["noise"] + values["structure"] + values["detail"]
     if abs(parts - 1.0) > 1e-6:
         raise PresetError(f"{where}: [phases] noise + structure + detail must be 1, got {parts:g}")
-    for key in ("width", "height"):
-        if values[key] % 8:
-            raise PresetError(f"{where}: [generation] {key} must be a multiple of 8 (or 0), got {values[key]}")
+    for key in ("width", "height"):  # 0 is the model's native size; else the table's range
+        bound = getattr(L, key)
+        if values[key] and values[key] not in bound:
+            raise PresetError(f"{where}: [generation] {key} must be a multiple of {bound.multiple} from {bound.lo} "
+                              f"to {bound.hi} (or 0), got {values[key]}")
     if values["mode"] == "installation" and not values["playlist"]:
         raise PresetError(f"{where}: installation mode needs a [installation] playlist of prompts")
+
+
+def _num(x) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"  # 4294967295, not 4.29497e+09
 
 
 def _hint(name: str, known) -> str:

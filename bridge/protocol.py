@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .frames import RunEnd, RunStart, StepFrame, normalize_maps
+from .limits import LIMITS
 
 PROTOCOL_VERSION = 1
 MAGIC = b"DAAM"
@@ -133,7 +134,7 @@ def _finite(x: float) -> float | None:
 
 def hello_message(*, server: str, presets: list[str], preset: str, subscription: "Subscription", extra: dict | None = None) -> dict:
     return {"type": "hello", "protocol": PROTOCOL_VERSION, "server": server, "presets": list(presets),
-            "preset": preset, "subscription": subscription.to_dict(), **(extra or {})}
+            "preset": preset, "subscription": subscription.to_dict(), "limits": LIMITS.to_dict(), **(extra or {})}
 
 
 def run_start_message(start: RunStart) -> dict:

@@ -46,6 +46,22 @@ TD_DIR = os.path.join(REPO, "td_project")
 SHADERS = os.path.join(REPO, "shaders")
 NAME = "attention_bridge"
 
+
+def load_limits():
+    """The bridge's table of request bounds (bridge/limits.py: standard library only, so it
+    loads in TouchDesigner's Python by path, without the rest of the bridge)."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location("attention_bridge_limits", os.path.join(REPO, "bridge", "limits.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
+    spec.loader.exec_module(module)
+    return module
+
+
+LIMITS = load_limits()
+
 # Uniforms of shaders/particle_step.glsl and the expressions that feed them (Vectors page).
 UNIFORMS = (
     ("uAttraction", "parent().par.Attraction"),
@@ -83,8 +99,9 @@ def add_parameters(comp):
     for name, label, default, lo, hi in (
         ("Port", "Port (websocket)", 8765, 1, 65535),
         ("Oscport", "OSC In Port", 7000, 1, 65535),
-        ("Seed", "Seed", 0, 0, 2**31 - 1),
-        ("Steps", "Steps", 20, 1, 500),
+        # Int parameters are signed 32-bit: Seed offers the part of the bridge's range they hold.
+        ("Seed", "Seed", 0, *LIMITS.int32_range(LIMITS.LIMITS.seed)),
+        ("Steps", "Steps", 20, *LIMITS.int32_range(LIMITS.LIMITS.steps)),
         ("Word", "Word (index)", 0, 0, 76),
     ):
         p = bridge.appendInt(name, label=label)[0]

@@ -34,6 +34,21 @@ def log(comp, text):
     print("attention bridge:", text)
 
 
+INT32 = (-(2**31), 2**31 - 1)  # Int parameters are signed 32-bit
+
+
+def apply_limits(comp, limits):
+    """The bridge's bounds (hello.limits) on the Seed and Steps parameters, as far as an Int
+    parameter can hold them; the build script's ranges come from the same table."""
+    for par_name, key in (("Seed", "seed"), ("Steps", "steps")):
+        bound = limits.get(key)
+        if not isinstance(bound, dict) or not all(isinstance(bound.get(k), int) for k in ("min", "max")):
+            continue
+        par = getattr(comp.par, par_name)
+        par.min, par.max = max(bound["min"], INT32[0]), min(bound["max"], INT32[1])
+        par.clampMin = par.clampMax = True
+
+
 def onConnect(dat):
     comp = dat.parent()
     dat.sendText(json.dumps(SUBSCRIPTION))
@@ -56,6 +71,8 @@ def onReceiveText(dat, rowIndex, message):
     if not isinstance(msg, dict):
         return
     kind = msg.get("type")
+    if kind == "hello" and isinstance(msg.get("limits"), dict):
+        apply_limits(comp, msg["limits"])
     if kind in ("hello", "status"):
         set_state(comp, "state", msg.get("state", ""))
         if isinstance(msg.get("selected"), int):

@@ -42,7 +42,7 @@ def _write(tmp_path, text: str):
     ("[server]\nsteps = 3\n", "steps belongs in [generation]"),
     ("steps = 3\n", "it belongs in [generation]"),
     ("[generation]\nsteps = \"twenty\"\n", "[generation] steps must be a whole number, got 'twenty'"),
-    ("[generation]\nsteps = 0\n", "[generation] steps must be within 1..500, got 0"),
+    ("[generation]\nsteps = 0\n", "[generation] steps must be within 1..1000, got 0"),
     ("[generation]\nguidance = nan\n", "guidance must be a finite number"),
     ("[generation]\nwidth = 100\n", "width must be a multiple of 8"),
     ("[generation]\nautostart = 1\n", "autostart must be true or false"),
@@ -77,7 +77,7 @@ def test_command_line_flags_override_preset_values():
     assert values["playlist"] == ["a cat"] and values["loop"] is False
     assert values["noise"] == 0.3 and values["pause"] == preset.values["pause"]  # untouched keys keep the preset's
     bad = parser.parse_args(["--steps", "0"])
-    with pytest.raises(PresetError, match="command line: .generation. steps must be within 1..500"):
+    with pytest.raises(PresetError, match="command line: .generation. steps must be within 1..1000"):
         apply_overrides(load_preset("live").values, bad)
 
 

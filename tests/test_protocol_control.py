@@ -28,7 +28,7 @@ def test_prompt_and_settings_are_typed_and_normalised():
     ({"type": "prompt", "prompt": "a " * 10_000}, "invalid_value", "10000 words; the limit is 200"),
     ({"type": "prompt", "prompt": "x" * 3000}, "invalid_value", "3000 characters"),
     ({"type": "prompt", "prompt": 42}, "invalid_value", "must be text"),
-    ({"type": "set", "steps": -3}, "invalid_value", "steps must be within 1..500, got -3"),
+    ({"type": "set", "steps": -3}, "invalid_value", "steps must be within 1..1000, got -3"),
     ({"type": "set", "steps": 2.5}, "invalid_value", "whole number"),
     ({"type": "set", "steps": True}, "invalid_value", "whole number"),
     ({"type": "set", "guidance": math.nan}, "invalid_value", "finite"),

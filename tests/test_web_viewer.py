@@ -186,7 +186,7 @@ def test_a_bad_value_is_refused_with_the_bridges_sentence(live_bridge):
         open_viewer(page, live_bridge.url)
         submit(page, "a cat", 0)
         page.wait_for_function("window.viewer.errors.length > 0", timeout=10_000)
-        assert "steps must be within 1..500, got 0" in page.inner_text("#message")
+        assert "steps must be within 1..1000, got 0" in page.inner_text("#message")
         assert page.evaluate("window.viewer.connection") == "open"  # the connection survives
 
 
@@ -274,3 +274,25 @@ def test_a_replayed_recording_shows_the_same_way(tmp_path):
             save_screenshot(page, "viewer-replay.png")
     finally:
         bridge.stop()
+
+
+def test_the_form_takes_its_bounds_from_hello(live_bridge):
+    """The page's own min/max are only fallbacks: made stale before the viewer's script runs,
+    they still end up as the bridge's table once hello arrives."""
+    from bridge.limits import LIMITS
+
+    with browser_page() as page:
+        # readyState "interactive" comes after parsing and before module scripts run.
+        page.add_init_script("""document.addEventListener("readystatechange", () => {
+            if (document.readyState !== "interactive") return;
+            document.querySelector("#steps").max = "7";
+            document.querySelector("#seed").max = "9";
+            document.querySelector("#prompt").maxLength = 5;
+            window.staleFallbacks = true;
+        });""")
+        open_viewer(page, live_bridge.url)
+        assert page.evaluate("window.staleFallbacks") is True
+        page.wait_for_function(f"document.querySelector('#steps').max === '{LIMITS.steps.hi}'", timeout=10_000)
+        assert page.evaluate("[document.querySelector('#seed').min, document.querySelector('#seed').max]") == \
+            [str(LIMITS.seed.lo), str(LIMITS.seed.hi)]
+        assert page.evaluate("document.querySelector('#prompt').maxLength") == LIMITS.prompt_chars

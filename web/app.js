@@ -92,6 +92,7 @@ function onJson(msg) {
   view.counts.json++;
   switch (msg.type) {
     case "hello":
+      if (msg.limits) applyLimits(msg.limits);
       if (typeof msg.selected === "number") view.selected = msg.selected;
       if (msg.state) setState(msg.state);
       break;
@@ -310,6 +311,20 @@ function animate(now) {
 
 // ------------------------------------------------------------------ console
 
+// The server's bounds (hello.limits, bridge/limits.py) replace the page's own attributes, so
+// the spinners and the random seed stay inside them.  The form still sends what is typed
+// (novalidate): the bridge's refusal names the field better than a browser tooltip.
+function applyLimits(limits) {
+  if (limits.prompt && Number.isInteger(limits.prompt.max_chars)) $("prompt").maxLength = limits.prompt.max_chars;
+  for (const name of ["seed", "steps"]) {
+    const bound = limits[name];
+    if (bound && Number.isFinite(bound.min) && Number.isFinite(bound.max)) {
+      $(name).min = bound.min;
+      $(name).max = bound.max;
+    }
+  }
+}
+
 function wireConsole() {
   $("console").addEventListener("submit", (ev) => {
     ev.preventDefault();
@@ -318,7 +333,7 @@ function wireConsole() {
       showMessage("type a prompt first");
       return;
     }
-    if ($("random-seed").checked) $("seed").value = Math.floor(Math.random() * 2 ** 31);
+    if ($("random-seed").checked) $("seed").value = Math.floor(Math.random() * (Number($("seed").max) + 1));
     const settings = {};
     for (const name of ["seed", "steps"]) {
       const value = Number($(name).value);

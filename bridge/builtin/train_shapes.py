@@ -43,7 +43,8 @@ import torch.nn.functional as F
 
 from bridge.builtin import clip_bpe
 from bridge.builtin import shapes_data as sd
-from bridge.models.defaults import MAX_GUIDANCE, write_defaults
+from bridge.limits import LIMITS
+from bridge.models.defaults import write_defaults
 
 log = logging.getLogger("train_shapes")
 
@@ -550,8 +551,8 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if not 0.0 <= args.ground_noise_tilt <= 1.0:
         p.error(f"--ground-noise-tilt must lie in 0..1 (above 1 some weights turn negative), got {args.ground_noise_tilt}")
-    if not 0.0 <= args.guidance <= MAX_GUIDANCE:
-        p.error(f"--guidance must lie in 0..{MAX_GUIDANCE:g}, got {args.guidance}")
+    if not LIMITS.guidance.lo <= args.guidance <= LIMITS.guidance.hi:  # the folder's default must be a valid request
+        p.error(f"--guidance must lie in {LIMITS.guidance.lo:g}..{LIMITS.guidance.hi:g}, got {args.guidance}")
     return args
 
 

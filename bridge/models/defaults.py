@@ -14,9 +14,10 @@ import math
 from pathlib import Path
 
 from ..errors import ModelError
+from ..limits import LIMITS
 
 FILENAME = "bridge_defaults.json"
-MAX_GUIDANCE = 100.0  # the bound of every guidance a request may carry, too
+MAX_GUIDANCE = LIMITS.guidance.hi  # the bound of every guidance a request may carry (bridge/limits.py)
 
 
 def is_guidance(g) -> bool:

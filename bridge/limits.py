@@ -1,0 +1,80 @@
+"""Every bound a request may carry, in one table read by every door.
+
+The command line (`render`, `serve`), preset files, websocket and OSC controls, the engine's
+own checks, the browser viewer and TouchDesigner all take their ranges from :data:`LIMITS`;
+the viewer and TouchDesigner get it at run time in the websocket ``hello`` message, and
+tests hold their static fallbacks (HTML attributes, TouchDesigner parameter ranges) to it.
+Only the standard library is imported, so TouchDesigner can load this file by path.
+
+Why these values:
+
+- seed 0..2³²−1: what numpy and most seed UIs take, exactly representable in JavaScript
+  and JSON.  TouchDesigner integer parameters are signed 32-bit, so its Seed parameter can
+  only offer 0..2³¹−1 (:func:`int32_range`); every seed it sends is still valid here.
+- steps 1..1000: SD-family schedulers are trained on 1000 timesteps, so no model can take
+  more; a scheduler may allow fewer (999 with "leading" spacing) and the engine says so.
+- width/height 8..2048, multiples of 8: one latent pixel at the usual VAE factor up to the
+  largest side SDXL-class models draw sensibly; the engine also checks the model's factor.
+- guidance 0..100: beyond ~30 every model saturates; 100 leaves room and catches typos.
+- map side 1..1024: a heat map larger than the image it explains helps no one.
+- vae_every 0..steps: every step at most.
+- replay speed 0.001..1000 (× original timing).
+- prompt ≤ 2000 characters and ≤ 200 words: the CLIP encoder keeps ~75 tokens; far beyond
+  that is a mistake.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+INT32_MAX = 2**31 - 1  # TouchDesigner integer parameters and OSC "i" arguments are signed 32-bit
+
+
+@dataclass(frozen=True)
+class Bound:
+    """A closed range ``lo..hi``; ``multiple`` > 1 also asks for a multiple of it."""
+
+    lo: float
+    hi: float
+    multiple: int = 1
+
+    def __contains__(self, value) -> bool:
+        return self.lo <= value <= self.hi and (self.multiple == 1 or value % self.multiple == 0)
+
+    def to_dict(self) -> dict:
+        out = {"min": self.lo, "max": self.hi}
+        if self.multiple > 1:
+            out["multiple"] = self.multiple
+        return out
+
+
+@dataclass(frozen=True)
+class Limits:
+    prompt_chars: int = 2000
+    prompt_words: int = 200
+    seed: Bound = Bound(0, 2**32 - 1)
+    steps: Bound = Bound(1, 1000)
+    guidance: Bound = Bound(0.0, 100.0)
+    width: Bound = Bound(8, 2048, 8)
+    height: Bound = Bound(8, 2048, 8)
+    map_size: Bound = Bound(1, 1024)
+    vae_every: Bound = Bound(0, 1000)
+    speed: Bound = Bound(0.001, 1000.0)
+    word: Bound = Bound(0, 9999)  # `select` by index
+
+    def to_dict(self) -> dict:
+        """The JSON form sent in ``hello`` (docs/PROTOCOL.md)."""
+        out = {"prompt": {"max_chars": self.prompt_chars, "max_words": self.prompt_words}}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, Bound):
+                out[f.name] = value.to_dict()
+        return out
+
+
+LIMITS = Limits()
+
+
+def int32_range(bound: Bound) -> tuple[int, int]:
+    """The part of ``bound`` a signed 32-bit integer (a TouchDesigner Int parameter) can hold."""
+    return max(int(bound.lo), -INT32_MAX - 1), min(int(bound.hi), INT32_MAX)
