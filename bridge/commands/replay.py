@@ -6,7 +6,6 @@ import argparse
 import logging
 import signal
 import threading
-import time
 
 from ..errors import UserError
 
@@ -59,9 +58,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.set_defaults(preset=None)  # no --preset: live server settings, replay once (see run_values)
 
 
-def run_values(args) -> dict:
-    """Preset values with the command line on top; without --preset a replay plays once."""
+def run_values(args):
+    """Preset values with the command line on top (typed); without --preset a replay plays once."""
     from ..presets import DEFAULT_PRESET, apply_overrides, load_preset
+    from ..settings import Settings
 
     preset = load_preset(args.preset or DEFAULT_PRESET)
     values = dict(preset.values)
@@ -74,38 +74,55 @@ def run_values(args) -> dict:
         raise UserError("give a recording folder to replay, e.g. `replay runs/apple` (or a preset with [replay] recordings)")
     if args.gap < 0:
         raise UserError(f"--gap must be ≥ 0 seconds, got {args.gap}")
-    return values
+    return Settings.of(values)
+
+
+REFUSAL = ("{kind} is not available while replaying recordings; "
+           "replay takes pause, resume, next, speed and select")
 
 
 class ReplaySession:
-    """Player + the live bridge's sinks + OSC control in, wired like the live session."""
+    """Player + the live bridge's wire (sinks, OSC control in), as the live session has it."""
 
-    def __init__(self, values: dict, *, gap: float = 1.0, progress: bool = True, seed: int | None = None,
+    def __init__(self, values, *, gap: float = 1.0, progress: bool = True, seed: int | None = None,
                  paused: bool = False, preset: str = ""):
         from ..replay import playlist_source
+        from ..session_wiring import Wire
+        from ..settings import Settings
 
-        self.values = values
-        self.source = playlist_source(values["recordings"])
+        self.values = Settings.of(values)
+        self.source = playlist_source(self.values.recordings)
         self.recordings = self.source()
         self.gap, self.progress, self.seed, self.paused, self.preset = gap, progress, seed, paused, preset
         self.player = None
-        self.sinks = None
-        self.osc_in = None
+        self.wire = Wire(self.values, self.control, self.status, progress=progress, record=False)  # no copies of itself
+        self.handlers = {
+            "pause": lambda v: self.player.pause(), "resume": lambda v: self.player.resume(),
+            "next": lambda v: self.player.next(), "cancel": lambda v: self.player.next(),
+            "speed": lambda v: self.player.set_speed(v["speed"]),
+            "select": lambda v: self.wire.selection.select(v["word"]),
+            "status": lambda v: self.wire.send_osc_status(self.player.status().state, "replay", self.preset),
+        }
 
     def start(self) -> "ReplaySession":
         from ..bus import Bus
-        from ..live.session import open_wire, sink_config
         from ..replay import Player
 
         v = self.values
         self.bus = Bus()
-        self.player = Player(self.recordings, self.bus, speed=v["speed"], loop=v["loop"], shuffle=v["shuffle"],
+        self.player = Player(self.recordings, self.bus, speed=v.speed, loop=v.loop, shuffle=v.shuffle,
                              gap=self.gap, seed=self.seed, paused=self.paused, on_change=self._changed,
-                             refresh=self.source if v["loop"] else None)
-        config = sink_config(v, self.progress)
-        config.record = ""  # replaying must not record copies of itself
-        self.sinks, self.osc_in = open_wire(v, self.bus, config, self.control, self.status, self._osc_reply)
+                             refresh=self.source if v.loop else None)
+        self.wire.open(self.bus)
         return self
+
+    @property
+    def sinks(self):
+        return self.wire.sinks
+
+    @property
+    def osc_in(self):
+        return self.wire.osc_in
 
     def play(self) -> int:
         return self.player.play()
@@ -113,36 +130,16 @@ class ReplaySession:
     def close(self) -> None:
         if self.player is not None:
             self.player.stop()
-        if self.osc_in is not None:
-            self.osc_in.close()
-        if self.sinks is not None:
-            _drain(self.sinks)
-            self.sinks.close()
+        self.wire.close(drain=True)
 
     # -- control and status ---------------------------------------------------------------
     def control(self, control) -> None:
         """Apply one validated control (websocket or OSC); UserError refuses it."""
-        from ..control import ControlError
+        from ..session_wiring import dispatch
 
-        kind, values = control.kind, control.values
-        log.info("control: %s %s", kind, values or "")
-        if kind == "pause":
-            self.player.pause()
-        elif kind == "resume":
-            self.player.resume()
-        elif kind in ("next", "cancel"):
-            self.player.next()
-        elif kind == "speed":
-            self.player.set_speed(values["speed"])
-        elif kind == "select":
-            self.sinks.selection.select(values["word"])
-        elif kind == "status":
-            self._osc_status()
-        else:
-            raise ControlError(f"{kind} is not available while replaying recordings; "
-                               "replay takes pause, resume, next, speed and select", "unknown_type")
-        if self.sinks.websocket is not None:
-            self.sinks.websocket.broadcast_status()
+        log.info("control: %s %s", control.kind, control.values or "")
+        dispatch(self.handlers, control, REFUSAL)
+        self.wire.broadcast_status()
 
     def status(self) -> dict:
         s = self.player.status() if self.player is not None else None
@@ -153,45 +150,14 @@ class ReplaySession:
                 "playlist": {"position": s.entry, "length": s.entries, "loops_done": s.loops}}
 
     def _changed(self, _status) -> None:
-        if self.sinks is not None and self.sinks.websocket is not None:
-            self.sinks.websocket.broadcast_status()
-
-    def _osc_status(self) -> None:
-        """Answer an OSC status request the way the live bridge does (state, mode, preset; selected)."""
-        osc = self.sinks.osc if self.sinks is not None else None
-        if osc is not None:
-            osc.send([osc.msg("/status", self.player.status().state, "replay", self.preset),
-                      osc.msg("/selected", self.sinks.selection.index)])
-
-    def _osc_reply(self, code: str, message: str, addr) -> None:
-        if self.sinks is not None and self.sinks.osc is not None:
-            self.sinks.osc.send_error(code, message, reply_to=addr)
+        self.wire.broadcast_status()
 
     def describe(self) -> list[str]:
-        v, lines = self.values, []
-        ws = self.sinks.websocket
-        if ws is not None:
-            lines += [f"viewer:     {ws.http_url}", f"websocket:  {ws.url}"]
-        if v["osc_out"]:
-            lines.append(f"OSC out:    {', '.join(v['osc_out'])} ({v['osc_prefix']}/…)")
-        if self.osc_in is not None:
-            lines.append(f"OSC in:     {self.osc_in.host}:{self.osc_in.port} ({v['osc_prefix']}/pause, /next, /speed …)")
+        v = self.values
         speed = "max" if self.player.speed == float("inf") else f"{self.player.speed:g}×"
-        lines.append(f"replay:     {len(self.recordings)} recording(s) from {v['recordings']}, speed {speed}"
-                     f"{', loop' if v['loop'] else ''}{', shuffle' if v['shuffle'] else ''}")
-        return lines
-
-
-def _drain(sinks, timeout: float = 3.0) -> None:
-    """Let the network sinks send what is queued before they close (the last run's end)."""
-    deadline = time.monotonic() + timeout
-    if sinks.osc is not None and hasattr(sinks.osc, "flush"):
-        sinks.osc.flush(timeout)
-    ws = sinks.websocket
-    while ws is not None and time.monotonic() < deadline:
-        if not any(getattr(c, "queue", None) for c in list(getattr(ws, "clients", ()))):
-            break
-        time.sleep(0.02)
+        return [*self.wire.describe("/pause, /next, /speed …"),
+                f"replay:     {len(self.recordings)} recording(s) from {v.recordings}, speed {speed}"
+                f"{', loop' if v.loop else ''}{', shuffle' if v.shuffle else ''}"]
 
 
 def run(args) -> int:

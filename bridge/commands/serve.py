@@ -48,28 +48,29 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from ..engine import Engine
-    from ..live.session import LiveSession, describe
     from ..errors import UserError
+    from ..live.session import LiveSession
+    from ..settings import Settings
     from ..sinks.osc import parse_target
     from ..sinks.websocket import needs_token
 
     preset = load_preset(args.preset)
-    values = apply_overrides(preset.values, args)
+    s = Settings.of(apply_overrides(preset.values, args))
     log.info("preset %s: %s", preset.name, preset.description)
-    for target in values["osc_out"]:  # a typo should not cost a model load first
+    for target in s.osc_out:  # a typo should not cost a model load first
         parse_target(target)
-    if needs_token(values["host"]) and not values["token"]:
-        raise UserError(f"listening on {values['host']} (not 127.0.0.1) needs a shared token: add --token SECRET")
-    if values["osc_in_port"] and needs_token(values["osc_in_host"]) and not values["osc_allow"]:
+    if needs_token(s.host) and not s.token:
+        raise UserError(f"listening on {s.host} (not 127.0.0.1) needs a shared token: add --token SECRET")
+    if s.osc_in_port and needs_token(s.osc_in_host) and not s.osc_allow:
         log.warning("OSC control listens on %s with no --osc-allow list: anyone who reaches port %d can send prompts",
-                    values["osc_in_host"], values["osc_in_port"])
-    engine = Engine.load(values["model"], device=values["device"], dtype=values["dtype"], progress=not args.no_progress)
-    session = LiveSession(engine, values, preset=preset.name, progress=not args.no_progress)
+                    s.osc_in_host, s.osc_in_port)
+    engine = Engine.load(s.model, device=s.device, dtype=s.dtype, progress=not args.no_progress)
+    session = LiveSession(engine, s, preset=preset.name, progress=not args.no_progress)
     session.start()
     stop = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        for line in describe(session):
+        for line in session.describe():
             print(line, flush=True)
         limit = args.max_runs
         while not stop.wait(0.2):

@@ -22,8 +22,10 @@ from dataclasses import dataclass
 
 from ..errors import UserError
 from ..frames import RunEnd
+from ..limits import LIMITS
 
 log = logging.getLogger(__name__)
+_SEEDS = int(LIMITS.seed.hi) + 1  # playlist seeds wrap inside the table's range
 
 
 @dataclass
@@ -56,9 +58,9 @@ class Playlist:
         if self.seeds == "fixed":
             seed = self.base_seed
         elif self.seeds == "increment":
-            seed = (self.base_seed + self.position) % 2**32
+            seed = (self.base_seed + self.position) % _SEEDS
         else:
-            seed = self._rng.randrange(2**32)
+            seed = self._rng.randrange(_SEEDS)
         self.position += 1
         return prompt, seed
 
