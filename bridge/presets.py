@@ -42,6 +42,7 @@ class Field:
     hi: float | None = None
     choices: tuple = ()
     flag: str | None = None  # command-line flag; default: --key with - for _
+    aliases: tuple = ()  # other spellings of the flag (another command's name for the same value)
 
     @property
     def option(self) -> str:
@@ -54,10 +55,11 @@ FIELDS: tuple[Field, ...] = (
     # model
     Field("model", "model", "str", "builtin", "model: builtin, builtin:tiny, a hub id, a folder or a .safetensors file"),
     Field("device", "model", "str", "auto", "auto, cpu, cuda, cuda:1, mps"),
-    Field("dtype", "model", "str", "auto", "auto, float32, float16, bfloat16", choices=("auto", "float32", "float16", "bfloat16")),
+    Field("dtype", "model", "str", "auto", "auto, float32, float16, bfloat16 (or fp32, fp16, bf16)",
+          choices=("auto", "float32", "float16", "bfloat16", "fp32", "fp16", "bf16")),
     # generation
     Field("prompt", "generation", "str", "a red apple on a wooden table", "prompt of the first run"),
-    Field("negative_prompt", "generation", "str", "", "negative prompt"),
+    Field("negative_prompt", "generation", "str", "", "negative prompt", aliases=("--negative",)),
     Field("seed", "generation", "int", 0, "seed of the first run", L.seed.lo, L.seed.hi),
     Field("steps", "generation", "int", 20, "denoising steps per run", L.steps.lo, L.steps.hi),
     Field("guidance", "generation", "float", None, "guidance scale (left out: the model's default, 3 for the built-in model, 7.5 for SD)", L.guidance.lo, L.guidance.hi),
@@ -243,24 +245,47 @@ def add_preset_arguments(parser, sections=None) -> None:
             if f.key == "description":
                 continue
             kw = dict(dest=f.key, default=argparse.SUPPRESS, help=f.help)
+            flags = (f.option, *f.aliases)
             if f.kind == "bool":
-                group.add_argument(f.option, action=argparse.BooleanOptionalAction, **kw)
+                group.add_argument(*flags, action=argparse.BooleanOptionalAction, **kw)
             elif f.kind == "list":
-                group.add_argument(f.option, action="append", metavar=f.key.upper(), **kw)
+                group.add_argument(*flags, action="append", metavar=f.key.upper(), **kw)
             else:
                 typ = {"str": str, "int": int, "float": float}[f.kind]
-                group.add_argument(f.option, type=typ, metavar=f.key.upper(),
+                group.add_argument(*flags, type=typ, metavar=f.key.upper(),
                                    choices=list(f.choices) or None, **kw)
+        if section == "phases":  # `render`'s spelling of the three fractions, in one flag
+            group.add_argument("--phases", dest="phases", default=argparse.SUPPRESS, metavar="N,S,D",
+                               help="noise,structure,detail fractions in one flag, like 0.2,0.4,0.4")
 
 
 def apply_overrides(values: dict, args) -> dict:
     """Preset values with every flag the user gave on top, validated like the file."""
     out = dict(values)
+    if hasattr(args, "phases"):
+        given = [f"--phase-{k}" for k in PHASE_KEYS if hasattr(args, k)]
+        if given:
+            raise PresetError(f"give --phases or {', '.join(given)}, not both")
+        out.update(zip(PHASE_KEYS, parse_phase_fractions(args.phases)))
     for f in FIELDS:
         if hasattr(args, f.key):
             out[f.key] = check_value(f, getattr(args, f.key), "command line")
     check_consistency(out, "command line")
     return out
+
+
+PHASE_KEYS = ("noise", "structure", "detail")
+
+
+def parse_phase_fractions(text: str) -> tuple[float, float, float]:
+    """``"0.2,0.4,0.4"`` → (0.2, 0.4, 0.4): three fractions ≥ 0 summing to 1 (PresetError if not)."""
+    try:
+        parts = tuple(float(x) for x in str(text).split(","))
+    except ValueError:
+        parts = ()
+    if len(parts) != 3 or any(not math.isfinite(p) or p < 0 for p in parts) or abs(sum(parts) - 1.0) > 1e-6:
+        raise PresetError(f"--phases must be three fractions summing to 1, like 0.2,0.4,0.4, got {text!r}")
+    return parts
 
 
 def presets_epilog() -> str:

@@ -28,27 +28,43 @@ relative to the image, 8 = latent size) and/or name parts (down, mid, up, up_blo
 log = logging.getLogger(__name__)
 
 
+DTYPES = ("auto", "fp32", "fp16", "bf16", "float32", "float16", "bfloat16")
+
+
 def add_arguments(p) -> None:
+    from ..limits import LIMITS as L
+
     p.add_argument("--prompt", required=True, help="what the image should show")
-    p.add_argument("--negative", default="", help="negative prompt (only used with guidance > 1)")
+    p.add_argument("--negative-prompt", "--negative", dest="negative", default="",
+                   help="negative prompt (only used with guidance > 1)")
     p.add_argument("--out", help="recording folder, created; must be empty or absent (default: runs/<run id>)")
     p.add_argument("--model", default="builtin", help="model to load (default: %(default)s; see below)")
-    p.add_argument("--steps", type=int, default=20, help="denoising steps (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="random seed; same seed, same run (default: %(default)s)")
-    p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default: the model's: 3 for the built-in model, from its bridge_defaults.json; 7.5 for SD, 5 for SDXL)")
-    p.add_argument("--width", type=int, default=None, help="image width in pixels (default: the model's native size)")
-    p.add_argument("--height", type=int, default=None, help="image height in pixels (default: the model's native size)")
-    p.add_argument("--map-size", default=None, help="heat map size: N or HxW (default: latent size, ≥ 64 on the long side)")
+    p.add_argument("--steps", type=int, default=20, help=f"denoising steps, {L.steps.lo}..{L.steps.hi} (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0,
+                   help=f"random seed, {L.seed.lo}..{L.seed.hi}; same seed, same run (default: %(default)s)")
+    p.add_argument("--guidance", type=float, default=None, help=f"classifier-free guidance scale, {L.guidance.lo:g}..{L.guidance.hi:g} (default: the model's: 3 for the built-in model, from its bridge_defaults.json; 7.5 for SD, 5 for SDXL)")
+    p.add_argument("--width", type=int, default=None,
+                   help=f"image width in pixels, a multiple of {L.width.multiple} in {L.width.lo}..{L.width.hi} (default: the model's native size)")
+    p.add_argument("--height", type=int, default=None,
+                   help=f"image height in pixels, a multiple of {L.height.multiple} in {L.height.lo}..{L.height.hi} (default: the model's native size)")
+    p.add_argument("--map-size", default=None, help=f"heat map size: N or HxW, sides {L.map_size.lo}..{L.map_size.hi} (default: latent size, ≥ 64 on the long side)")
     p.add_argument("--vae-every", type=int, default=0, help="full VAE preview every k steps (default: 0, cheap previews only)")
-    p.add_argument("--phases", default="0.2,0.4,0.4", help="noise,structure,detail fractions of the run (default: %(default)s)")
+    p.add_argument("--phases", default=None, metavar="N,S,D",
+                   help="noise,structure,detail fractions of the run (default: 0.2,0.4,0.4)")
+    for key in ("noise", "structure", "detail"):  # `serve`'s spelling, one fraction each
+        p.add_argument(f"--phase-{key}", type=float, default=None, metavar="F", help=f"fraction of the run in the {key} phase")
+    p.add_argument("--phase-blend", type=float, default=None, metavar="F", help="cross-fade width around phase boundaries (default: 0.1)")
     p.add_argument("--layers", default=None, help="comma-separated cross-attention layer filter (default: all layers)")
     p.add_argument("--include-special", action="store_true", help="also map the start, end and padding tokens")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: %(default)s)")
-    p.add_argument("--dtype", default="auto", help="auto (fp16 on a GPU, fp32 on CPU), fp32, fp16 or bf16")
+    p.add_argument("--dtype", default="auto", choices=DTYPES, metavar="DTYPE",
+                   help="auto (fp16 on a GPU, fp32 on CPU), fp32, fp16 or bf16 (or float32, float16, bfloat16)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def parse_map_size(text: str | None):
+    from ..limits import LIMITS
+
     if text is None:
         return None
     parts = text.lower().replace(" ", "").split("x")
@@ -56,21 +72,42 @@ def parse_map_size(text: str | None):
         values = [int(p) for p in parts]
     except ValueError:
         raise UserError(f"--map-size must be N or HxW, like 64 or 48x64, got {text!r}") from None
-    if len(values) == 1:
-        return values[0]
-    if len(values) == 2:
-        return tuple(values)
-    raise UserError(f"--map-size must be N or HxW, like 64 or 48x64, got {text!r}")
+    if len(values) not in (1, 2):
+        raise UserError(f"--map-size must be N or HxW, like 64 or 48x64, got {text!r}")
+    bound = LIMITS.map_size
+    if any(v not in bound for v in values):
+        raise UserError(f"--map-size sides must be from {bound.lo} to {bound.hi}, got {text!r}")
+    return values[0] if len(values) == 1 else tuple(values)
 
 
-def parse_phases(text: str):
+def parse_phases(text: str | None, noise=None, structure=None, detail=None, blend=None):
+    """``--phases N,S,D`` and/or the ``--phase-*`` flags → a PhaseSchedule (given flags win)."""
     from ..phases import PhaseSchedule
+    from ..presets import PresetError, parse_phase_fractions
 
     try:
-        noise, structure, detail = (float(x) for x in text.split(","))
-        return PhaseSchedule(noise, structure, detail)
+        base = parse_phase_fractions(text) if text is not None else None
+    except PresetError as exc:
+        raise UserError(str(exc)) from None
+    if base is not None and any(v is not None for v in (noise, structure, detail)):
+        raise UserError("give --phases or the --phase-noise/--phase-structure/--phase-detail flags, not both")
+    default = PhaseSchedule()
+    n, s, d = base or (default.noise, default.structure, default.detail)
+    try:
+        return PhaseSchedule(n if noise is None else noise, s if structure is None else structure,
+                             d if detail is None else detail, default.blend if blend is None else blend)
     except ValueError as exc:
         raise UserError(f"--phases must be three fractions summing to 1, like 0.2,0.4,0.4 ({exc})") from None
+
+
+def check_sizes(width, height) -> None:
+    """The table's multiple, before a model is loaded (the engine then checks the model's own)."""
+    from ..limits import LIMITS
+
+    for name, value in (("width", width), ("height", height)):
+        multiple = getattr(LIMITS, name).multiple
+        if value is not None and value % multiple:
+            raise UserError(f"{name} must be a multiple of {multiple}, got {value}")
 
 
 class ProgressBar:
@@ -123,10 +160,12 @@ def run(args) -> int:
     layers = tuple(s.strip() for s in args.layers.split(",") if s.strip()) if args.layers else None
     request = GenerationRequest(
         prompt=args.prompt, negative_prompt=args.negative, seed=args.seed, steps=args.steps, guidance=args.guidance,
-        width=args.width, height=args.height, phases=parse_phases(args.phases), map_size=parse_map_size(args.map_size),
+        width=args.width, height=args.height, map_size=parse_map_size(args.map_size),
+        phases=parse_phases(args.phases, args.phase_noise, args.phase_structure, args.phase_detail, args.phase_blend),
         vae_every=args.vae_every, include_special=args.include_special, layers=layers,
     )
     check_request(request)  # fail on bad flags before the (slow) model load
+    check_sizes(args.width, args.height)
     engine = Engine.load(args.model, device=args.device, dtype=args.dtype, progress=not args.no_progress)
     request = engine.validate(request)  # before anything is written
     keeper = StartKeeper()
