@@ -272,8 +272,8 @@ class Recorder:
                     item.set()
             except Exception as exc:  # disk full, permissions …: keep what is whole, write nothing after
                 broken = True
-                step = f" at step {item.step}" if what == "step" else ""
-                self._fail(f"writing {what}{step} failed: {type(exc).__name__}: {exc}")
+                part = f"step {item.step}" if what == "step" else f"the run's {what}"
+                self._fail(f"writing {part} failed: {type(exc).__name__}: {exc}")
             if what in ("end", "stop"):
                 run.close()
                 return
