@@ -139,3 +139,52 @@ def test_a_hung_disk_costs_generation_one_short_wait_and_the_recording_stays_a_p
     back = load_recording(tmp_path / "run")
     assert [f.step for f in back.frames()] == [0, 1, 2] and back.status == "completed" and back.truncated
     assert back.run_end().status == "cancelled"
+
+
+def test_a_live_session_on_a_hung_disk_keeps_generating_and_records_again_once_it_recovers(tmp_path, monkeypatch):
+    entered, release = threading.Event(), threading.Event()
+    real_step = writer_mod._RunWriter.step
+
+    def hung_step(self, frame):
+        if frame.run_id == "run-1" and frame.step == 0:
+            entered.set()
+            release.wait(30)
+        real_step(self, frame)
+
+    monkeypatch.setattr(writer_mod._RunWriter, "step", hung_step)
+    monkeypatch.setattr(writer_mod, "QUEUE_STEPS", 2)
+    monkeypatch.setattr(writer_mod, "BLOCK_S", 0.05)
+    sink = writer_mod.RecordEveryRun(tmp_path / "runs")
+    runs = [synthetic_frames(steps=8, run_id=f"run-{k}") for k in (1, 2, 3)]
+
+    def play(run):
+        start, frames, end = run
+        sink.on_run_start(start)
+        for f in frames:
+            sink.on_step(f)
+            if f.run_id == "run-1" and f.step == 0:
+                assert entered.wait(10)
+        sink.on_run_end(end)
+
+    t0 = time.perf_counter()
+    play(runs[0])  # hangs on disk: dropped from step 3, its end cannot be queued
+    play(runs[1])  # the disk is still stuck: not recorded at all
+    held = time.perf_counter() - t0
+    assert held < 2.0, f"generation was held {held:.2f} s"
+    assert not sink.ok and "run-2 was not recorded" in sink.error
+    release.set()
+    assert wait_for(lambda: not sink.recorders[0].writing)
+    play(runs[2])  # recovered: recorded whole
+    sink.close()
+    assert [f.step for f in load_recording(tmp_path / "runs" / "run-1").frames()] == [0, 1, 2]
+    assert not (tmp_path / "runs" / "run-2").exists()
+    assert len(load_recording(tmp_path / "runs" / "run-3")) == 8 and not load_recording(tmp_path / "runs" / "run-3").truncated
+
+
+def wait_for(condition, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.01)
+    return False

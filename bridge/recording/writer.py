@@ -160,16 +160,20 @@ class Recorder:
     Use it for one run; :class:`RecordEveryRun` makes a fresh folder per run for live sessions.
     """
 
-    def __init__(self, folder: str | os.PathLike, *, queue_steps: int = QUEUE_STEPS, block_s: float = BLOCK_S,
-                 flush_s: float = FLUSH_S, wait_at_end: bool = True):
+    def __init__(self, folder: str | os.PathLike, *, queue_steps: int | None = None, block_s: float | None = None,
+                 flush_s: float | None = None, wait_at_end: bool = True):
         self.folder = Path(folder)
-        self.block_s, self.flush_s, self.wait_at_end = block_s, flush_s, wait_at_end
+        queue_steps = QUEUE_STEPS if queue_steps is None else queue_steps
+        self.block_s = BLOCK_S if block_s is None else block_s
+        self.flush_s = FLUSH_S if flush_s is None else flush_s
+        self.wait_at_end = wait_at_end
         self.dropped = 0  # steps that never reached the disk because the queue was full
         self._error = ""
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, queue_steps))
         self._thread: threading.Thread | None = None
         self._shedding = False  # once a step is dropped, so is the rest of the run
         self._ended = False
+        self._abandoned = False  # the run's end never made it into the queue
 
     # -- state a caller reads -------------------------------------------------------------
     @property
@@ -242,13 +246,16 @@ class Recorder:
 
     # -- internals ------------------------------------------------------------------------
     def _finish(self, item) -> bool:
-        """Queue the last item; False if the writer never made room for it."""
+        """Queue the last item; False if the writer never made room for it.  Only a caller that
+        waits for the disk anyway waits long for room; a live session waits ``block_s``."""
         self._ended = True
+        timeout = self.flush_s if self.wait_at_end else self.block_s
         try:
-            self._queue.put(item, timeout=self.flush_s)
+            self._queue.put(item, timeout=timeout)
             return True
         except queue.Full:
-            self._fail(f"the disk did not take a step for {self.flush_s:g} s; the run end was not written")
+            self._abandoned = True  # the writer ends once it has drained what is queued
+            self._fail(f"the disk took nothing for {timeout:g} s; the end of the run was not written")
             return False
 
     def _fail(self, why: str) -> None:
@@ -259,7 +266,13 @@ class Recorder:
     def _write_loop(self, run: _RunWriter) -> None:
         broken = False
         while True:
-            what, item = self._queue.get()
+            try:
+                what, item = self._queue.get(timeout=self.block_s)
+            except queue.Empty:
+                if self._abandoned:
+                    run.close()
+                    return
+                continue
             try:
                 if not broken:
                     if what == "start":
@@ -289,14 +302,31 @@ class RecordEveryRun:
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
         self._current: Recorder | None = None
-        self.recorders: list[Recorder] = []  # every run's recorder, for ok/error
+        self.recorders: list[Recorder] = []  # recorders still writing
+        self.failed = 0  # runs whose recording is incomplete or was skipped
+        self.error = ""  # the latest reason
 
     @property
     def ok(self) -> bool:
-        return all(r.ok for r in self.recorders)
+        self._collect()
+        return self.failed == 0 and all(r.ok for r in self.recorders)
+
+    def _collect(self) -> None:
+        """Forget finished recorders, counting the failed ones."""
+        for r in [r for r in self.recorders if not r.writing]:
+            self.recorders.remove(r)
+            if not r.ok:
+                self.failed, self.error = self.failed + 1, r.error
 
     def on_run_start(self, start: RunStart) -> None:
-        self.recorders = [r for r in self.recorders if r.writing or not r.ok]  # keep the busy and the failed
+        self._collect()
+        stuck = next((r for r in self.recorders if not r.ok), None)
+        if stuck is not None:  # a hung disk: one stuck writer, not one more per run
+            self._current = None
+            self.failed += 1
+            self.error = f"run {start.run_id} was not recorded: the disk is still stuck on {stuck.folder}"
+            log.error("%s", self.error)
+            return
         self._current = Recorder(self.root / start.run_id, wait_at_end=False)
         self.recorders.append(self._current)
         self._current.on_run_start(start)
@@ -316,3 +346,4 @@ class RecordEveryRun:
             self._current = None
         for r in self.recorders:
             r.wait()
+        self._collect()
