@@ -6,9 +6,11 @@ recorded, read back, and sent over a real websocket by replay — with no other 
 
 from __future__ import annotations
 
+import json
 import threading
 
 import numpy as np
+from PIL import Image
 
 from _live import WsClient, is_json
 from bridge import mapkinds
@@ -17,7 +19,7 @@ from bridge.commands.replay import ReplaySession
 from bridge.frames import StepFrame
 from bridge.presets import defaults
 from bridge.recording import Recorder, load_recording
-from replay_recordings import synthetic_frames
+from replay_recordings import synthetic_frames, synthetic_recording
 
 
 def test_the_table_is_consistent():
@@ -45,6 +47,8 @@ def test_a_new_kind_is_one_row_plus_its_producer(tmp_path, monkeypatch):
     rec.on_run_end(end)
     assert rec.ok, rec.error
     assert sorted(p.name for p in (folder / "toy").iterdir()) == [f"{s:06d}.npy" for s in range(4)]
+    lines = [json.loads(line) for line in (folder / "steps.jsonl").read_text().splitlines()]
+    assert [line["kinds"] for line in lines] == [["maps", "cumulative", "toy"]] * 4
     back = load_recording(folder)
     assert [list(f.kinds) for f in back.frames()] == [["maps", "cumulative", "toy"]] * 4
     np.testing.assert_array_equal(back.frame(3).kinds["toy"], frames[3].kinds["toy"])
@@ -75,3 +79,35 @@ def test_a_new_kind_is_one_row_plus_its_producer(tmp_path, monkeypatch):
 
     monkeypatch.delitem(mapkinds.KINDS, "toy")  # a bridge without the row still reads the recording
     assert [list(f.kinds) for f in load_recording(folder).frames()] == [["maps", "cumulative"]] * 4
+
+
+def test_version_1_recordings_are_unchanged_and_one_laid_out_by_hand_reads(tmp_path):
+    """The two word kinds are recorded exactly as before the table (no "kinds" field), and a
+    recording written with json and numpy alone, as docs/RECORDING.md lays it out, replays."""
+    from bridge.recording.writer import manifest_from_start
+
+    made = synthetic_recording(tmp_path / "made", steps=3)
+    assert all("kinds" not in json.loads(line) for line in (made / "steps.jsonl").read_text().splitlines())
+    assert sorted(p.name for p in made.iterdir()) == ["cumulative", "daam.npy", "final.png", "manifest.json", "maps",
+                                                      "previews", "steps.jsonl"]
+
+    start, frames, end = synthetic_frames(steps=3)
+    old = tmp_path / "old"
+    for sub in ("maps", "cumulative", "previews"):
+        (old / sub).mkdir(parents=True)
+    manifest = {**manifest_from_start(start), "status": "completed", "steps_done": 3, "elapsed": end.elapsed}
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    with open(old / "steps.jsonl", "w") as index:
+        for f in frames:
+            np.save(old / "maps" / f"{f.step:06d}.npy", f.maps)
+            np.save(old / "cumulative" / f"{f.step:06d}.npy", f.cumulative)
+            Image.fromarray(f.preview).save(old / "previews" / f"{f.step:06d}.png")
+            index.write(json.dumps({"step": f.step, "total": f.total, "timestep": f.timestep, "phase": f.phase,
+                                    "phase_weights": list(f.phase_weights), "mass": list(f.mass),
+                                    "elapsed": f.elapsed, "timings": f.timings}) + "\n")
+    back = load_recording(old)
+    assert not back.truncated and len(back) == 3
+    for f, sent in zip(back.frames(), frames):
+        assert list(f.kinds) == ["maps", "cumulative"]
+        assert f.maps.tobytes() == sent.maps.tobytes() and f.cumulative.tobytes() == sent.cumulative.tobytes()
+    assert back.daam().tobytes() == frames[-1].cumulative.tobytes()  # no daam.npy: the last cumulative map
