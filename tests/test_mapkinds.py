@@ -81,6 +81,23 @@ def test_a_new_kind_is_one_row_plus_its_producer(tmp_path, monkeypatch):
     assert [list(f.kinds) for f in load_recording(folder).frames()] == [["maps", "cumulative"]] * 4
 
 
+def test_a_new_word_kind_is_offered_to_timelapse(tmp_path, monkeypatch):
+    from bridge.cli import main
+
+    monkeypatch.setitem(mapkinds.KINDS, "halo", mapkinds.MapKind("halo", 10, "halo", description="made up: maps²"))
+    start, frames, end = synthetic_frames(steps=3)
+    rec = Recorder(tmp_path / "run")
+    rec.on_run_start(start)
+    for f in frames:
+        rec.on_step(StepFrame(f.run_id, f.step, f.total, f.timestep, f.phase, f.phase_weights, f.words, mass=f.mass,
+                              preview=f.preview, elapsed=f.elapsed, kinds={**f.kinds, "halo": f.maps ** 2}))
+    rec.on_run_end(end)
+    out = tmp_path / "halo.gif"
+    assert main(["timelapse", str(tmp_path / "run"), "-o", str(out), "--map", "halo", "--fps", "5", "--hold", "0",
+                 "--no-progress"]) == 0
+    assert out.stat().st_size > 0
+
+
 def test_version_1_recordings_are_unchanged_and_one_laid_out_by_hand_reads(tmp_path):
     """The two word kinds are recorded exactly as before the table (no "kinds" field), and a
     recording written with json and numpy alone, as docs/RECORDING.md lays it out, replays."""

@@ -39,7 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--colormap", choices=COLORMAPS, default="inferno", help="heat-map colours (default: inferno)")
     p.add_argument("--opacity", type=float, default=0.6, help="overlay opacity at full attention, 0..1 (default: 0.6)")
     p.add_argument("--map", dest="map_kind", choices=map_kinds() + ("auto",), default="auto",
-                   help="; ".join(f"{k.cli_name}: {k.description}" for k in mapkinds.kinds())
+                   help="; ".join(f"{name}: {mapkinds.by_cli_name(name).description}" for name in map_kinds())
                         + " (default auto: the layout's own, step for overlays, cumulative for particles)")
     p.add_argument("--size", type=int, default=384, help="pixels on the long side of one image tile (default: 384)")
     p.add_argument("--fps", type=float, default=8.0, help="video frames per second (default: 8)")

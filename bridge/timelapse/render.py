@@ -26,8 +26,9 @@ log = logging.getLogger(__name__)
 
 
 def map_kinds() -> tuple[str, ...]:
-    """The `--map` names of the map kinds (bridge/mapkinds.py), read when asked so new kinds show."""
-    return tuple(k.cli_name for k in mapkinds.kinds())
+    """The `--map` names of the word map kinds (bridge/mapkinds.py), read when asked so new
+    kinds show; layouts pick maps by word, so kinds with other labels are not offered."""
+    return tuple(k.cli_name for k in mapkinds.kinds() if k.labels == "words")
 
 
 class TimelapseError(UserError):
