@@ -195,6 +195,7 @@ class Engine:
 
         from .attention import Aggregator, AttentionCapture, RunAborted, map_words
         from .preview import upscale
+        from .transfer import to_host
 
         pipe = self.pipe
         words = map_words(self.tokenizer, req.prompt, req.include_special)
@@ -217,8 +218,6 @@ class Engine:
         t0 = time.perf_counter()
         state = {"done": 0, "last": t0}
         aggregator = Aggregator(words.token_indices, words.sequence_length, latent_hw, req.map_size, cfg, self.device)
-        n_words = len(words.words)
-        map_numel = n_words * req.map_size[0] * req.map_size[1]
 
         def on_step_end(_pipe, i, t, kwargs):
             tc = time.perf_counter()
@@ -227,18 +226,15 @@ class Engine:
             full = req.vae_every and ((i + 1) % req.vae_every == 0 or i + 1 == total)
             tp = time.perf_counter()
             preview = self.previewer.decode(pipe, latents) if full else self.previewer.linear(latents)
-            # One device → host transfer per step: maps, cumulative maps and preview together.
-            packed = torch.cat([step_maps.reshape(-1), cumulative.reshape(-1), preview.reshape(-1).float()]).cpu().numpy()
-            shape = (n_words, *req.map_size)
-            maps = packed[:map_numel].reshape(shape).astype(np.float16)
-            cum = packed[map_numel: 2 * map_numel].reshape(shape).astype(np.float16)
-            rgb = upscale(packed[2 * map_numel:].reshape(preview.shape), req.height, req.width)
+            # One device → host transfer per step: every map kind and the preview together.
+            host, small = to_host({"maps": step_maps, "cumulative": cumulative}, preview)
+            rgb = upscale(small, req.height, req.width)
             now = time.perf_counter()
             frame = StepFrame(
                 run_id=run_id, step=i, total=total, timestep=timesteps[i] if i < total and timesteps[i] == timesteps[i] else float(t),
                 phase=req.phases.phase_at(i, total), phase_weights=req.phases.weights_at(i, total),
-                words=words.words, maps=maps, cumulative=cum,
-                mass=attention_mass(maps), preview=rgb, elapsed=now - t0,
+                words=words.words, kinds=host,
+                mass=attention_mass(host["maps"]), preview=rgb, elapsed=now - t0,
                 timings={"step": tc - state["last"], "capture": tp - tc, "preview": now - tp},
             )
             state["done"], state["last"] = i + 1, now

@@ -27,7 +27,6 @@ from tqdm import tqdm
 from . import masks
 from .errors import UserError
 from .recording import Recording, recording_with_steps
-from .recording.format import CUMULATIVE_DIR, step_name
 from .timelapse import colormaps, heatmap
 from .timelapse.plot import LinePlot
 
@@ -121,7 +120,7 @@ def _curves(rec: Recording, out: Path, options: ExportOptions, written: dict) ->
     words = rec.start.words
     steps = np.array([int(line["step"]) for line in rec.steps])
     mass = np.array([line["mass"] for line in rec.steps], dtype=np.float64)  # (S, W), as sent live
-    cumulative = np.stack([np.load(rec.folder / CUMULATIVE_DIR / step_name(int(s), "npy")) for s in steps])
+    cumulative = np.stack([rec.map_array("cumulative", i) for i in range(len(rec))])
     ious = masks.iou_with_final(cumulative, options.tau)  # (S, W), at map resolution
     stable = masks.stabilisation_steps(ious, steps, options.min_iou)
 

@@ -5,15 +5,18 @@ Three kinds, in this order for every run: one ``RunStart``, zero or more ``StepF
 file: a recording stores every field a sink may send, bit for bit, so replay is byte-identical.
 
 Arrays are numpy, already on the host:
-- ``maps`` / ``cumulative``: float16, shape (words, map_h, map_w), ≥ 0, unnormalised
-  (DAAM sums over heads and layers; cumulative = running sum over steps).  Sinks that need
-  0..1 call :func:`normalize_maps`.
+- ``kinds``: the step's attention maps by kind name (the table is bridge/mapkinds.py).  Today
+  ``"maps"`` and ``"cumulative"``: float16, shape (words, map_h, map_w), ≥ 0, unnormalised
+  (DAAM sums over heads and layers; cumulative = running sum over steps), also reachable as
+  ``frame.maps`` / ``frame.cumulative``.  Sinks that need 0..1 call :func:`normalize_maps`.
 - ``preview``: uint8 RGB, shape (height, width, 3).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 import numpy as np
 
@@ -40,7 +43,7 @@ class RunStart:
     extra: dict = field(default_factory=dict)  # free-form, JSON-serialisable (package versions, device …)
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, init=False)
 class StepFrame:
     run_id: str
     step: int  # 0-based
@@ -49,12 +52,35 @@ class StepFrame:
     phase: str
     phase_weights: tuple[float, float, float]  # (noise, structure, detail), sums to 1
     words: tuple[str, ...]
-    maps: np.ndarray  # float16 (W, h, w): this step's per-word maps
-    cumulative: np.ndarray  # float16 (W, h, w): sum of maps over steps 0..step
+    kinds: Mapping[str, np.ndarray]  # map kind name → array (labels, h, w); see bridge/mapkinds.py
     mass: tuple[float, ...]  # per-word share of this step's attention over the words, sums to 1
     preview: np.ndarray  # uint8 (H, W, 3)
     elapsed: float  # seconds since the run started, at the end of this step
     timings: dict = field(default_factory=dict)  # e.g. {"step": s, "capture": s, "preview": s}
+
+    # The word maps keep their positional places, so records read as they always did:
+    # StepFrame(run, step, total, timestep, phase, weights, words, maps, cumulative, mass, preview, elapsed).
+    def __init__(self, run_id, step, total, timestep, phase, phase_weights, words, maps=None, cumulative=None,
+                 mass=(), preview=None, elapsed=0.0, timings=None, *, kinds=None):
+        merged = dict(kinds or {})
+        for name, array in (("maps", maps), ("cumulative", cumulative)):
+            if array is not None:
+                merged[name] = array
+        for name, value in (("run_id", run_id), ("step", step), ("total", total), ("timestep", timestep),
+                            ("phase", phase), ("phase_weights", phase_weights), ("words", words),
+                            ("kinds", MappingProxyType(merged)), ("mass", mass), ("preview", preview),
+                            ("elapsed", elapsed), ("timings", {} if timings is None else timings)):
+            object.__setattr__(self, name, value)
+
+    @property
+    def maps(self) -> np.ndarray:
+        """float16 (W, h, w): this step's per-word maps (``kinds["maps"]``)."""
+        return self.kinds["maps"]
+
+    @property
+    def cumulative(self) -> np.ndarray:
+        """float16 (W, h, w): sum of maps over steps 0..step (``kinds["cumulative"]``)."""
+        return self.kinds["cumulative"]
 
 
 @dataclass(frozen=True, eq=False)

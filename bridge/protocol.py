@@ -6,7 +6,7 @@ the tests all share it, so live and replay put identical bytes on the wire.
 
 Server → client messages are either
 - a binary frame: a fixed 36-byte little-endian header (:data:`HEADER`) then raw array bytes
-  (maps, cumulative maps, preview RGB8, final RGB8), or
+  (one per map kind of :mod:`bridge.mapkinds`, preview RGB8, final RGB8), or
 - a JSON text frame with a ``"type"`` key (hello, run_start, step, run_end, status, error).
 
 Client → server messages are JSON control messages (see :mod:`bridge.control` for their
@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .frames import RunEnd, RunStart, StepFrame, normalize_maps
+from . import mapkinds
+from .frames import RunEnd, RunStart, StepFrame
 from .limits import LIMITS
 
 PROTOCOL_VERSION = 1
@@ -33,14 +34,25 @@ MAGIC = b"DAAM"
 HEADER = struct.Struct("<4sBBBBIIIIIII")
 HEADER_SIZE = HEADER.size  # 36: keeps float32 payloads 4-byte aligned in a fresh buffer
 
-# Binary frame types.
-MAPS = 1  # this step's per-word maps, shape (words, h, w)
-CUMULATIVE = 2  # running sum of maps over steps 0..step, shape (words, h, w)
+# Binary frame types: the images are fixed here; every map kind brings its own code
+# (bridge/mapkinds.py), so a new kind needs no change in this module.
+MAPS = mapkinds.KINDS["maps"].code  # this step's per-word maps, shape (words, h, w)
+CUMULATIVE = mapkinds.KINDS["cumulative"].code  # running sum of maps over steps 0..step
 PREVIEW = 3  # this step's preview image, uint8 RGB, shape (H, W, 3)
 FINAL = 4  # the finished image, uint8 RGB, shape (H, W, 3); step = steps done
+IMAGE_TYPES = {"preview": PREVIEW, "final": FINAL}
 
-FRAME_TYPES = {"maps": MAPS, "cumulative": CUMULATIVE, "preview": PREVIEW, "final": FINAL}
-FRAME_TYPE_NAMES = {v: k for k, v in FRAME_TYPES.items()}
+
+def frame_types() -> dict[str, int]:
+    """Every binary frame type, name → code: the map kinds in code order, then the images."""
+    return {**{k.name: k.code for k in mapkinds.kinds()}, **IMAGE_TYPES}
+
+
+def frame_type_name(code: int) -> str:
+    kind = mapkinds.by_code(code)
+    if kind is not None:
+        return kind.name
+    return next((name for name, c in IMAGE_TYPES.items() if c == code), f"type{code}")
 
 # Payload dtypes (always little-endian).
 UINT8 = 1
@@ -80,7 +92,7 @@ class Frame:
 
     @property
     def type_name(self) -> str:
-        return FRAME_TYPE_NAMES.get(self.type, f"type{self.type}")
+        return frame_type_name(self.type)
 
 
 def encode_frame(ftype: int, array: np.ndarray, *, run: int, step: int, total: int, first_word: int = 0) -> bytes:
@@ -116,11 +128,11 @@ def decode_frame(data: bytes | bytearray | memoryview) -> Frame:
     return Frame(ftype, dtype, run, step, total, first, array)
 
 
-def convert_maps(maps: np.ndarray, dtype: int) -> np.ndarray:
-    """Maps as sent in ``dtype``: uint8 is each word normalised to its own peak × 255 (rounded);
-    float16/float32 are the raw, unnormalised DAAM values."""
+def convert_maps(maps: np.ndarray, dtype: int, kind: str = "maps") -> np.ndarray:
+    """Maps as sent in ``dtype``: uint8 is each label's map brought to 0..1 by the kind's
+    normalisation (for word maps: its own peak) × 255, rounded; float16/float32 are the raw values."""
     if dtype == UINT8:
-        return np.rint(normalize_maps(maps) * 255.0).clip(0, 255).astype(np.uint8)
+        return np.rint(mapkinds.normalize(kind, maps) * 255.0).clip(0, 255).astype(np.uint8)
     return np.asarray(maps, dtype=NUMPY_DTYPES[dtype])
 
 
@@ -134,7 +146,8 @@ def _finite(x: float) -> float | None:
 
 def hello_message(*, server: str, presets: list[str], preset: str, subscription: "Subscription", extra: dict | None = None) -> dict:
     return {"type": "hello", "protocol": PROTOCOL_VERSION, "server": server, "presets": list(presets),
-            "preset": preset, "subscription": subscription.to_dict(), "limits": LIMITS.to_dict(), **(extra or {})}
+            "preset": preset, "subscription": subscription.to_dict(), "limits": LIMITS.to_dict(),
+            "map_kinds": mapkinds.describe(), **(extra or {})}
 
 
 def run_start_message(start: RunStart) -> dict:
@@ -224,7 +237,7 @@ class Subscription:
     meta=False``: exactly one binary texture per step.
     """
 
-    frames: tuple[str, ...] = ("maps", "cumulative", "preview", "final")
+    frames: tuple[str, ...] = field(default_factory=lambda: tuple(frame_types()))  # every kind and image
     words: str | int = "all"
     dtype: str = "uint8"
     meta: bool = True
@@ -244,10 +257,10 @@ class Subscription:
         if isinstance(frames, str):
             frames = [f for f in frames.split(",") if f]
         if not isinstance(frames, (list, tuple)) or not all(isinstance(f, str) for f in frames):
-            raise ProtocolError('subscribe "frames" must be a list of names: maps, cumulative, preview, final')
-        bad = [f for f in frames if f not in FRAME_TYPES]
+            raise ProtocolError(f'subscribe "frames" must be a list of names: {", ".join(frame_types())}')
+        bad = [f for f in frames if f not in frame_types()]
         if bad:
-            raise ProtocolError(f"subscribe \"frames\" has unknown type(s) {bad}; choose from {list(FRAME_TYPES)}")
+            raise ProtocolError(f"subscribe \"frames\" has unknown type(s) {bad}; choose from {list(frame_types())}")
         words = d.get("words", base.words)
         if isinstance(words, bool) or not (words in ("all", "selected") or (isinstance(words, int) and 0 <= words < 100000)):
             raise ProtocolError('subscribe "words" must be "all", "selected" or a word index ≥ 0')
@@ -289,16 +302,20 @@ class FrameEncoder:
         return (index, 1) if 0 <= index < n_words else None
 
     def step_frames(self, frame: StepFrame, sub: Subscription, selected: int = 0) -> list[bytes]:
-        """The binary frames for one step in a fixed order: maps, cumulative, preview."""
+        """The binary frames for one step in a fixed order: the map kinds by code, then the preview.
+
+        Word-labelled kinds send the subscription's words; kinds with other labels send all."""
         out: list[bytes] = []
         run = run_code(frame.run_id)
-        sl = self.word_slice(sub, selected, len(frame.words))
+        word_slice = self.word_slice(sub, selected, len(frame.words))
         dtype = DTYPES[sub.dtype]
-        for name, source in (("maps", frame.maps), ("cumulative", frame.cumulative)):
-            if name in sub.frames and sl is not None:
+        for kind in mapkinds.kinds():
+            source = frame.kinds.get(kind.name)
+            sl = word_slice if kind.labels == "words" else (0, len(source) if source is not None else 0)
+            if kind.name in sub.frames and source is not None and sl is not None:
                 first, count = sl
-                out.append(self._memo(frame, (name, dtype, first, count), lambda source=source, name=name: encode_frame(
-                    FRAME_TYPES[name], convert_maps(source[first:first + count], dtype),
+                out.append(self._memo(frame, (kind.name, dtype, first, count), lambda source=source, kind=kind: encode_frame(
+                    kind.code, convert_maps(source[first:first + count], dtype, kind.name),
                     run=run, step=frame.step, total=frame.total, first_word=first)))
         if "preview" in sub.frames and frame.preview is not None and frame.preview.size:
             out.append(self._memo(frame, ("preview",), lambda: encode_frame(

@@ -100,13 +100,13 @@ def onReceiveBinary(dat, contents):
         log(comp, str(exc))
         return
     kind = frame["type"]
-    if kind in ("maps", "cumulative"):
+    top = TOP_FOR_FRAME.get(kind)
+    if top is None:
+        return  # a frame type this network does not draw
+    if kind in frames.MAP_TYPES.values():
         texture = frames.map_texture(frame["data"], 0)
-    elif kind in ("preview", "final"):
-        texture = frames.image_texture(frame["data"])
     else:
-        return  # a frame type this project does not draw
-    top = TOP_FOR_FRAME[kind]
+        texture = frames.image_texture(frame["data"])
     comp.store(top, texture)
     comp.op(top).cook(force=True)
     return

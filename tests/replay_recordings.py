@@ -90,6 +90,7 @@ def killed_recording(folder: Path, kill_after_step: int, steps: int = 10) -> Pat
         for f in frames:
             rec.on_step(f)
             if f.step == {kill_after_step}:
+                rec.flush()  # the writer thread has written the step: now kill
                 os.kill(os.getpid(), signal.SIGKILL)
     """)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

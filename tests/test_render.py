@@ -76,3 +76,23 @@ def test_render_help_teaches():
     assert result.returncode == 0
     for text in ("--prompt", "--model", "--map-size", "--phases", "--include-special", "examples:", "builtin:tiny"):
         assert text in result.stdout
+
+
+def test_render_fails_when_its_recording_is_incomplete(tmp_path, capsys, monkeypatch):
+    """A disk error in the recorder's thread is not lost: render says so and exits 1."""
+    import os
+
+    real_replace = os.replace
+
+    def replace(src, dst, *a, **kw):
+        if str(dst).endswith(os.path.join("cumulative", "000001.npy")):
+            raise OSError(28, "No space left on device (injected)")
+        return real_replace(src, dst, *a, **kw)
+
+    monkeypatch.setattr(os, "replace", replace)
+    out = tmp_path / "full"
+    assert main(["render", "--prompt", "a cat", "--steps", "3", "--out", str(out), *TINY]) == 1
+    printed = capsys.readouterr().out
+    assert "completed: 3/3 steps" in printed and f"the recording in {out} is incomplete" in printed
+    assert "step 1" in printed and "No space left" in printed
+    assert len(load_recording(out)) == 1

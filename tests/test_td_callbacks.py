@@ -388,6 +388,13 @@ def test_binary_frames_of_a_real_run_become_flipped_textures(real_run):
     assert comp.op("log").text == ""
 
 
+def test_frame_type_codes_are_the_bridges_table():
+    from bridge import mapkinds
+
+    assert frames_mod.MAP_TYPES == {k.code: k.name for k in mapkinds.kinds()}
+    assert frames_mod.IMAGE_TYPES == {code: name for name, code in P.IMAGE_TYPES.items()}
+
+
 def test_garbage_from_the_socket_is_logged_not_raised(real_run):
     capture, _ = real_run
     comp = StandInCOMP()

@@ -68,3 +68,15 @@ def test_images_decode_byte_for_byte_and_bad_frames_are_refused_with_a_reason(pa
     assert "too short" in results[1]["error"]
     assert "not a DAAM v1 frame" in results[2]["error"]
     assert "shorter than its shape" in results[3]["error"]
+
+
+def test_the_viewers_map_kinds_are_the_bridges_table_and_hello_extends_them(page):
+    from bridge import mapkinds
+
+    toy = {"name": "toy", "code": 9, "labels": "regions", "normalization": "peak"}
+    mirror, learned = page.evaluate("""async (hello) => {
+      const { MAP_KINDS, kindTable } = await import('/protocol.js');
+      return [MAP_KINDS, kindTable(hello).get(9)];
+    }""", [*mapkinds.describe(), toy])
+    assert mirror == [{k: d[k] for k in ("name", "code", "labels", "normalization")} for d in mapkinds.describe()]
+    assert learned == toy

@@ -1,7 +1,7 @@
 // The viewer: one websocket to the bridge (live or replay: the same wire), panels redrawn as
 // frames arrive, a console that sends prompts and selections back.  docs/PROTOCOL.md.
 
-import { FRAME, control, decodeFrame, mapsToUnit } from "./protocol.js";
+import { FRAME, control, decodeFrame, kindTable, mapsToUnit } from "./protocol.js";
 import { drawCell, drawFitted, drawHeat, drawTimeline, rgbToCanvas, wordColor } from "./views.js";
 import { DEFAULTS, ParticleSim, gridHomes, phaseWeight, scatteredState } from "./particles.js";
 
@@ -16,8 +16,9 @@ const view = {
   selected: 0,
   step: null, // last step message
   mass: [], // mass[step] = per-word shares
-  maps: null, // {maps: [Float32Array], h, w, firstWord} of the last step frame
-  cumulative: null,
+  kinds: {}, // map kind name → {maps: [Float32Array], h, w, firstWord} of the last step's frame
+  get maps() { return this.kinds.maps || null; },
+  get cumulative() { return this.kinds.cumulative || null; },
   preview: document.createElement("canvas"), // latest preview / final image at its own size
   hasPreview: false,
   counts: { binary: 0, json: 0, maps: 0, cumulative: 0, preview: 0, final: 0, steps: 0, runs: 0 },
@@ -29,6 +30,8 @@ const view = {
   law: { ...DEFAULTS },
 };
 window.viewer = view;
+
+let mapKinds = kindTable(); // frame type code → map kind, replaced by the one hello sends
 
 // ------------------------------------------------------------------ connection
 
@@ -93,6 +96,7 @@ function onJson(msg) {
   switch (msg.type) {
     case "hello":
       if (msg.limits) applyLimits(msg.limits);
+      if (msg.map_kinds) mapKinds = kindTable(msg.map_kinds);
       if (typeof msg.selected === "number") view.selected = msg.selected;
       if (msg.state) setState(msg.state);
       break;
@@ -124,16 +128,11 @@ function onJson(msg) {
 
 function onBinary(frame) {
   view.counts.binary++;
-  if (frame.type === FRAME.MAPS || frame.type === FRAME.CUMULATIVE) {
-    const unit = mapsToUnit(frame);
-    if (frame.type === FRAME.MAPS) {
-      view.maps = unit;
-      view.counts.maps++;
-    } else {
-      view.cumulative = unit;
-      view.counts.cumulative++;
-      updateParticleAttention();
-    }
+  const kind = mapKinds.get(frame.type);
+  if (kind) {
+    view.kinds[kind.name] = mapsToUnit(frame);
+    view.counts[kind.name] = (view.counts[kind.name] || 0) + 1;
+    if (kind.name === "cumulative") updateParticleAttention();
     drawMaps();
   } else if (frame.type === FRAME.PREVIEW || frame.type === FRAME.FINAL) {
     const [h, w] = frame.shape;
@@ -163,7 +162,7 @@ function fillSettings(s) {
 function startRun(msg) {
   view.run = msg;
   view.mass = [];
-  view.maps = view.cumulative = null;
+  view.kinds = {};
   view.step = null;
   if (view.selected >= msg.words.length) view.selected = 0;
   buildWords(msg.words);

@@ -2,6 +2,18 @@
 // frames, build control messages.  No I/O here; app.js owns the websocket.
 
 export const FRAME = Object.freeze({ MAPS: 1, CUMULATIVE: 2, PREVIEW: 3, FINAL: 4 });
+
+// The bridge's map kinds (bridge/mapkinds.py) until its `hello` sends the table; a test keeps
+// this copy equal to the Python table.
+export const MAP_KINDS = Object.freeze([
+  { name: "maps", code: 1, labels: "words", normalization: "peak" },
+  { name: "cumulative", code: 2, labels: "words", normalization: "peak" },
+]);
+
+/** Frame type code → map kind ({name, code, labels, …}), from hello.map_kinds when sent. */
+export function kindTable(kinds = MAP_KINDS) {
+  return new Map((Array.isArray(kinds) ? kinds : MAP_KINDS).map((k) => [k.code, k]));
+}
 const MAGIC = 0x4d414144; // "DAAM" read as a little-endian uint32
 const HEADER_SIZE = 36;
 

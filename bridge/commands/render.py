@@ -169,11 +169,12 @@ def run(args) -> int:
     engine = Engine.load(args.model, device=args.device, dtype=args.dtype, progress=not args.no_progress)
     request = engine.validate(request)  # before anything is written
     keeper = StartKeeper()
-    bus = Bus([Recorder(out), ProgressBar(disable=args.no_progress), keeper])
+    recorder = Recorder(out)
+    bus = Bus([recorder, ProgressBar(disable=args.no_progress), keeper])
     try:
         end = engine.generate(request, bus)
     finally:
-        bus.close()
+        bus.close()  # returns once the recording is on disk
     start = keeper.start
     dropped = ", ".join(start.dropped_words) if start.dropped_words else "none"
     print(
@@ -182,5 +183,8 @@ def run(args) -> int:
     )
     if end.status == "failed":
         print(f"error: the run failed: {end.error}")
+        return 1
+    if not recorder.ok:
+        print(f"error: the recording in {out} is incomplete: {recorder.error}")
         return 1
     return 0 if end.status == "completed" else 130

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import logging
 
+from .. import mapkinds
 from ..recording import RecordingError
 from ..errors import UserError
-from ..timelapse import LAYOUTS, MAP_KINDS, TimelapseOptions, render_timelapse
+from ..timelapse import LAYOUTS, TimelapseOptions, map_kinds, render_timelapse
 from ..timelapse.colormaps import COLORMAPS
 
 log = logging.getLogger("bridge.timelapse")
@@ -20,11 +21,7 @@ timeline of each word's attention mass across the steps.  The final image stays 
 --hold seconds.  A truncated recording (the run was killed) renders up to its last step.
 
 layouts:
-  single     the preview with one word's heat map (default: the word with the most attention)
-  grid       one tile per word (default: up to 16 words in prompt order)
-  side       the plain preview next to one overlay per word (default: the two strongest words)
-  particles  the particle force law of docs/PARTICLES.md driven by one word's attention
-"""
+""" + "".join(f"  {row.name:<10} {row.help}\n" for row in LAYOUTS.values())
 EPILOG = """\
 examples:
   python run_bridge.py timelapse runs/apple -o apple.mp4
@@ -41,9 +38,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--words", default="", help="comma-separated words (or 0-based word indices) to show")
     p.add_argument("--colormap", choices=COLORMAPS, default="inferno", help="heat-map colours (default: inferno)")
     p.add_argument("--opacity", type=float, default=0.6, help="overlay opacity at full attention, 0..1 (default: 0.6)")
-    p.add_argument("--map", dest="map_kind", choices=MAP_KINDS + ("auto",), default="auto",
-                   help="step: this step's attention; cumulative: the DAAM map so far "
-                        "(default auto: step for overlays, cumulative for particles)")
+    p.add_argument("--map", dest="map_kind", choices=map_kinds() + ("auto",), default="auto",
+                   help="; ".join(f"{name}: {mapkinds.by_cli_name(name).description}" for name in map_kinds())
+                        + " (default auto: the layout's own, step for overlays, cumulative for particles)")
     p.add_argument("--size", type=int, default=384, help="pixels on the long side of one image tile (default: 384)")
     p.add_argument("--fps", type=float, default=8.0, help="video frames per second (default: 8)")
     p.add_argument("--hold", type=float, default=1.0, help="seconds the final image stays on screen (default: 1)")

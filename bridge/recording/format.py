@@ -7,11 +7,9 @@ FORMAT_VERSION = 1
 
 MANIFEST = "manifest.json"
 STEPS_INDEX = "steps.jsonl"
-MAPS_DIR = "maps"
-CUMULATIVE_DIR = "cumulative"
 PREVIEWS_DIR = "previews"
 FINAL_IMAGE = "final.png"
-DAAM_MAP = "daam.npy"
+# Each map kind's folder and summary file (daam.npy) are its row in bridge/mapkinds.py.
 
 
 class RecordingError(Exception):

@@ -14,21 +14,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .. import mapkinds
 from ..frames import RunEnd, RunStart, StepFrame
 from ..phases import PhaseSchedule
-from .format import (
-    CUMULATIVE_DIR,
-    DAAM_MAP,
-    FINAL_IMAGE,
-    FORMAT_NAME,
-    FORMAT_VERSION,
-    MANIFEST,
-    MAPS_DIR,
-    PREVIEWS_DIR,
-    STEPS_INDEX,
-    RecordingError,
-    step_name,
-)
+from .format import FINAL_IMAGE, FORMAT_NAME, FORMAT_VERSION, MANIFEST, PREVIEWS_DIR, STEPS_INDEX, RecordingError, step_name
 
 log = logging.getLogger(__name__)
 
@@ -86,12 +75,23 @@ class Recording:
         """True when the run did not finish and was not ended cleanly (e.g. the process was killed)."""
         return self.status == "running" or len(self.steps) < int(self.manifest.get("steps_done", 0))
 
+    def map_path(self, kind: str, step: int) -> Path:
+        """Where step ``step``'s array of map kind ``kind`` lies."""
+        return self.folder / mapkinds.get(kind).folder / step_name(step, "npy")
+
+    def map_array(self, kind: str, i: int) -> np.ndarray:
+        """The ``i``-th recorded step's array of map kind ``kind`` (without reading the rest of the step)."""
+        step = int(self.steps[i]["step"])
+        try:
+            return np.load(self.map_path(kind, step))
+        except (OSError, ValueError) as exc:
+            raise RecordingError(f"{self.folder}: step {step} is damaged ({exc})") from None
+
     def frame(self, i: int) -> StepFrame:
         line = self.steps[i]
         step = int(line["step"])
         try:
-            maps = np.load(self.folder / MAPS_DIR / step_name(step, "npy"))
-            cumulative = np.load(self.folder / CUMULATIVE_DIR / step_name(step, "npy"))
+            kinds = {name: np.load(self.map_path(name, step)) for name in _kinds_of(line)}
             preview = np.asarray(Image.open(self.folder / PREVIEWS_DIR / step_name(step, "png")).convert("RGB"))
         except (OSError, ValueError) as exc:
             raise RecordingError(f"{self.folder}: step {step} is damaged ({exc})") from None
@@ -103,8 +103,7 @@ class Recording:
             phase=str(line["phase"]),
             phase_weights=tuple(float(x) for x in line["phase_weights"]),
             words=self.start.words,
-            maps=maps,
-            cumulative=cumulative,
+            kinds=kinds,
             mass=tuple(float(x) for x in line["mass"]),
             preview=preview,
             elapsed=float(line["elapsed"]),
@@ -121,11 +120,15 @@ class Recording:
 
     def daam(self) -> np.ndarray | None:
         """The cumulative DAAM map of the whole run (or of the last complete step), float16 (W, h, w)."""
-        path = self.folder / DAAM_MAP
-        if path.is_file():
-            return np.load(path)
-        if self.steps:
-            return np.load(self.folder / CUMULATIVE_DIR / step_name(int(self.steps[-1]["step"]), "npy"))
+        return self.summary("cumulative")
+
+    def summary(self, kind: str) -> np.ndarray | None:
+        """A kind's last array of the run: its summary file, else the last complete step's array."""
+        k = mapkinds.get(kind)
+        if k.summary and (self.folder / k.summary).is_file():
+            return np.load(self.folder / k.summary)
+        if self.steps and kind in _kinds_of(self.steps[-1]):
+            return self.map_array(kind, len(self.steps) - 1)
         return None
 
     def run_end(self) -> RunEnd:
@@ -174,8 +177,14 @@ class Recording:
                     line = json.loads(raw)
                 except json.JSONDecodeError:
                     break
-                name = step_name(int(line.get("step", -1)), "npy")
-                if not (self.folder / MAPS_DIR / name).is_file():
-                    break
+                step = int(line.get("step", -1))
+                if not all(self.map_path(kind, step).is_file() for kind in _kinds_of(line)):
+                    break  # named before its files reached the disk: not a complete step
                 steps.append(line)
         return steps
+
+
+def _kinds_of(line: dict) -> list[str]:
+    """The map kinds one index line's step holds that this bridge knows (a newer bridge's
+    kinds are skipped); a line without ``kinds`` holds the version-1 kinds."""
+    return [k for k in line.get("kinds", mapkinds.V1_KINDS) if k in mapkinds.KINDS]

@@ -1,33 +1,39 @@
 """Write a run to disk as it happens, so a killed process leaves every completed step readable.
 
-Order per step: the arrays and preview go to temporary names and are renamed into place, then
-one line is appended to steps.jsonl and flushed to disk.  The reader trusts only lines of
-steps.jsonl, so a step is either fully there or not there at all.
+Order per step: every map kind's array and the preview go to temporary names and are renamed
+into place, then one line is appended to steps.jsonl and flushed to disk.  The reader trusts
+only lines of steps.jsonl whose files exist, so a step is either fully there or not at all.
+
+The disk work runs on the recorder's own thread, fed by a bounded queue, so the sinks after
+the recorder (the websocket clients) never wait for the disk.  When the queue stays full for
+``block_s`` (the disk is slower than the model, or hung) the step is dropped, and with it the
+rest of the run: a recording is always a prefix of the run, never one with holes.  Drops and
+write errors are logged, counted (``dropped``) and kept (``error``); ``ok`` says whether the
+recording is whole.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import queue
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from .. import mapkinds
 from ..frames import RunEnd, RunStart, StepFrame
-from .format import (
-    CUMULATIVE_DIR,
-    DAAM_MAP,
-    FINAL_IMAGE,
-    FORMAT_NAME,
-    FORMAT_VERSION,
-    MANIFEST,
-    MAPS_DIR,
-    PREVIEWS_DIR,
-    STEPS_INDEX,
-    step_name,
-)
+from .format import FINAL_IMAGE, FORMAT_NAME, FORMAT_VERSION, MANIFEST, PREVIEWS_DIR, STEPS_INDEX, step_name
+
+log = logging.getLogger(__name__)
+
+QUEUE_STEPS = 32  # steps that may wait for the disk: ~1.5 s of a 512² run, ~100 MB at 1024²
+BLOCK_S = 0.5  # longest a full queue holds the generation thread before the step is dropped
+FLUSH_S = 60.0  # longest the end of a run waits for the writer to finish
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -40,7 +46,7 @@ def _atomic_write(path: Path, write) -> None:
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
-    _atomic_write(path, lambda f: np.save(f, np.ascontiguousarray(array, dtype=np.float16)))
+    _atomic_write(path, lambda f: np.save(f, array))
 
 
 def _save_png(path: Path, rgb: np.ndarray) -> None:
@@ -75,80 +81,254 @@ def manifest_from_start(start: RunStart) -> dict:
     }
 
 
-class Recorder:
-    """A sink that writes one run into ``folder`` (created; must be empty or absent).
+def index_line(frame: StepFrame, kinds: list[str]) -> dict:
+    line = {
+        "step": frame.step,
+        "total": frame.total,
+        "timestep": frame.timestep,
+        "phase": frame.phase,
+        "phase_weights": list(frame.phase_weights),
+        "mass": list(frame.mass),
+        "elapsed": frame.elapsed,
+        "timings": frame.timings,
+    }
+    if set(kinds) != set(mapkinds.V1_KINDS):  # version-1 lines without "kinds" hold exactly those
+        line["kinds"] = kinds
+    return line
 
-    Use it for one run; ``for_each_run`` below makes a fresh folder per run for live sessions.
-    """
 
-    def __init__(self, folder: str | os.PathLike):
-        self.folder = Path(folder)
-        self._manifest: dict | None = None
-        self._index = None
-        self._last_cumulative = None  # becomes daam.npy when the run ends
+class _RunWriter:
+    """The disk side of one recording; every method runs on the recorder's thread."""
 
-    def on_run_start(self, start: RunStart) -> None:
-        if self.folder.exists() and any(self.folder.iterdir()):
-            raise FileExistsError(f"recording folder {self.folder} is not empty; choose another --out")
-        for sub in (MAPS_DIR, CUMULATIVE_DIR, PREVIEWS_DIR):
-            (self.folder / sub).mkdir(parents=True, exist_ok=True)
-        self._manifest = manifest_from_start(start)
-        self._write_manifest()
-        self._index = open(self.folder / STEPS_INDEX, "a", encoding="utf-8")
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.manifest: dict | None = None
+        self.index = None
+        self.folders: set[str] = set()
+        self.last: dict[str, np.ndarray] = {}  # per kind with a summary file: the last step's array
 
-    def on_step(self, frame: StepFrame) -> None:
-        if self._index is None:
-            return
-        name = step_name(frame.step, "npy")
-        _save_npy(self.folder / MAPS_DIR / name, frame.maps)
-        _save_npy(self.folder / CUMULATIVE_DIR / name, frame.cumulative)
+    def start(self, start: RunStart) -> None:
+        (self.folder / PREVIEWS_DIR).mkdir(parents=True, exist_ok=True)
+        self.manifest = manifest_from_start(start)
+        self.write_manifest()
+        self.index = open(self.folder / STEPS_INDEX, "a", encoding="utf-8")
+
+    def step(self, frame: StepFrame) -> None:
+        written = []
+        for kind in mapkinds.kinds():  # the table's order: the same files in the same order every step
+            array = frame.kinds.get(kind.name)
+            if array is None:
+                continue
+            if kind.folder not in self.folders:
+                (self.folder / kind.folder).mkdir(exist_ok=True)
+                self.folders.add(kind.folder)
+            _save_npy(self.folder / kind.folder / step_name(frame.step, "npy"), mapkinds.as_stored(kind, array))
+            written.append(kind.name)
+            if kind.summary:
+                self.last[kind.name] = array
         _save_png(self.folder / PREVIEWS_DIR / step_name(frame.step, "png"), frame.preview)
-        line = {
-            "step": frame.step,
-            "total": frame.total,
-            "timestep": frame.timestep,
-            "phase": frame.phase,
-            "phase_weights": list(frame.phase_weights),
-            "mass": list(frame.mass),
-            "elapsed": frame.elapsed,
-            "timings": frame.timings,
-        }
-        self._index.write(json.dumps(line) + "\n")
-        self._index.flush()
-        os.fsync(self._index.fileno())
-        self._manifest["steps_done"] = frame.step + 1
-        self._last_cumulative = frame.cumulative
+        # Only now, with every file of the step in place, may the index name it.
+        self.index.write(json.dumps(index_line(frame, written)) + "\n")
+        self.index.flush()
+        os.fsync(self.index.fileno())
+        self.manifest["steps_done"] = frame.step + 1
 
-    def on_run_end(self, end: RunEnd) -> None:
-        if self._manifest is None:
-            return
+    def end(self, end: RunEnd) -> None:
         if end.image is not None:
             _save_png(self.folder / FINAL_IMAGE, end.image)
-        if self._last_cumulative is not None:
-            _save_npy(self.folder / DAAM_MAP, self._last_cumulative)
-        self._manifest.update(status=end.status, steps_done=end.steps_done, elapsed=end.elapsed, error=end.error)
-        self._write_manifest()
-        self.close()
+        for name, array in self.last.items():
+            _save_npy(self.folder / mapkinds.get(name).summary, mapkinds.as_stored(name, array))
+        self.manifest.update(status=end.status, steps_done=end.steps_done, elapsed=end.elapsed, error=end.error)
+        self.write_manifest()
 
     def close(self) -> None:
-        if self._index is not None:
-            self._index.close()
-            self._index = None
+        if self.index is not None:
+            self.index.close()
+            self.index = None
 
-    def _write_manifest(self) -> None:
-        data = json.dumps(self._manifest, indent=2, ensure_ascii=False).encode("utf-8")
+    def write_manifest(self) -> None:
+        data = json.dumps(self.manifest, indent=2, ensure_ascii=False).encode("utf-8")
         _atomic_write(self.folder / MANIFEST, lambda f: f.write(data))
 
 
+class Recorder:
+    """A sink that writes one run into ``folder`` (created; must be empty or absent).
+
+    The sink methods only queue; a writer thread does the disk work in order.  ``on_run_end``
+    (and ``close``) wait for that thread to finish, up to ``flush_s``, unless ``wait_at_end``
+    is False.  Afterwards ``ok`` tells whether every step reached the disk, ``error`` why not.
+    Use it for one run; :class:`RecordEveryRun` makes a fresh folder per run for live sessions.
+    """
+
+    def __init__(self, folder: str | os.PathLike, *, queue_steps: int | None = None, block_s: float | None = None,
+                 flush_s: float | None = None, wait_at_end: bool = True):
+        self.folder = Path(folder)
+        queue_steps = QUEUE_STEPS if queue_steps is None else queue_steps
+        self.block_s = BLOCK_S if block_s is None else block_s
+        self.flush_s = FLUSH_S if flush_s is None else flush_s
+        self.wait_at_end = wait_at_end
+        self.dropped = 0  # steps that never reached the disk because the queue was full
+        self._error = ""
+        self._queue: queue.Queue = queue.Queue(maxsize=max(1, queue_steps))
+        self._thread: threading.Thread | None = None
+        self._shedding = False  # once a step is dropped, so is the rest of the run
+        self._ended = False
+        self._abandoned = False  # the run's end never made it into the queue
+
+    # -- state a caller reads -------------------------------------------------------------
+    @property
+    def error(self) -> str:
+        """Why the recording is incomplete (a write error, or dropped steps); "" when whole."""
+        return self._error
+
+    @property
+    def ok(self) -> bool:
+        return not self._error
+
+    @property
+    def writing(self) -> bool:
+        """True while the writer thread still has work."""
+        return self._thread is not None and self._thread.is_alive()
+
+    # -- sink -----------------------------------------------------------------------------
+    def on_run_start(self, start: RunStart) -> None:
+        if self._thread is not None:
+            raise RuntimeError("a Recorder records one run; use RecordEveryRun for more")
+        if self.folder.exists() and any(self.folder.iterdir()):
+            raise FileExistsError(f"recording folder {self.folder} is not empty; choose another --out")
+        self._thread = threading.Thread(target=self._write_loop, args=(_RunWriter(self.folder),),
+                                        name=f"recorder {self.folder.name}", daemon=True)
+        self._thread.start()
+        self._queue.put(("start", start))  # the queue is empty: never blocks
+
+    def on_step(self, frame: StepFrame) -> None:
+        if self._thread is None or self._ended:
+            return
+        if not self._shedding:
+            try:
+                self._queue.put(("step", frame), timeout=self.block_s)
+                return
+            except queue.Full:
+                self._shedding = True
+                self._fail(f"the disk fell {self._queue.maxsize} steps behind; dropped step {frame.step} "
+                           f"and the rest of the run (the recording ends at step {frame.step - 1})")
+        self.dropped += 1
+
+    def on_run_end(self, end: RunEnd) -> None:
+        if self._thread is None or self._ended:
+            return
+        if self._finish(("end", end)) and self.wait_at_end:
+            self.wait()
+
+    def close(self) -> None:
+        """Finish writing and wait for it (a run without an end stays ``running`` on disk, like a killed one)."""
+        if self._thread is not None and not self._ended:
+            self._finish(("stop", None))
+        self.wait()
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until everything queued so far is on disk (or given up); False after ``timeout``."""
+        if self._thread is None or self._ended:
+            return self.wait(timeout)
+        done = threading.Event()
+        self._queue.put(("flush", done), timeout=self.flush_s)
+        return done.wait(self.flush_s if timeout is None else timeout)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for the writer to finish; False if it is still busy after ``timeout`` (default ``flush_s``)."""
+        if self._thread is None:
+            return True
+        self._thread.join(self.flush_s if timeout is None else timeout)
+        if self._thread.is_alive():
+            self._fail(f"the writer had not finished after {self.flush_s if timeout is None else timeout:g} s")
+            return False
+        return True
+
+    # -- internals ------------------------------------------------------------------------
+    def _finish(self, item) -> bool:
+        """Queue the last item; False if the writer never made room for it.  Only a caller that
+        waits for the disk anyway waits long for room; a live session waits ``block_s``."""
+        self._ended = True
+        timeout = self.flush_s if self.wait_at_end else self.block_s
+        try:
+            self._queue.put(item, timeout=timeout)
+            return True
+        except queue.Full:
+            self._abandoned = True  # the writer ends once it has drained what is queued
+            self._fail(f"the disk took nothing for {timeout:g} s; the end of the run was not written")
+            return False
+
+    def _fail(self, why: str) -> None:
+        if not self._error:
+            self._error = why
+            log.error("recording %s is incomplete: %s", self.folder, why)
+
+    def _write_loop(self, run: _RunWriter) -> None:
+        broken = False
+        while True:
+            try:
+                what, item = self._queue.get(timeout=self.block_s)
+            except queue.Empty:
+                if self._abandoned:
+                    run.close()
+                    return
+                continue
+            try:
+                if not broken:
+                    if what == "start":
+                        run.start(item)
+                    elif what == "step":
+                        run.step(item)
+                    elif what == "end":
+                        run.end(item)
+                if what == "flush":
+                    item.set()
+            except Exception as exc:  # disk full, permissions …: keep what is whole, write nothing after
+                broken = True
+                part = f"step {item.step}" if what == "step" else f"the run's {what}"
+                self._fail(f"writing {part} failed: {type(exc).__name__}: {exc}")
+            if what in ("end", "stop"):
+                run.close()
+                return
+
+
 class RecordEveryRun:
-    """A sink that records each run into ``root/<run_id>``, for live and installation sessions."""
+    """A sink that records each run into ``root/<run_id>``, for live and installation sessions.
+
+    A run's end does not wait for its recording to reach the disk (the next run starts at once,
+    its own recorder next to the last one's); ``close`` waits for all of them.
+    """
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
         self._current: Recorder | None = None
+        self.recorders: list[Recorder] = []  # recorders still writing
+        self.failed = 0  # runs whose recording is incomplete or was skipped
+        self.error = ""  # the latest reason
+
+    @property
+    def ok(self) -> bool:
+        self._collect()
+        return self.failed == 0 and all(r.ok for r in self.recorders)
+
+    def _collect(self) -> None:
+        """Forget finished recorders, counting the failed ones."""
+        for r in [r for r in self.recorders if not r.writing]:
+            self.recorders.remove(r)
+            if not r.ok:
+                self.failed, self.error = self.failed + 1, r.error
 
     def on_run_start(self, start: RunStart) -> None:
-        self._current = Recorder(self.root / start.run_id)
+        self._collect()
+        stuck = next((r for r in self.recorders if not r.ok), None)
+        if stuck is not None:  # a hung disk: one stuck writer, not one more per run
+            self._current = None
+            self.failed += 1
+            self.error = f"run {start.run_id} was not recorded: the disk is still stuck on {stuck.folder}"
+            log.error("%s", self.error)
+            return
+        self._current = Recorder(self.root / start.run_id, wait_at_end=False)
+        self.recorders.append(self._current)
         self._current.on_run_start(start)
 
     def on_step(self, frame: StepFrame) -> None:
@@ -163,3 +343,7 @@ class RecordEveryRun:
     def close(self) -> None:
         if self._current is not None:
             self._current.close()
+            self._current = None
+        for r in self.recorders:
+            r.wait()
+        self._collect()

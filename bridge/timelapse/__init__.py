@@ -4,6 +4,6 @@ Imports numpy, Pillow, tqdm and (for MP4) imageio only: renders on a machine wit
 """
 
 from .layouts import LAYOUTS
-from .render import MAP_KINDS, TimelapseError, TimelapseOptions, choose_words, render_timelapse
+from .render import TimelapseError, TimelapseOptions, choose_words, map_kinds, render_timelapse
 
-__all__ = ["LAYOUTS", "MAP_KINDS", "TimelapseError", "TimelapseOptions", "choose_words", "render_timelapse"]
+__all__ = ["LAYOUTS", "TimelapseError", "TimelapseOptions", "choose_words", "map_kinds", "render_timelapse"]

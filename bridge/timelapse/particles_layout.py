@@ -17,7 +17,7 @@ from PIL import Image
 
 from .. import particles as law
 from ..frames import RunStart, StepFrame
-from .layouts import Style, _label
+from .style import Style, frame_maps, label
 
 
 class Particles:
@@ -38,7 +38,7 @@ class Particles:
 
     def sequence(self, frame: StepFrame) -> list[np.ndarray]:
         """The video frames for one recorded step (advances the simulation)."""
-        maps = frame.cumulative if self.style.map_kind != "step" else frame.maps
+        maps = frame_maps(frame, self.style.map_kind)
         attention = law.word_attention(maps, self.word_index)
         w = law.phase_weight(frame.phase_weights, self.params.phase_gain)
         colors = law.particle_colors(frame.preview, self.state.home)
@@ -53,4 +53,4 @@ class Particles:
         small = law.render(self.state.pos, colors, gw, gh)
         th, tw = self.style.tile
         big = np.asarray(Image.fromarray(small).resize((tw, th), Image.NEAREST))
-        return _label(big, self.word)
+        return label(big, self.word)

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from .. import mapkinds
 from ..errors import UserError
 from ..frames import RunStart
 from ..recording import Recording, recording_with_steps
@@ -22,7 +23,12 @@ from .writers import UnsupportedFormat, open_writer
 
 log = logging.getLogger(__name__)
 
-MAP_KINDS = ("step", "cumulative")
+
+
+def map_kinds() -> tuple[str, ...]:
+    """The `--map` names of the word map kinds (bridge/mapkinds.py), read when asked so new
+    kinds show; layouts pick maps by word, so kinds with other labels are not offered."""
+    return tuple(k.cli_name for k in mapkinds.kinds() if k.labels == "words")
 
 
 class TimelapseError(UserError):
@@ -50,8 +56,8 @@ class TimelapseOptions:
             raise TimelapseError(f"unknown layout {self.layout!r}; choose one of {', '.join(LAYOUTS)}")
         if self.colormap not in colormaps.COLORMAPS:
             raise TimelapseError(f"unknown colormap {self.colormap!r}; choose one of {', '.join(colormaps.COLORMAPS)}")
-        if self.map_kind not in MAP_KINDS + ("auto",):
-            raise TimelapseError(f"unknown map kind {self.map_kind!r}; choose one of {', '.join(MAP_KINDS)}")
+        if self.map_kind not in map_kinds() + ("auto",):
+            raise TimelapseError(f"unknown map kind {self.map_kind!r}; choose one of {', '.join(map_kinds())}")
         if not 0.0 <= self.opacity <= 1.0:
             raise TimelapseError(f"opacity must be within 0..1, got {self.opacity}")
         if not 16 <= self.size <= 4096:
@@ -67,9 +73,7 @@ class TimelapseOptions:
 
     @property
     def resolved_map_kind(self) -> str:
-        if self.map_kind != "auto":
-            return self.map_kind
-        return "cumulative" if self.layout == "particles" else "step"
+        return self.map_kind if self.map_kind != "auto" else LAYOUTS[self.layout].map_kind
 
 
 def choose_words(start: RunStart, requested: tuple[str, ...], layout: str, mass: np.ndarray) -> tuple[tuple[int, str], ...]:
@@ -99,9 +103,10 @@ def choose_words(start: RunStart, requested: tuple[str, ...], layout: str, mass:
     order = [int(i) for i in np.argsort(-strength, kind="stable")]
     # Punctuation can soak up attention but is rarely what a viewer wants to see.
     order = [i for i in order if any(c.isalnum() for c in words[i])] or order
-    if layout in ("single", "particles"):
+    default = LAYOUTS[layout].words
+    if default == "strongest":
         return ((order[0], words[order[0]]),)
-    if layout == "side":
+    if default == "two strongest":
         return tuple((i, words[i]) for i in sorted(order[:2]))
     return tuple((i, w) for i, w in enumerate(words[:16]))
 
@@ -114,8 +119,7 @@ def render_timelapse(recording: str | Path | Recording, out: str | Path, options
     mass = np.array([line["mass"] for line in rec.steps], dtype=np.float64)
     words = choose_words(rec.start, options.words, options.layout, mass)
     style = Style(tile_size(rec.start, options.size), words, options.colormap, options.opacity, options.resolved_map_kind)
-    extra = ({"particles": options.particles, "frames_per_step": options.frames_per_step, "fps": options.fps}
-             if options.layout == "particles" else {})
+    extra = {name: getattr(options, name) for name in LAYOUTS[options.layout].options}
     layout = make_layout(options.layout, rec.start, style, **extra)
     per_step = getattr(layout, "frames_per_step", 1)  # animated layouts give several frames per step
 
