@@ -12,18 +12,20 @@ import torch
 from bridge.builtin import clip_bpe
 from bridge.builtin import shapes_data as sd
 from bridge.builtin import train_shapes as ts
+from bridge.builtin.training import architectures as arch
+from bridge.builtin.training import captions, dataset, grounding
 
 
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory):
     from transformers import CLIPTokenizer
 
-    folder = clip_bpe.write_clip_tokenizer(tmp_path_factory.mktemp("tok"), ts.MERGES)
+    folder = clip_bpe.write_clip_tokenizer(tmp_path_factory.mktemp("tok"), arch.MERGES)
     return CLIPTokenizer.from_pretrained(folder)
 
 
 def test_wordwise_encoding_equals_whole_caption_tokenization(tokenizer):
-    enc = ts.CaptionEncoder(tokenizer)
+    enc = captions.CaptionEncoder(tokenizer)
     for scene in sd.sample_scenes(4, 60):
         ids, owner = enc.encode(scene.pieces)
         full = tokenizer(scene.caption, padding="max_length", max_length=77)["input_ids"]
@@ -44,9 +46,9 @@ def test_grounding_loss_known_answers():
     inside[0, :32, 2] = 1 / 32  # token 2 attends only to the top half
     outside = torch.zeros(1, 64, 77)
     outside[0, 32:, 2] = 1 / 32
-    assert ts.grounding_loss([inside], masks, owner).item() == pytest.approx(0.0, abs=1e-6)
-    assert ts.grounding_loss([outside], masks, owner).item() == pytest.approx(1.0, abs=1e-6)
-    assert ts.grounding_loss([outside], masks, torch.full((1, 77), -1)).item() == 0.0
+    assert grounding.grounding_loss([inside], masks, owner).item() == pytest.approx(0.0, abs=1e-6)
+    assert grounding.grounding_loss([outside], masks, owner).item() == pytest.approx(1.0, abs=1e-6)
+    assert grounding.grounding_loss([outside], masks, torch.full((1, 77), -1)).item() == 0.0
 
 
 def test_pixel_term_asks_for_the_whole_object_where_the_token_term_does_not():
@@ -62,17 +64,17 @@ def test_pixel_term_asks_for_the_whole_object_where_the_token_term_does_not():
     core = torch.zeros(1, 64, 77)
     core[0, :4, 2] = 1.0  # four object pixels attend to token 2
     core[0, 4:, 0] = 1.0
-    assert ts.grounding_loss([core], masks, owner).item() == pytest.approx(0.0, abs=1e-6)
-    assert ts.grounding_loss([cover], masks, owner, pixel_weight=1.0).item() == pytest.approx(0.0, abs=1e-4)
-    assert ts.grounding_loss([core], masks, owner, pixel_weight=1.0).item() > 1.0
+    assert grounding.grounding_loss([core], masks, owner).item() == pytest.approx(0.0, abs=1e-6)
+    assert grounding.grounding_loss([cover], masks, owner, pixel_weight=1.0).item() == pytest.approx(0.0, abs=1e-4)
+    assert grounding.grounding_loss([core], masks, owner, pixel_weight=1.0).item() > 1.0
 
 
 def test_noise_tilt_weights_images_by_timestep():
     t = torch.tensor([0, 250, 500, 1000])
-    assert ts.noise_tilt(t, 1000, 0.0).tolist() == [1.0, 1.0, 1.0, 1.0]
-    assert ts.noise_tilt(t, 1000, 1.0).tolist() == pytest.approx([0.0, 0.5, 1.0, 2.0])
+    assert grounding.noise_tilt(t, 1000, 0.0).tolist() == [1.0, 1.0, 1.0, 1.0]
+    assert grounding.noise_tilt(t, 1000, 1.0).tolist() == pytest.approx([0.0, 0.5, 1.0, 2.0])
     # Its mean over uniform timesteps is 1, so the tilt moves the term, it does not scale it.
-    assert ts.noise_tilt(torch.arange(1000), 1000, 1.0).mean().item() == pytest.approx(1.0, abs=1e-3)
+    assert grounding.noise_tilt(torch.arange(1000), 1000, 1.0).mean().item() == pytest.approx(1.0, abs=1e-3)
 
 
 def test_grounding_loss_weights_each_image():
@@ -84,9 +86,9 @@ def test_grounding_loss_weights_each_image():
     probs = torch.zeros(2, 64, 77)
     probs[0, :32, 2] = 1 / 32  # image 0 attends inside its object
     probs[1, 32:, 2] = 1 / 32  # image 1 outside
-    assert ts.grounding_loss([probs], masks, owner).item() == pytest.approx(0.5, abs=1e-6)
-    assert ts.grounding_loss([probs], masks, owner, sample_weight=torch.tensor([2.0, 0.0])).item() == pytest.approx(0.0, abs=1e-6)
-    assert ts.grounding_loss([probs], masks, owner, sample_weight=torch.tensor([0.0, 2.0])).item() == pytest.approx(1.0, abs=1e-6)
+    assert grounding.grounding_loss([probs], masks, owner).item() == pytest.approx(0.5, abs=1e-6)
+    assert grounding.grounding_loss([probs], masks, owner, sample_weight=torch.tensor([2.0, 0.0])).item() == pytest.approx(0.0, abs=1e-6)
+    assert grounding.grounding_loss([probs], masks, owner, sample_weight=torch.tensor([0.0, 2.0])).item() == pytest.approx(1.0, abs=1e-6)
 
 
 def test_noise_tilt_outside_its_range_is_a_usage_error(capsys):
@@ -134,22 +136,22 @@ def test_training_attention_matches_the_default_processor_and_keeps_cross_probs(
     """The explicit training attention computes what diffusers' default does, and keeps one
     (B, N, L) probability map per cross-attention layer that sums to one over the tokens."""
     torch.manual_seed(0)
-    unet = ts.make_unet((32, 64)).eval()
-    z = torch.randn(2, 4, ts.LATENT_SIZE, ts.LATENT_SIZE)
-    cond = torch.randn(2, ts.MAX_TOKENS, ts.TEXT_WIDTH)
+    unet = arch.make_unet((32, 64)).eval()
+    z = torch.randn(2, 4, arch.LATENT_SIZE, arch.LATENT_SIZE)
+    cond = torch.randn(2, arch.MAX_TOKENS, arch.TEXT_WIDTH)
     t = torch.tensor([10, 900])
     with torch.no_grad():
         expected = unet(z, t, cond).sample
         store: list = []
-        unet.set_attn_processor(ts.training_processors(unet, store))
+        unet.set_attn_processor(grounding.training_processors(unet, store))
         got = unet(z, t, cond).sample
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
     cross_layers = sum(name.endswith("attn2.processor") for name in unet.attn_processors)
     assert len(store) == cross_layers == 7  # one per down level, the mid block, two per up level
     sides = sorted({int(p.shape[1] ** 0.5) for p in store})
-    assert sides == [ts.LATENT_SIZE // 2, ts.LATENT_SIZE]
+    assert sides == [arch.LATENT_SIZE // 2, arch.LATENT_SIZE]
     for p in store:
-        assert p.shape[0] == 2 and p.shape[2] == ts.MAX_TOKENS
+        assert p.shape[0] == 2 and p.shape[2] == arch.MAX_TOKENS
         torch.testing.assert_close(p.sum(-1), torch.ones(p.shape[:2]))
 
 
@@ -159,22 +161,22 @@ def test_scenes_are_encoded_once_with_masks_and_owned_tokens(tokenizer):
     args = ts.parse_args(["--scenes", "20", "--precision", "fp32"])
     args.bf16 = False
     torch.manual_seed(0)
-    vae = ts.make_vae().eval()
-    data = ts.encode_scenes(vae, ts.CaptionEncoder(tokenizer), args, torch.device("cpu"))
+    vae = arch.make_vae().eval()
+    data = dataset.encode_scenes(vae, captions.CaptionEncoder(tokenizer), args, torch.device("cpu"))
     assert len(data) == 20
-    assert data.latents.shape == (20, 4, ts.LATENT_SIZE, ts.LATENT_SIZE)
+    assert data.latents.shape == (20, 4, arch.LATENT_SIZE, arch.LATENT_SIZE)
     # The same draw as the training set's: scenes and colour jitter from seed + 2, in batches of 512.
     rng = np.random.default_rng(args.seed + 2)
     scenes = [sd.sample_scene(rng) for _ in range(512)]
     images, masks = sd.rasterise(scenes, "cpu", torch.Generator().manual_seed(args.seed + 2))
-    pooled = torch.nn.functional.adaptive_avg_pool2d(masks, ts.LATENT_SIZE)
+    pooled = torch.nn.functional.adaptive_avg_pool2d(masks, arch.LATENT_SIZE)
     torch.testing.assert_close(data.masks[0].float(), pooled[0], atol=1e-3, rtol=0)
-    ids, owner = ts.CaptionEncoder(tokenizer).encode(scenes[0].pieces)
+    ids, owner = captions.CaptionEncoder(tokenizer).encode(scenes[0].pieces)
     assert data.ids[0].tolist() == ids and data.owner[0].tolist() == owner
     with torch.no_grad():
         z = vae.encode(images[:1]).latent_dist.mean * vae.config.scaling_factor
     torch.testing.assert_close(data.latents[:1], z, atol=1e-4, rtol=1e-4)
-    empty, _ = ts.CaptionEncoder(tokenizer).encode([])
+    empty, _ = captions.CaptionEncoder(tokenizer).encode([])
     assert data.empty_ids.tolist() == empty
 
 
@@ -185,5 +187,5 @@ def test_saved_pipeline_predicts_v_and_has_a_short_text_encoder(tmp_path):
                     "--scenes", "8", "--no-progress"]) == 0
     sched = json.loads((out / "scheduler" / "scheduler_config.json").read_text())
     assert sched["prediction_type"] == "v_prediction" and sched["timestep_spacing"] == "trailing"
-    assert json.loads((out / "text_encoder" / "config.json").read_text())["max_position_embeddings"] == ts.MAX_TOKENS
-    assert json.loads((out / "tokenizer" / "tokenizer_config.json").read_text())["model_max_length"] == ts.MAX_TOKENS
+    assert json.loads((out / "text_encoder" / "config.json").read_text())["max_position_embeddings"] == arch.MAX_TOKENS
+    assert json.loads((out / "tokenizer" / "tokenizer_config.json").read_text())["model_max_length"] == arch.MAX_TOKENS
