@@ -2,10 +2,10 @@
 
 The linear map (one 3×C matrix and a bias) turns a latent into a rough colour image at latent
 resolution for the price of a 1×1 convolution, so every step can carry a preview.  The
-factors are fitted per model by least squares against the model's own VAE: decode a few
-random latents, average-pool the images to latent resolution, solve ``[z, 1] @ W ≈ rgb``.
-The built-in models ship their fitted factors (``latent_rgb.json`` beside model_index.json);
-any other model is fitted once when it loads (a single small decode).
+factors are fitted per model by least squares, ``[z, 1] @ W ≈ rgb`` with the images
+average-pooled to latent resolution: the built-in models ship a fit on their own generations
+(``latent_rgb.json`` beside model_index.json); any other model is fitted once when it loads,
+on synthetic images through its own VAE (one small encode and decode).
 """
 
 from __future__ import annotations
@@ -43,22 +43,62 @@ def load_latent_rgb(model_dir: str | Path | None) -> LatentRGB | None:
     return LatentRGB.from_dict(json.loads(path.read_text(encoding="utf-8"))) if path.is_file() else None
 
 
-def fit_latent_rgb(vae, latent_size: int = 16, batch: int = 2, seed: int = 0) -> LatentRGB:
-    """Least-squares fit of pipeline-space latents (the ones the scheduler sees) to decoded RGB in [-1, 1]."""
+def fit_pairs(latents, images) -> LatentRGB:
+    """Least squares ``[z, 1] @ W ≈ rgb`` of pipeline-space latents (B, C, h, w) against the
+    images (B, 3, H, W, in [-1, 1]) they stand for, average-pooled to latent resolution."""
     import torch
     import torch.nn.functional as F
 
-    channels = int(vae.config.latent_channels)
-    scale = float(getattr(vae.config, "scaling_factor", 1.0) or 1.0)
-    g = torch.Generator("cpu").manual_seed(seed)
-    z = torch.randn(batch, channels, latent_size, latent_size, generator=g)
-    image = vae_decode(vae, z / scale).float().cpu()
-    factor = image.shape[-1] // latent_size
-    rgb = F.avg_pool2d(image, factor)  # (B, 3, h, w): the colour each latent pixel stands for
-    x = torch.cat([z, torch.ones(batch, 1, latent_size, latent_size)], 1).permute(0, 2, 3, 1).reshape(-1, channels + 1)
+    z = latents.float().cpu()
+    b, channels, h, w = z.shape
+    rgb = F.adaptive_avg_pool2d(images.float().cpu(), (h, w))  # the colour each latent pixel stands for
+    x = torch.cat([z, torch.ones(b, 1, h, w)], 1).permute(0, 2, 3, 1).reshape(-1, channels + 1)
     y = rgb.permute(0, 2, 3, 1).reshape(-1, 3)
-    w = torch.linalg.lstsq(x.double(), y.double()).solution.float()  # (C + 1, 3)
-    return LatentRGB(tuple(tuple(float(v) for v in r) for r in w[:channels].tolist()), tuple(float(v) for v in w[channels].tolist()))
+    fit = torch.linalg.lstsq(x.double(), y.double()).solution.float()  # (C + 1, 3)
+    return LatentRGB(tuple(tuple(float(v) for v in r) for r in fit[:channels].tolist()), tuple(float(v) for v in fit[channels].tolist()))
+
+
+def synthetic_images(count: int, size: int, seed: int = 0):
+    """Colourful test images (a gradient and a few flat discs and boxes), (count, 3, size, size)
+    in [-1, 1]: what pictures are made of, for fitting a preview without any data set."""
+    import torch
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    out = np.empty((count, 3, size, size), np.float32)
+    for n in range(count):
+        a, b, angle = rng.uniform(-1, 1, 3), rng.uniform(-1, 1, 3), rng.uniform(0, 2 * np.pi)
+        t = np.clip(np.cos(angle) * xx + np.sin(angle) * yy, 0, 1)
+        img = a[:, None, None] * (1 - t) + b[:, None, None] * t
+        for _ in range(rng.integers(2, 6)):
+            colour, (cx, cy), r = rng.uniform(-1, 1, 3), rng.uniform(0, 1, 2), rng.uniform(0.05, 0.35)
+            inside = (xx - cx) ** 2 + (yy - cy) ** 2 < r * r if rng.random() < 0.5 else \
+                (abs(xx - cx) < r) & (abs(yy - cy) < r * rng.uniform(0.3, 1.5))
+            img = np.where(inside[None], colour[:, None, None], img)
+        out[n] = img
+    return torch.from_numpy(out)
+
+
+def fit_latent_rgb(vae, count: int = 8, size: int = 128, seed: int = 0) -> LatentRGB:
+    """Fit the preview of any VAE without data: encode synthetic images, decode their latents
+    (what a full preview would show) and fit the latents to those decodes.
+
+    Latents are in pipeline space (the scheduler's): ``(mean − shift_factor) · scaling_factor``.
+    Random latents, used before, decode to near-uniform mush on VAEs with a weak KL term, and
+    their fit was no better than one flat colour.  A model whose own latents sit far from what
+    its encoder produces (the built-in shapes model) ships a fit on its own generations instead
+    (``python -m bridge.builtin.fit_preview``)."""
+    import torch
+
+    param = next(vae.parameters())
+    scale = float(getattr(vae.config, "scaling_factor", 1.0) or 1.0)
+    shift = float(getattr(vae.config, "shift_factor", 0.0) or 0.0)
+    images = synthetic_images(count, size, seed)
+    with torch.no_grad():
+        posterior = vae.encode(images.to(param.device, param.dtype)).latent_dist
+        latents = (posterior.mean.float() - shift) * scale
+    decoded = vae_decode(vae, latents / scale + shift).float().clamp(-1, 1)
+    return fit_pairs(latents, decoded)
 
 
 def vae_decode(vae, latents):

@@ -145,6 +145,7 @@ def main(argv=None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     save_pipeline(args.out, vae, unet, text, tok_dir, meta, args.prediction, args.guidance)
     shutil.rmtree(tok_dir, ignore_errors=True)
+    log.info("next: python -m bridge.builtin.fit_preview --model %s  (fits the per-step preview to the new weights)", args.out)
     return 0
 
 
