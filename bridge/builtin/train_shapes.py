@@ -41,7 +41,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bridge.builtin import clip_bpe
+from bridge.tokenizers import clip_bpe
 from bridge.builtin import shapes_data as sd
 from bridge.models.defaults import MAX_GUIDANCE, write_defaults
 
