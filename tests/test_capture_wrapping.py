@@ -29,7 +29,7 @@ def _tiny_pipe():
 
 
 def _run(pipe, capture: bool, guidance=7.5, **call):
-    """Latents of a 2-step 64×64 run; with ``capture``, also our maps and the reference's."""
+    """Latents of a 2-step 64×64 run; with ``capture``, also our maps and the reference (a function)."""
     def latents(**extra):
         with torch.no_grad():
             return pipe(PROMPT, num_inference_steps=STEPS, guidance_scale=guidance, width=64, height=64,
@@ -50,10 +50,11 @@ def _run(pipe, capture: bool, guidance=7.5, **call):
     with QKRecorder(pipe.unet) as rec, AttentionCapture(UNetFamily(pipe)) as cap:
         cap.begin(agg)
         out = latents(callback_on_step_end=on_step_end)
-    return out, ours, rec.reference(words.token_indices, guidance > 1, (16, 16))
+    return out, ours, lambda: rec.reference(words.token_indices, guidance > 1, (16, 16))
 
 
-def _assert_maps_match(ours, ref):
+def _assert_maps_match(ours, reference):
+    ref = reference()
     assert len(ours) == len(ref) == STEPS
     for (step, cum), (ref_step, ref_cum) in zip(ours, ref):
         assert step.max() > 0
@@ -154,3 +155,22 @@ def test_fused_projections_are_read_from_to_kv():
     assert torch.equal(fused, plain)
     # the same keys from one fused matrix: equal to the unfused maps up to float rounding
     np.testing.assert_allclose(both_steps.numpy(), unfused_maps[-1][1], atol=1e-4)
+
+
+class PassThrough:
+    """A processor that attends with nothing the capture can tap: the layer is skipped."""
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None):
+        return hidden_states
+
+
+def test_a_processor_without_the_tapped_projections_runs_and_gives_no_map(caplog):
+    pipe = _tiny_pipe()
+    pipe.unet.set_attn_processor({n: PassThrough() if "attn2" in n else p for n, p in pipe.unet.attn_processors.items()})
+    plain = _run(pipe, False)
+    with caplog.at_level("WARNING", logger="bridge.attention.capture"):
+        captured, ours, _ = _run(pipe, True)
+    assert torch.equal(captured, plain)
+    assert all(not step.any() for step, _ in ours)
+    warned = [r for r in caplog.records if "gives no map" in r.getMessage()]
+    assert len(warned) == 7  # once per layer, not once per call
