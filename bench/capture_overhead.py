@@ -176,7 +176,7 @@ def main() -> None:
 
     plain_img = np.clip(np.rint(images["plain"] * 255), 0, 255).astype(np.uint8)
     diff = int(np.abs(plain_img.astype(int) - images["captured"].astype(int)).max())
-    layers = sum(1 for n, _ in pipe.unet.named_modules() if n.endswith("attn2"))
+    layers = len(engine.family.attention_sites())
     gpu = torch.cuda.get_device_name() if device.startswith("cuda") else f"{torch.get_num_threads()} CPU threads"
     print(f"device: {device} ({gpu}), dtype {str(dtype).replace('torch.', '')}, SD 1.5 UNet (random weights), "
           f"{args.size}×{args.size}, {args.steps} steps, CFG 7.5, {layers} cross-attention layers captured, "

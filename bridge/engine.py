@@ -6,6 +6,8 @@
 
 Per step (in ``callback_on_step_end``) the attention aggregator closes the step on the device,
 the preview is made on the device, and everything crosses to the host in one transfer.
+What depends on the architecture (denoiser, attention modules, words, latents, defaults) is
+asked of the pipeline's model family (``bridge.families``).
 """
 
 from __future__ import annotations
@@ -66,14 +68,16 @@ class Engine:
     """A loaded model ready to generate.  One ``generate`` at a time."""
 
     def __init__(self, loaded):
+        from .families import family_for
         from .preview import Previewer, fit_latent_rgb, load_latent_rgb
 
         self.loaded = loaded
         self.pipe = loaded.pipe
+        self.family = loaded.arch or family_for(self.pipe, loaded.source.name)
         self._lock = threading.Lock()
         folder = loaded.source.location if loaded.source.kind == "folder" else None
-        fit = load_latent_rgb(folder) or fit_latent_rgb(self.pipe.vae)
-        self.previewer = Previewer(fit, loaded.device)
+        fit = load_latent_rgb(folder) or fit_latent_rgb(self.family.vae)
+        self.previewer = Previewer(fit, loaded.device, self.family.spatial_latents)
 
     @classmethod
     def load(cls, model: str | None = "builtin", device: str = "auto", dtype: str = "auto", progress: bool = True) -> "Engine":
@@ -92,45 +96,35 @@ class Engine:
 
     @property
     def vae_factor(self) -> int:
-        return int(getattr(self.pipe, "vae_scale_factor", 8) or 8)
+        return self.family.vae_factor
 
     @property
     def native_size(self) -> tuple[int, int]:
         """(width, height) the model was trained at."""
-        side = int(self.pipe.unet.config.sample_size) * self.vae_factor
-        return side, side
+        return self.family.native_size
 
     @property
     def embeds_guidance(self) -> bool:
-        """LCM-style UNets take guidance as an input and never run CFG."""
-        return getattr(self.pipe.unet.config, "time_cond_proj_dim", None) is not None
+        """Guidance is a denoiser input (LCM-style UNets): no CFG batch."""
+        return self.family.embeds_guidance
 
     @property
     def default_guidance(self) -> float:
         if "guidance" in self.loaded.defaults:  # the folder's own recommendation
             return self.loaded.defaults["guidance"]
-        if "turbo" in self.model_name.lower():
-            return 0.0
-        if self.embeds_guidance:
-            return 8.0
-        return 5.0 if self.loaded.family == "sdxl" else 7.5
+        return self.family.default_guidance(self.model_name)
 
     @property
     def max_steps(self) -> int:
-        """Most steps the scheduler can take: "leading" spacing shifts every timestep up by
-        ``steps_offset``, so asking for all training timesteps would index past the last one."""
-        cfg = self.pipe.scheduler.config
-        limit = int(cfg.get("num_train_timesteps", MAX_STEPS))
-        if cfg.get("timestep_spacing", "leading") == "leading":
-            limit -= int(cfg.get("steps_offset", 0) or 0)
-        return max(1, min(limit, MAX_STEPS))
+        """Most steps this model's scheduler can take (see ModelFamily.max_steps)."""
+        return self.family.max_steps(MAX_STEPS)
 
     def uses_cfg(self, guidance: float) -> bool:
-        return guidance > 1.0 and not self.embeds_guidance
+        return self.family.uses_cfg(guidance)
 
     @property
     def tokenizer(self):
-        return getattr(self.pipe, "tokenizer", None) or self.pipe.tokenizer_2
+        return self.family.tokenizer
 
     # -- requests -----------------------------------------------------------------------
     def validate(self, req: GenerationRequest) -> GenerationRequest:
@@ -147,7 +141,7 @@ class Engine:
         for name, v in (("width", width), ("height", height)):
             if v % self.vae_factor:
                 raise InvalidRequest(f"{name} must be a multiple of {self.vae_factor} for this model, got {v}")
-        latent_hw = (height // self.vae_factor, width // self.vae_factor)
+        latent_hw = self.family.latent_hw(height, width)
         if req.map_size is None:
             map_size = default_map_size(latent_hw)
         elif isinstance(req.map_size, (int, np.integer)) and not isinstance(req.map_size, bool):
@@ -165,23 +159,16 @@ class Engine:
         return replace(req, guidance=float(guidance), width=width, height=height, map_size=map_size)
 
     def _check_layers(self, layers) -> None:
-        from .attention import LayerFilter, cross_attention_modules
+        from .attention import LayerFilter
 
-        f = LayerFilter(layers)
-        names = [n for n, _ in cross_attention_modules(self.pipe.unet)]
-        allowed = [self.vae_factor * 2**k for k in range(4)]
-        if f.factors - set(allowed):
-            raise InvalidRequest(f"layer resolution factors must be among {', '.join(map(str, allowed))}, got {sorted(f.factors)}")
-        missing = [s for s in f.names if not any(s in n for n in names)]
-        if missing:
-            raise InvalidRequest(f"no cross-attention layer matches {', '.join(missing)}; layer names look like {names[0]}")
+        LayerFilter(layers).check(self.family)
 
     # -- generation ---------------------------------------------------------------------
     def generate(self, req: GenerationRequest, bus, should_stop=lambda: False, abort=None) -> RunEnd:
         """Run one request; publishes RunStart, StepFrames and RunEnd on ``bus``; returns the RunEnd.
 
         ``should_stop`` is asked after every step (it may block, e.g. to pause); ``abort``, if
-        given, is asked at every cross-attention call and must be cheap: True ends the run at
+        given, is asked at every captured attention call and must be cheap: True ends the run at
         once, mid-step, so a new prompt does not wait for a whole step of a large model."""
         if not self._lock.acquire(blocking=False):
             raise InvalidRequest("the engine is busy with another run; wait for it or cancel it first")
@@ -193,14 +180,14 @@ class Engine:
     def _generate(self, req: GenerationRequest, bus, should_stop, abort) -> RunEnd:
         import torch
 
-        from .attention import Aggregator, AttentionCapture, RunAborted, map_words
+        from .attention import Aggregator, AttentionCapture, RunAborted
         from .preview import upscale
         from .transfer import to_host
 
         pipe = self.pipe
-        words = map_words(self.tokenizer, req.prompt, req.include_special)
+        words = self.family.map_words(req.prompt, req.include_special)
         cfg = self.uses_cfg(req.guidance)
-        latent_hw = (req.height // self.vae_factor, req.width // self.vae_factor)
+        latent_hw = self.family.latent_hw(req.height, req.width)
         timesteps = self._timesteps(req.steps)
         total = len(timesteps)  # denoising iterations = frames; PNDM, for one, runs steps + 1
         run_id = new_run_id()
@@ -244,7 +231,7 @@ class Engine:
             return kwargs
 
         try:
-            with AttentionCapture(pipe.unet, req.layers, self.vae_factor) as capture:
+            with AttentionCapture(self.family, req.layers) as capture:
                 capture.begin(aggregator, abort)
                 kwargs = dict(
                     prompt=req.prompt, num_inference_steps=req.steps, guidance_scale=req.guidance,

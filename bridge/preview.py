@@ -97,8 +97,18 @@ def fit_latent_rgb(vae, count: int = 8, size: int = 128, seed: int = 0) -> Laten
     with torch.no_grad():
         posterior = vae.encode(images.to(param.device, param.dtype)).latent_dist
         latents = (posterior.mean.float() - shift) * scale
-    decoded = vae_decode(vae, latents / scale + shift).float().clamp(-1, 1)
+    decoded = vae_decode(vae, vae_space(vae, latents)).float().clamp(-1, 1)
     return fit_pairs(latents, decoded)
+
+
+def vae_space(vae, latents):
+    """Pipeline-space latents (what the scheduler sees) → the VAE's input, as pipelines decode:
+    ``z / scaling_factor + shift_factor`` (SD3 and Flux VAEs shift; SD's have no shift)."""
+    cfg = vae.config
+    scale = float(getattr(cfg, "scaling_factor", 1.0) or 1.0)
+    shift = getattr(cfg, "shift_factor", None)
+    z = latents / scale
+    return z + float(shift) if shift else z
 
 
 def vae_decode(vae, latents):
@@ -121,25 +131,29 @@ def vae_decode(vae, latents):
 
 
 class Previewer:
-    """Turns latents into a float RGB (0..255) preview tensor on the device."""
+    """Turns latents into a float RGB (0..255) preview tensor on the device.
 
-    def __init__(self, fit: LatentRGB, device):
+    ``layout`` (the model family's ``spatial_latents``) turns the pipeline's latents into
+    (batch, channels, h, w) first, so packed layouts preview like spatial ones.
+    """
+
+    def __init__(self, fit: LatentRGB, device, layout=None):
         import torch
 
         self.weight = torch.tensor(fit.factors, device=device, dtype=torch.float32)  # (C, 3)
         self.bias = torch.tensor(fit.bias, device=device, dtype=torch.float32)
+        self.layout = layout or (lambda latents: latents)
 
     def linear(self, latents):
-        """(1, C, h, w) latents → (h, w, 3) float RGB in 0..255 on the device."""
+        """Latents (first image) → (h, w, 3) float RGB in 0..255 on the device, at latent resolution."""
         import torch
 
-        rgb = torch.einsum("chw,cr->hwr", latents[0].float(), self.weight) + self.bias
+        rgb = torch.einsum("chw,cr->hwr", self.layout(latents)[0].float(), self.weight) + self.bias
         return ((rgb.clamp(-1, 1) + 1) * 127.5)
 
-    @staticmethod
-    def decode(pipe, latents):
-        """Full VAE decode of the current latents → (H, W, 3) float RGB in 0..255 on the device."""
-        image = vae_decode(pipe.vae, latents[:1] / pipe.vae.config.scaling_factor)[0]
+    def decode(self, pipe, latents):
+        """Full decode by ``pipe``'s VAE of the current latents (first image) → (H, W, 3) float RGB in 0..255 on the device."""
+        image = vae_decode(pipe.vae, vae_space(pipe.vae, self.layout(latents)[:1]))[0]
         return ((image.float().clamp(-1, 1) + 1) * 127.5).permute(1, 2, 0)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bridge.builtin.clip_bpe import write_clip_tokenizer
+from bridge.tokenizers.clip_bpe import write_clip_tokenizer
 
 MERGES = 1000
 

@@ -58,6 +58,6 @@ def clip_tokenizer(tmp_path_factory):
     """The full 49 408-token CLIP tokenizer derived from the shipped BPE merges."""
     from transformers import CLIPTokenizer
 
-    from bridge.builtin.clip_bpe import write_clip_tokenizer
+    from bridge.tokenizers.clip_bpe import write_clip_tokenizer
 
     return CLIPTokenizer.from_pretrained(write_clip_tokenizer(tmp_path_factory.mktemp("clip") / "tokenizer"))

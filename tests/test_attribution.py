@@ -181,7 +181,8 @@ def test_minmax_threshold_is_relative_to_the_maps_floor():
 def test_no_mid_block_filter_drops_only_the_mid_block():
     import attribution_limits as limits
 
-    from bridge.attention import LayerFilter, cross_attention_modules
+    from bridge.attention import LayerFilter
+    from bridge.families.unet import cross_attention_modules
     from bridge.engine import Engine
 
     engine = Engine.load("builtin", device="cpu", progress=False)

@@ -135,7 +135,7 @@ def test_memory_does_not_grow_with_steps(tiny_engine):
 
 
 def test_abort_ends_a_run_in_the_middle_of_a_step_and_restores_the_processors(tiny_engine, collect):
-    from bridge.attention import cross_attention_modules
+    from bridge.families.unet import cross_attention_modules
 
     originals = {name: m.processor for name, m in cross_attention_modules(tiny_engine.pipe.unet)}
     layers = len(originals)

@@ -47,3 +47,24 @@ def test_factors_round_trip_through_json(tmp_path):
     save_latent_rgb(tmp_path, fit)
     assert load_latent_rgb(tmp_path) == fit
     assert load_latent_rgb(tmp_path / "nowhere") is None
+
+
+def test_previews_go_to_the_vaes_space_with_its_shift_and_through_the_latent_layout():
+    """SD3- and Flux-style VAEs shift as well as scale: decode(z / scaling_factor + shift_factor)."""
+    from diffusers import AutoencoderKL, StableDiffusionPipeline
+
+    torch.manual_seed(0)
+    vae = AutoencoderKL(latent_channels=4, norm_num_groups=8, block_out_channels=(8, 8), layers_per_block=1,
+                        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                        scaling_factor=1.5, shift_factor=0.25)
+    z = torch.randn(1, 4, 4, 4, generator=torch.Generator().manual_seed(1))
+    packed = z.flatten(2).transpose(1, 2)  # (1, h·w, C): a packed layout the family must unpack
+    unpack = lambda t: t.transpose(1, 2).reshape(1, 4, 4, 4)  # noqa: E731
+    with torch.no_grad():
+        expected = vae.decode(z / 1.5 + 0.25).sample[0]
+    pipe = StableDiffusionPipeline.from_pretrained(BUILTIN_DIR / "tiny", safety_checker=None, requires_safety_checker=False)
+    pipe.register_modules(vae=vae)
+    preview = Previewer(fit_latent_rgb(vae), "cpu", unpack)
+    got = preview.decode(pipe, packed)
+    torch.testing.assert_close(got, ((expected.clamp(-1, 1) + 1) * 127.5).permute(1, 2, 0))
+    torch.testing.assert_close(preview.linear(packed), Previewer(fit_latent_rgb(vae), "cpu").linear(z))

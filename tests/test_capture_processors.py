@@ -3,10 +3,11 @@
 import pytest
 import torch
 
-from bridge.attention import Aggregator, AttentionCapture, LayerFilter, cross_attention_modules
+from bridge.attention import Aggregator, AttentionCapture, LayerFilter
 from bridge.attention.processor import CaptureProcessor
 from bridge.bus import Bus
 from bridge.engine import GenerationRequest
+from bridge.families.unet import cross_attention_modules
 
 
 def _processors(unet):
@@ -18,7 +19,7 @@ def test_only_cross_attention_gets_capture_processors(tiny_engine):
     before = _processors(unet)
     cross = {n for n, _ in cross_attention_modules(unet)}
     assert cross and all(n.endswith("attn2") for n in cross)
-    with AttentionCapture(unet):
+    with AttentionCapture(tiny_engine.family):
         during = _processors(unet)
         for name, proc in during.items():
             if name in cross:
@@ -36,7 +37,7 @@ def test_processors_restored_after_an_exception_inside_the_run(tiny_engine):
         raise RuntimeError("boom in the middle of a run")
 
     with pytest.raises(RuntimeError, match="boom"):
-        with AttentionCapture(unet) as cap:
+        with AttentionCapture(tiny_engine.family) as cap:
             cap.begin(Aggregator(((1,),), 77, (8, 8), (8, 8), True, "cpu"))
             tiny_engine.pipe("a cat", num_inference_steps=2, width=64, height=64, output_type="latent",
                              callback_on_step_end=explode)

@@ -13,16 +13,17 @@ from _qk_reference import QKRecorder
 from bridge.attention import Aggregator, AttentionCapture, map_words
 from bridge.bus import Bus
 from bridge.engine import GenerationRequest
+from bridge.families import UNetFamily
 
 PROMPT = "a red apple, on a wooden table"
 
 
-def _run_direct(pipe, prompt, guidance, width, height, map_hw, steps=3, seed=3):
+def _run_direct(pipe, prompt, guidance, width, height, map_hw, steps=3, seed=3, images=1):
     words = map_words(pipe.tokenizer, prompt)
     cfg = guidance > 1
     ours = []
     agg = Aggregator(words.token_indices, 77, (height // 8, width // 8), map_hw, cfg, "cpu")
-    with QKRecorder(pipe.unet) as rec, AttentionCapture(pipe.unet) as cap:
+    with QKRecorder(pipe.unet) as rec, AttentionCapture(UNetFamily(pipe)) as cap:
         cap.begin(agg)
 
         def on_step_end(_p, i, t, kw):
@@ -33,7 +34,8 @@ def _run_direct(pipe, prompt, guidance, width, height, map_hw, steps=3, seed=3):
 
         with torch.no_grad():
             pipe(prompt, num_inference_steps=steps, guidance_scale=guidance, width=width, height=height,
-                 generator=torch.Generator().manual_seed(seed), output_type="latent", callback_on_step_end=on_step_end)
+                 generator=torch.Generator().manual_seed(seed), output_type="latent", callback_on_step_end=on_step_end,
+                 num_images_per_prompt=images)
     return ours, rec.reference(words.token_indices, cfg, map_hw), words
 
 
@@ -54,6 +56,14 @@ def test_aggregation_equals_plain_reference(tiny_engine, guidance, width, height
         assert np.abs(step - ref_step).max() < 1e-4
         assert np.abs(cum - ref_cum).max() < 1e-4
         assert step.min() >= 0 and step.max() > 0
+
+
+@pytest.mark.parametrize("guidance", [7.5, 0.0])
+def test_two_images_per_prompt_keep_exactly_the_conditional_rows(tiny_engine, guidance):
+    """Batch 4 = [u, u, c, c] under CFG keeps the last two rows; batch 2 without guidance keeps both."""
+    ours, ref, _ = _run_direct(tiny_engine.pipe, PROMPT, guidance, 64, 64, (16, 16), steps=1, images=2)
+    (step, cum), (ref_step, ref_cum) = ours[0], ref[0]
+    assert np.abs(step - ref_step).max() < 1e-4 and np.abs(cum - ref_cum).max() < 1e-4
 
 
 def test_engine_frames_carry_the_reference_maps_as_float16(tiny_engine, collect):
@@ -86,7 +96,7 @@ def test_captured_run_produces_the_same_latents_as_a_plain_run(tiny_engine, guid
 
     plain = latents()
     agg = Aggregator(((1,), (2,)), 77, (8, 8), (8, 8), guidance > 1, "cpu")
-    with AttentionCapture(pipe.unet) as cap:
+    with AttentionCapture(tiny_engine.family) as cap:
         cap.begin(agg)
         captured = latents()
     assert agg.layer_calls > 0  # the capture did see the attention

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from bridge.builtin import clip_bpe
+from bridge.tokenizers import clip_bpe
 from bridge.builtin import shapes_data as sd
 from bridge.builtin import train_shapes as ts
 from bridge.builtin.training import architectures as arch

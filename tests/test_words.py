@@ -3,7 +3,7 @@
 import json
 
 from bridge.attention.words import group_tokens, map_words
-from bridge.builtin.clip_bpe import FULL_MERGES, build_vocab, read_merges, vocab_size, write_clip_tokenizer
+from bridge.tokenizers.clip_bpe import FULL_MERGES, build_vocab, read_merges, vocab_size, write_clip_tokenizer
 
 
 def test_full_vocab_has_clip_size_and_ids(clip_tokenizer):

@@ -1,7 +1,8 @@
-"""Cross-attention capture (DAAM) on diffusers UNets: processors, aggregation, token → word mapping."""
+"""Attention capture (DAAM), independent of the architecture: the hooker that wraps a model
+family's processors, the aggregation into per-step word maps, CLIP token → word mapping."""
 
-from .aggregate import Aggregator, feature_size
-from .capture import AttentionCapture, LayerFilter, RunAborted, cross_attention_modules
+from .aggregate import Aggregator
+from .capture import AttentionCapture, LayerFilter, RunAborted
 from .words import WordMap, map_words
 
-__all__ = ["Aggregator", "AttentionCapture", "LayerFilter", "RunAborted", "WordMap", "cross_attention_modules", "feature_size", "map_words"]
+__all__ = ["Aggregator", "AttentionCapture", "LayerFilter", "RunAborted", "WordMap", "map_words"]

@@ -1,8 +1,9 @@
 """DAAM aggregation on the device: per-layer attention → per-token maps → per-word step maps.
 
-One ``Aggregator`` lives for one run.  Every captured cross-attention call hands over its
-conditional-half probabilities; the aggregator averages them over heads, keeps the tokens of
-the prompt's words and holds the (positions, tokens) result until the step ends.  At the end
+One ``Aggregator`` lives for one run.  Every captured attention call hands over its
+conditional rows' probabilities with the layer's map size (h, w), which the model family
+knows; the aggregator averages them over heads, keeps the tokens of the prompt's words and
+holds the (positions, tokens) result until the step ends.  At the end
 of a step the layers of each resolution are upsampled together (bicubic, to the map size),
 clamped ≥ 0 per layer and summed; the token maps become per-word maps (mean over each word's
 subword tokens, as in DAAM), are added to the running cumulative map, and the per-step
@@ -18,22 +19,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-
-
-def feature_size(n: int, latent_hw: tuple[int, int]) -> tuple[int, int, int]:
-    """(h, w, downsampling) of a layer whose feature map has ``n`` positions.
-
-    UNet down-samplers are stride-2 convolutions with padding 1, so each level has
-    ceil(h / 2) × ceil(w / 2) positions; walking the levels from the latent size finds the one
-    with n positions.  This works for any aspect ratio (never sqrt(n)).
-    """
-    h, w = latent_hw
-    down = 1
-    while h * w > n and (h > 1 or w > 1):
-        h, w, down = -(-h // 2), -(-w // 2), down * 2
-    if h * w != n:
-        raise ValueError(f"a cross-attention layer has {n} positions, which matches no level of a {latent_hw} latent")
-    return h, w, down
 
 
 def word_matrix(token_indices, sequence_length: int, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -59,39 +44,25 @@ class Aggregator:
         self.cfg = bool(cfg)
         self.keep, self.matrix = word_matrix(token_indices, sequence_length, device)
         self.cumulative = torch.zeros(self.matrix.shape[0], *self.map_hw, device=device, dtype=torch.float32)
-        self._pending: dict[int, list[torch.Tensor]] = {}  # positions N → this step's (N, K) per layer
-        self._sizes: dict[int, tuple[int, int, int]] = {}
-
-    def size_of(self, n: int) -> tuple[int, int, int]:
-        """Cached :func:`feature_size` for this run's latent."""
-        size = self._sizes.get(n)
-        if size is None:
-            size = self._sizes[n] = feature_size(n, self.latent_hw)
-        return size
-
-    def conditional(self, batch: int) -> slice:
-        """Which rows of an attention batch are conditional: CFG stacks [uncond, cond]."""
-        if self.cfg and batch % 2 == 0:
-            return slice(batch // 2, batch)
-        return slice(0, batch)
+        self._pending: dict[tuple[int, int], list[torch.Tensor]] = {}  # layer (h, w) → this step's (h·w, K) per layer
 
     @property
     def layer_calls(self) -> int:
         return sum(len(v) for v in self._pending.values())
 
-    def add(self, probs: torch.Tensor) -> None:
-        """Add one layer's conditional probabilities, shape (B, heads, N, tokens)."""
-        n = probs.shape[2]
-        self.size_of(n)  # fail early on a layer that fits no level of the latent
+    def add(self, probs: torch.Tensor, hw: tuple[int, int]) -> None:
+        """Add one layer's conditional probabilities, shape (B, heads, h·w, tokens), row-major over (h, w)."""
+        h, w = hw
+        if probs.shape[2] != h * w:
+            raise ValueError(f"a layer map of {h}×{w} cannot hold {probs.shape[2]} positions")
         per_token = probs.index_select(-1, self.keep).mean(dim=1)  # (B, N, K): all heads at once
         per_token = per_token[0] if per_token.shape[0] == 1 else per_token.sum(dim=0)
-        self._pending.setdefault(n, []).append(per_token)
+        self._pending.setdefault((h, w), []).append(per_token)
 
     def token_maps(self) -> torch.Tensor:
         """This step's (K, map_h, map_w) token maps: upsampled, clamped per layer, summed."""
         total = None
-        for n, layers in self._pending.items():
-            h, w, _ = self.size_of(n)
+        for (h, w), layers in self._pending.items():
             stacked = torch.stack(layers).transpose(1, 2).reshape(len(layers), -1, h, w).float()  # (L, K, h, w)
             up = F.interpolate(stacked, size=self.map_hw, mode="bicubic", align_corners=False).clamp_(min=0).sum(dim=0)
             total = up if total is None else total.add_(up)

@@ -1,40 +1,33 @@
-"""Install capture processors on a UNet's cross-attention modules for the length of a ``with``.
+"""Wrap a model family's attention processors for the length of a ``with``.
 
-    with AttentionCapture(pipe.unet, layers=("up", 16)) as capture:
+    with AttentionCapture(family, layers=("up", 16)) as capture:
         capture.begin(aggregator)      # start of a run
-        pipe(...)                      # processors feed the aggregator
-        capture.end()
+        pipe(...)                      # the wrapped processors feed the aggregator
 
-Only cross-attention modules (``attn2``, ``is_cross_attention``) get a processor; self-attention
-keeps its own (SDPA) processor.  Every original processor is put back on exit, also when the
-run raised.
+The family's locator names the sites (for the UNet: every cross-attention module); each gets
+a :class:`CaptureProcessor` around its own processor through the module's ``set_processor``.
+Other modules are untouched.  Every original processor is put back, and every tap hook
+removed, on exit, also when the run raised.  Nothing is patched globally.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 
+from ..errors import InvalidRequest
 from .aggregate import Aggregator
 from .processor import CaptureProcessor
 
-
-def cross_attention_modules(model) -> list[tuple[str, object]]:
-    """(name, module) for every cross-attention module of a UNet."""
-    from diffusers.models.attention_processor import Attention
-
-    found = []
-    for name, module in model.named_modules():
-        if isinstance(module, Attention) and (getattr(module, "is_cross_attention", False) or name.endswith("attn2")):
-            found.append((name, module))
-    return found
+log = logging.getLogger(__name__)
 
 
 class LayerFilter:
-    """Which cross-attention layers feed the maps.
+    """Which attention layers feed the maps.
 
     ``None`` or empty: all.  Otherwise a list of selectors, a layer is kept if any matches:
     an int (or digits) is a downsampling factor relative to the image (8, 16, 32, 64, as in
-    DAAM: 8 is the latent resolution); a string is a substring of the module name
+    DAAM: 8 is SD's latent resolution); a string is a substring of the module name
     ("down", "mid", "up", "up_blocks.1").
     """
 
@@ -51,40 +44,51 @@ class LayerFilter:
     def everything(self) -> bool:
         return not self.factors and not self.names
 
+    def keeps_name(self, name: str) -> bool:
+        return any(n in name for n in self.names)
+
     def keeps(self, name: str, image_factor: int) -> bool:
         if self.everything:
             return True
-        return image_factor in self.factors or any(n in name for n in self.names)
+        return image_factor in self.factors or self.keeps_name(name)
+
+    def check(self, family) -> None:
+        """InvalidRequest (one sentence) for factors outside the family's vocabulary or names that match no layer."""
+        allowed = family.layer_factors
+        if self.factors - set(allowed):
+            raise InvalidRequest(f"layer resolution factors must be among {', '.join(map(str, allowed))}, got {sorted(self.factors)}")
+        names = [s.name for s in family.attention_sites()]
+        missing = [s for s in self.names if not any(s in n for n in names)]
+        if missing:
+            raise InvalidRequest(f"no {family.attention_kind} layer matches {', '.join(missing)}; layer names look like {names[0]}")
 
 
 class RunAborted(Exception):
-    """Raised inside the UNet by a capture processor when the run's ``abort`` says so."""
+    """Raised inside the denoiser by a capture processor when the run's ``abort`` says so."""
 
 
 class AttentionCapture:
-    def __init__(self, model, layers=None, vae_factor: int = 8):
-        self.model = model
+    def __init__(self, family, layers=None):
+        self.family = family
         self.filter = LayerFilter(layers)
-        self.vae_factor = vae_factor
         self.aggregator: Aggregator | None = None
         self.abort = None  # a cheap callable; True ends the run in the middle of a step
-        self._originals: list[tuple[object, object]] = []
-        self._names: list[str] = []
-
-    @property
-    def layer_names(self) -> list[str]:
-        return list(self._names)
+        self._wrapped: list[tuple[object, object, CaptureProcessor]] = []
+        self._by_name: dict[str, bool] = {}  # site → kept by name alone (no factor needed)
+        self._geometry: dict[int, tuple[int, int, int]] = {}  # positions → (h, w, factor), this run
+        self._silent: set[str] = set()  # sites already reported as giving no map
 
     def __enter__(self) -> "AttentionCapture":
-        modules = cross_attention_modules(self.model)
-        if not modules:
-            raise ValueError("this model has no cross-attention layers to capture")
+        sites = self.family.attention_sites()
+        if not sites:
+            raise ValueError(f"this model has no {self.family.attention_kind} layers to capture")
         try:
-            for name, module in modules:
-                original = module.processor
-                self._originals.append((module, original))
-                module.set_processor(CaptureProcessor(name, original, self))
-                self._names.append(name)
+            for site in sites:
+                original = site.module.processor
+                wrapper = CaptureProcessor(site, original, self)
+                self._wrapped.append((site.module, original, wrapper))
+                site.module.set_processor(wrapper)
+                self._by_name[site.name] = self.filter.everything or self.filter.keeps_name(site.name)
         except BaseException:
             self._restore()
             raise
@@ -95,28 +99,41 @@ class AttentionCapture:
         self._restore()
 
     def _restore(self) -> None:
-        while self._originals:
-            module, original = self._originals.pop()
+        while self._wrapped:
+            module, original, wrapper = self._wrapped.pop()
+            wrapper.remove_hooks()
             module.set_processor(original)
-        self._names.clear()
+        self._by_name.clear()
 
     def begin(self, aggregator: Aggregator, abort=None) -> None:
         """Feed ``aggregator`` from now on.  ``abort`` (optional, must be cheap: it is asked at
-        every cross-attention call) lets a VJ's new prompt end a run mid-step instead of
-        waiting for a whole step of a large model."""
+        every wrapped call) lets a VJ's new prompt end a run mid-step instead of waiting for a
+        whole step of a large model."""
         self.aggregator = aggregator
         self.abort = abort
-
-    def end(self) -> None:
-        self.aggregator = self.abort = None
+        self._geometry = {}
 
     def check_abort(self) -> None:
         if self.abort is not None and self.abort():
             raise RunAborted()
 
-    def wants(self, name: str, hidden_states, aggregator: Aggregator) -> bool:
-        if self.filter.everything:
-            return True
-        n = hidden_states.shape[1] if hidden_states.ndim == 3 else hidden_states.shape[2] * hidden_states.shape[3]
-        _, _, down = aggregator.size_of(n)
-        return self.filter.keeps(name, down * self.vae_factor)
+    def reads(self, site) -> bool:
+        """Whether a call of ``site`` may feed the maps (False: its processor just runs)."""
+        return self._by_name.get(site.name, False) or bool(self.filter.factors)
+
+    def observe(self, site, call) -> None:
+        """One call's taps → probabilities → the aggregator, if the layer passes the filter."""
+        aggregator = self.aggregator
+        probs = self.family.probabilities(site, call, aggregator.cfg)
+        if probs is None:
+            if site.name not in self._silent:
+                self._silent.add(site.name)
+                log.warning("%s: its processor did not use the projections the capture reads; this layer gives no map", site.name)
+            return
+        n = probs.shape[2]
+        geometry = self._geometry.get(n)
+        if geometry is None:  # fail early on a layer that fits no map of this latent
+            geometry = self._geometry[n] = self.family.layer_geometry(n, aggregator.latent_hw)
+        h, w, factor = geometry
+        if self._by_name[site.name] or factor in self.filter.factors:
+            aggregator.add(probs, (h, w))

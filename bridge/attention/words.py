@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from ..builtin.clip_bpe import byte_to_unicode
+from ..tokenizers.clip_bpe import byte_to_unicode
 
 log = logging.getLogger(__name__)
 

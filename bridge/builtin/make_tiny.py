@@ -61,7 +61,7 @@ def build_tiny_pipeline(tokenizer_dir: Path):
 def make_tiny(out_dir: str | Path = TINY_DIR) -> Path:
     """Write the tiny model folder (replacing an old one) and its preview factors."""
     from ..preview import fit_latent_rgb, save_latent_rgb
-    from .clip_bpe import write_clip_tokenizer
+    from ..tokenizers.clip_bpe import write_clip_tokenizer
 
     out = Path(out_dir)
     with tempfile.TemporaryDirectory() as tmp:

@@ -35,7 +35,6 @@ from pathlib import Path
 
 import torch
 
-from bridge.builtin import clip_bpe
 from bridge.builtin.training.architectures import MAX_TOKENS, MERGES
 from bridge.builtin.training.captions import CaptionEncoder
 from bridge.builtin.training.dataset import encode_scenes
@@ -43,6 +42,7 @@ from bridge.builtin.training.precision import bf16_native
 from bridge.builtin.training.save import save_pipeline
 from bridge.builtin.training.stages import estimate, train_denoiser, train_vae
 from bridge.limits import LIMITS
+from bridge.tokenizers import clip_bpe
 
 log = logging.getLogger("train_shapes")
 

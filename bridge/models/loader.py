@@ -2,7 +2,9 @@
 
 All sources, the built-in models included, end in the same diffusers call
 (``AutoPipelineForText2Image`` for folders and hub ids, the SD / SDXL pipeline's
-``from_single_file`` for checkpoints).  Every failure becomes one ``ModelError`` sentence.
+``from_single_file`` for checkpoints).  The loaded pipeline's model family
+(``bridge.families``) is picked from its components.  Every failure becomes one
+``ModelError`` sentence.
 """
 
 from __future__ import annotations
@@ -27,8 +29,9 @@ class LoadedModel:
     source: ModelSource
     device: str
     dtype: object  # torch.dtype
-    family: str  # "sd" | "sdxl"
+    family: str  # the family's name: "sd" | "sdxl"
     defaults: dict = field(default_factory=dict)  # the folder's bridge_defaults.json, e.g. {"guidance": 3.0}
+    arch: object = None  # the pipeline's ModelFamily (bridge.families); None: the engine picks it
 
 
 def pick_device(device: str = "auto") -> str:
@@ -193,10 +196,10 @@ def _load(source: ModelSource, dev: str, torch_dtype) -> LoadedModel:
                 "and not in the local cache"
             ) from None
         raise ModelError(f"could not load model {source.name!r}: {_first_line(exc)}") from None
-    if getattr(pipe, "unet", None) is None:
-        raise ModelError(f"model {source.name!r} is a {type(pipe).__name__}, not a UNet text-to-image pipeline this bridge can capture")
+    from ..families import family_for
+
+    arch = family_for(pipe, source.name)
     pipe.set_progress_bar_config(disable=True)  # the bridge shows its own progress
-    family = "sdxl" if getattr(pipe, "text_encoder_2", None) is not None or "XL" in type(pipe).__name__ else "sd"
     if defaults:
         log.info("model defaults from its folder: %s", ", ".join(f"{k} {v:g}" for k, v in defaults.items()))
-    return LoadedModel(pipe, source, dev, torch_dtype, family, defaults)
+    return LoadedModel(pipe, source, dev, torch_dtype, arch.name, defaults, arch)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .. import clip_bpe
+from ...tokenizers import clip_bpe
 from .. import shapes_data as sd
 
 MERGES = 4000  # first K CLIP merges: every caption word is one or two real CLIP tokens
