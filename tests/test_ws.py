@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import os
 import socket
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -138,6 +139,49 @@ def test_a_client_that_reads_nothing_is_dropped_and_shutdown_does_not_wait_for_i
         t0 = time.monotonic()
         sink.close()
         assert time.monotonic() - t0 < 5 and not sink._thread.is_alive()
+
+
+def test_a_client_that_falls_behind_gets_the_newest_step(caplog):
+    """A real client stops reading while 20 large steps go out, then reads again: it has
+    skipped steps (counted), never the last one, and the run's end arrived whole."""
+    from websockets.sync.client import connect
+
+    from bridge.frames import RunEnd, StepFrame
+
+    sink = WebSocketSink("127.0.0.1", 0).start()
+    try:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: a small window
+        sock.connect(("127.0.0.1", sink.port))
+        # max_queue=1: the client's library stops reading the socket until recv() is called
+        ws = connect(sink.url, sock=sock, max_size=None, max_queue=1)
+        ws.send('{"type":"subscribe","dtype":"float32"}')
+        assert P.decode_message(ws.recv(10))["type"] == "hello"
+        maps = np.ones((7, 64, 64), np.float16)
+        for i in range(20):  # ~0.4 MB per step: far more than the socket buffers hold
+            sink.on_step(StepFrame("r", i, 20, 1.0, "noise", (1.0, 0.0, 0.0), tuple("abcdefg"), maps, maps,
+                                   (1 / 7,) * 7, np.zeros((256, 256, 3), np.uint8), 0.0))
+        sink.on_run_end(RunEnd("r", "completed", 20, 1.0))
+        published = threading.Event()
+        sink.server.call(published.set)  # the loop runs callbacks in order: every event is fanned out
+        assert published.wait(10)
+        steps, end = [], None
+        while end is None:
+            m = P.decode_message(ws.recv(30))
+            if isinstance(m, dict) and m["type"] == "step":
+                steps.append(m["step"])
+            elif isinstance(m, dict) and m["type"] == "run_end":
+                end = m
+        [state] = sink.clients
+        assert state.dropped > 0 and len(steps) + state.dropped == 20
+        assert steps == sorted(steps) and steps[-1] == 19  # newest wins: the last step is never the one skipped
+        assert end["steps_done"] == 20
+        ws.send('{"type":"status","id":"last"}')  # read up to its answer: nothing left unread, a clean close
+        while P.decode_message(ws.recv(30)).get("id") != "last":
+            pass
+        ws.close()
+    finally:
+        sink.close()
 
 
 def test_token_required_off_loopback(tiny_engine, tmp_path):
