@@ -252,3 +252,38 @@ def test_oversize_and_garbage_get_specific_errors():
         again.close()
     finally:
         sink.close()
+
+
+def test_every_control_is_answered_once_and_the_answer_carries_its_id(tiny_engine):
+    """A client tells its answers apart by the ``id`` it sent; state changes come once each."""
+    with live_session(tiny_engine, steps=3) as session:
+        client = WsClient(session.websocket.url)
+        other = WsClient(session.websocket.url)
+        client.until(is_json("status"))
+        client.send({"type": "set", "seed": 11, "id": 1})
+        answer = client.until(lambda m: isinstance(m, dict) and "id" in m)
+        assert answer["type"] == "status" and answer["id"] == 1 and answer["settings"]["seed"] == 11
+        client.send({"type": "set", "steps": -3, "id": "bad-steps"})
+        answer = client.until(lambda m: isinstance(m, dict) and "id" in m)
+        assert (answer["type"], answer["code"], answer["id"]) == ("error", "invalid_value", "bad-steps")
+        client.send({"type": "subscribe", "frames": ["final"], "id": "sub"})
+        assert client.until(lambda m: isinstance(m, dict) and "id" in m)["subscription"]["frames"] == ["final"]
+        client.send({"type": "prompt", "prompt": "a red apple", "id": "go"})
+        client.until(is_json("run_end"))
+        client.until(is_json("status", state="idle"))
+        client.send({"type": "status", "id": "after"})
+        client.until(is_json("status", id="after"))
+        other.until(is_json("status", state="idle"))
+        client.close()
+        other.close()
+    replies = [m for m in client.json() if "id" in m]
+    assert [m["id"] for m in replies] == [1, "bad-steps", "sub", "go", "after"]
+    assert all("id" not in m for m in other.json())  # an answer goes to its sender only
+    statuses = client.json("status")
+    bare = [{k: v for k, v in m.items() if k != "id"} for m in statuses]
+    assert all(a != b for a, b, m in zip(bare, bare[1:], statuses[1:]) if "id" not in m)  # none repeats unasked
+    kinds = [m["type"] for m in client.json()]
+    after_prompt = kinds[kinds.index("status", [m.get("id") for m in client.json()].index("go")):]
+    assert after_prompt.index("run_start") <= 2  # the answer to the prompt, maybe "running", then the run
+    end = kinds.index("run_end")
+    assert [m.get("state") for m in client.json()[end + 1:]] == ["idle", "idle"]  # the change once, then the answer
