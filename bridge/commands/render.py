@@ -73,32 +73,6 @@ def parse_phases(text: str):
         raise UserError(f"--phases must be three fractions summing to 1, like 0.2,0.4,0.4 ({exc})") from None
 
 
-class ProgressBar:
-    """A bus sink that shows a tqdm bar over the steps of each run."""
-
-    def __init__(self, disable: bool = False):
-        self.disable = disable
-        self._bar = None
-
-    def on_run_start(self, start) -> None:
-        from tqdm import tqdm
-
-        self._bar = tqdm(total=start.steps, desc="denoising", unit="step", disable=self.disable)
-
-    def on_step(self, frame) -> None:
-        if self._bar is not None:
-            self._bar.set_postfix_str(frame.phase, refresh=False)
-            self._bar.update(1)
-
-    def on_run_end(self, end) -> None:
-        self.close()
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
-
-
 class StartKeeper:
     """A sink that keeps the run's RunStart, for the summary line (words, dropped words)."""
 
@@ -117,6 +91,7 @@ def run(args) -> int:
     from ..bus import Bus
     from ..engine import Engine, GenerationRequest, check_request, new_run_id
     from ..recording import Recorder
+    from ..sinks.progress import ProgressSink
 
     out = Path(args.out) if args.out else Path("runs") / new_run_id()
     _check_out(out)
@@ -130,7 +105,7 @@ def run(args) -> int:
     engine = Engine.load(args.model, device=args.device, dtype=args.dtype, progress=not args.no_progress)
     request = engine.validate(request)  # before anything is written
     keeper = StartKeeper()
-    bus = Bus([Recorder(out), ProgressBar(disable=args.no_progress), keeper])
+    bus = Bus([Recorder(out), *([] if args.no_progress else [ProgressSink(leave=True)]), keeper])
     try:
         end = engine.generate(request, bus)
     finally:

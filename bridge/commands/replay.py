@@ -80,14 +80,14 @@ def run_values(args) -> dict:
 class ReplaySession:
     """Player + the live bridge's sinks + OSC control in, wired like the live session."""
 
-    def __init__(self, values: dict, *, gap: float = 1.0, progress: bool = True, seed: int | None = None,
-                 paused: bool = False, preset: str = ""):
+    def __init__(self, values: dict, *, gap: float = 1.0, progress: bool = True, paused: bool = False,
+                 preset: str = ""):
         from ..replay import playlist_source
 
         self.values = values
         self.source = playlist_source(values["recordings"])
         self.recordings = self.source()
-        self.gap, self.progress, self.seed, self.paused, self.preset = gap, progress, seed, paused, preset
+        self.gap, self.progress, self.paused, self.preset = gap, progress, paused, preset
         self.player = None
         self.sinks = None
         self.osc_in = None
@@ -100,7 +100,7 @@ class ReplaySession:
         v = self.values
         self.bus = Bus()
         self.player = Player(self.recordings, self.bus, speed=v["speed"], loop=v["loop"], shuffle=v["shuffle"],
-                             gap=self.gap, seed=self.seed, paused=self.paused, on_change=self._changed,
+                             gap=self.gap, paused=self.paused, on_change=self._changed,
                              refresh=self.source if v["loop"] else None)
         config = sink_config(v, self.progress)
         config.record = ""  # replaying must not record copies of itself
