@@ -7,11 +7,12 @@ outbox.  Whatever writes to the network (:mod:`bridge.sinks.ws.server`) takes ba
 the outbox and reports when one is on its way (:meth:`ClientState.take`,
 :meth:`ClientState.sent`).
 
-The back-pressure rule lives in :meth:`ClientState.push`: while a batch is in flight (the
-writer is waiting for the client's socket to drain), at most one step waits behind it — a
-newer step replaces the waiting one and is counted in ``dropped``; and after a batch that had
-to wait, the writer never writes a step when a newer one waits (:meth:`ClientState.take`).  Batches that are not
-steps (hello, run_start, run_end with the final image, status, error) are never dropped.
+The back-pressure rule lives in :class:`ClientState`: while a batch is in flight (the writer
+is waiting for the client's socket to drain), at most one step waits behind it — a newer
+step replaces the waiting one and is counted in ``dropped`` (:meth:`ClientState.push`); and
+after a batch that had to wait, the writer never writes a step while a newer one waits
+(:meth:`ClientState.take`).  Batches that are not steps (hello, run_start, run_end with the
+final image, status, error) are never dropped.
 """
 
 from __future__ import annotations

@@ -212,7 +212,10 @@ class WsServer:
         log.info("websocket client %s connected (%d connected)", client.peer, len(self._connections))
         try:
             async for message in ws:
-                self.on_message(client, message)
+                try:
+                    self.on_message(client, message)
+                except Exception:  # a bug in handling one message must not end the connection
+                    log.exception("message from websocket client %s was not handled", client.peer)
         except ConnectionClosed:
             pass
         finally:
