@@ -141,7 +141,7 @@ def test_a_client_that_reads_nothing_is_dropped_and_shutdown_does_not_wait_for_i
         assert time.monotonic() - t0 < 5 and not sink._thread.is_alive()
 
 
-def test_a_client_that_falls_behind_gets_the_newest_step(caplog):
+def test_a_client_that_falls_behind_gets_the_newest_step():
     """A real client stops reading while 20 large steps go out, then reads again: it has
     skipped steps (counted), never the last one, and the run's end arrived whole."""
     from websockets.sync.client import connect
@@ -155,16 +155,28 @@ def test_a_client_that_falls_behind_gets_the_newest_step(caplog):
         sock.connect(("127.0.0.1", sink.port))
         # max_queue=1: the client's library stops reading the socket until recv() is called
         ws = connect(sink.url, sock=sock, max_size=None, max_queue=1)
-        ws.send('{"type":"subscribe","dtype":"float32"}')
-        assert P.decode_message(ws.recv(10))["type"] == "hello"
+        ws.send('{"type":"subscribe","dtype":"float32","id":"sub"}')
+        while P.decode_message(ws.recv(10)).get("id") != "sub":  # hello, status, then the answer
+            pass
         maps = np.ones((7, 64, 64), np.float16)
-        for i in range(20):  # ~0.4 MB per step: far more than the socket buffers hold
+
+        def publish(i):  # ~0.4 MB per step as float32: a few fill every buffer on the way
             sink.on_step(StepFrame("r", i, 20, 1.0, "noise", (1.0, 0.0, 0.0), tuple("abcdefg"), maps, maps,
                                    (1 / 7,) * 7, np.zeros((256, 256, 3), np.uint8), 0.0))
+            fanned_out = threading.Event()
+            sink.server.call(fanned_out.set)  # the loop runs callbacks in order: the step has been fanned out
+            assert fanned_out.wait(10)
+
+        [state] = sink.clients
+        for i in range(3):
+            publish(i)
+        deadline = time.monotonic() + 10
+        while not state.in_flight and time.monotonic() < deadline:  # the writer waits for the stalled socket
+            time.sleep(0.01)
+        assert state.in_flight
+        for i in range(3, 20):  # each step arrives while a batch is stuck on its way
+            publish(i)
         sink.on_run_end(RunEnd("r", "completed", 20, 1.0))
-        published = threading.Event()
-        sink.server.call(published.set)  # the loop runs callbacks in order: every event is fanned out
-        assert published.wait(10)
         steps, end = [], None
         while end is None:
             m = P.decode_message(ws.recv(30))
@@ -172,7 +184,6 @@ def test_a_client_that_falls_behind_gets_the_newest_step(caplog):
                 steps.append(m["step"])
             elif isinstance(m, dict) and m["type"] == "run_end":
                 end = m
-        [state] = sink.clients
         assert state.dropped > 0 and len(steps) + state.dropped == 20
         assert steps == sorted(steps) and steps[-1] == 19  # newest wins: the last step is never the one skipped
         assert end["steps_done"] == 20
