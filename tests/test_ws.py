@@ -195,6 +195,52 @@ def test_a_client_that_falls_behind_gets_the_newest_step():
         sink.close()
 
 
+def _frames(buf: bytes) -> list[tuple[int, int, bytes]]:
+    """Split raw server bytes into (first byte, length code, payload) per RFC 6455 frame."""
+    out, i = [], 0
+    while i + 2 <= len(buf):
+        assert buf[i + 1] & 0x80 == 0, "server frames are never masked"
+        n, head = buf[i + 1] & 0x7F, 2
+        if n == 126:
+            n, head = int.from_bytes(buf[i + 2:i + 4], "big"), 4
+        elif n == 127:
+            n, head = int.from_bytes(buf[i + 2:i + 10], "big"), 10
+        if i + head + n > len(buf):
+            break
+        out.append((buf[i], buf[i + 1] & 0x7F, buf[i + head:i + head + n]))
+        i += head + n
+    return out
+
+
+def test_every_message_is_one_unmasked_unfragmented_frame_with_the_shortest_length():
+    """What TouchDesigner's and the browser's parsers rely on, checked on the raw bytes."""
+    from bridge.frames import RunEnd, StepFrame
+
+    sink = WebSocketSink("127.0.0.1", 0).start()
+    try:
+        raw = _stalled_socket(sink.port)  # subscribes to float32; this test reads everything
+        words = tuple("abcdefghijk")
+        maps = np.ones((11, 64, 64), np.float16)  # 11 × 64 × 64 float32: a 16-bit length
+        sink.on_step(StepFrame("r", 0, 1, 1.0, "noise", (1.0, 0.0, 0.0), words, maps, maps, (1 / 11,) * 11,
+                               np.zeros((256, 256, 3), np.uint8), 0.0))  # 196 KiB preview: a 64-bit length
+        sink.on_run_end(RunEnd("r", "completed", 1, 1.0, np.zeros((8, 8, 3), np.uint8)))  # a 7-bit length
+        buf = b""
+        raw.settimeout(30)
+        while b'"type":"run_end"' not in buf:
+            buf += raw.recv(1 << 20)
+        raw.close()
+    finally:
+        sink.close()
+    frames = _frames(buf)
+    for first, code, payload in frames:
+        assert first in (0x81, 0x82)  # FIN set, one frame per message: text (JSON) or binary
+        assert code == (len(payload) if len(payload) < 126 else 126 if len(payload) < 1 << 16 else 127)
+        message = P.decode_message(payload.decode() if first == 0x81 else payload)
+        assert isinstance(message, dict) == (first == 0x81)
+    codes = {code for _, code, _ in frames}
+    assert {126, 127} <= codes and any(c < 126 for c in codes)
+
+
 def test_token_required_off_loopback(tiny_engine, tmp_path):
     with pytest.raises(UserError, match="--token"):
         WebSocketSink("0.0.0.0", 0)
