@@ -1,10 +1,10 @@
 """Websocket sink: binary texture frames and JSON metadata to many clients, plus control in.
 
-The Bus-facing side of three parts (bridge/sinks/ws/):
+The Bus-facing side of four parts (bridge/sinks/ws/):
 - :mod:`~bridge.sinks.ws.server` — loop thread, handshake, token, writing with ``websockets``;
 - :mod:`~bridge.sinks.ws.fanout` — records → per-client batches; newest step wins per client;
 - :mod:`~bridge.sinks.ws.incoming` — control messages in, one answer each;
-and :mod:`~bridge.sinks.ws.static` for the viewer's files over HTTP on the same port.
+- :mod:`~bridge.sinks.ws.static` — the viewer's files over HTTP on the same port.
 
 Never slowing generation: ``on_*`` only schedule work on the server's loop and return.
 """
@@ -30,7 +30,7 @@ class WebSocketSink:
     """The websocket + HTTP server as a Bus sink.
 
     ``controller(control)`` receives every validated control except subscribe/select/status
-    (handled here); it may raise :class:`UserError` to refuse it.  ``status()`` returns the
+    (handled by :mod:`~bridge.sinks.ws.incoming`); it may raise :class:`UserError` to refuse it.  ``status()`` returns the
     server-wide fields of a ``status`` message.  Call :meth:`start` before publishing.
     """
 
