@@ -60,7 +60,6 @@ FLOAT16 = 2
 FLOAT32 = 3
 
 DTYPES = {"uint8": UINT8, "float16": FLOAT16, "float32": FLOAT32}
-DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
 NUMPY_DTYPES = {UINT8: np.dtype("<u1"), FLOAT16: np.dtype("<f2"), FLOAT32: np.dtype("<f4")}
 
 JSON_TYPES = ("hello", "run_start", "step", "run_end", "status", "error")

@@ -201,7 +201,7 @@ class Player:
 
     def __init__(self, recordings: Sequence[Recording], bus, *, speed: float = 1.0, loop: bool = False,
                  shuffle: bool = False, gap: float = 1.0, seed: int | None = None, paused: bool = False,
-                 clock: Callable[[], float] = time.monotonic, on_change: Callable[[PlayerStatus], None] | None = None,
+                 on_change: Callable[[PlayerStatus], None] | None = None,
                  refresh: Callable[[], list[Recording]] | None = None):
         if not recordings:
             raise ReplayError("the playlist is empty")
@@ -212,7 +212,7 @@ class Player:
         self.bus = bus
         self.loop, self.shuffle, self.gap = loop, shuffle, gap
         self._rng = random.Random(seed)
-        self._clock = clock
+        self._clock = time.monotonic
         self._on_change = on_change
         self._cond = threading.Condition()
         self._speed = parse_speed(speed)
@@ -220,7 +220,7 @@ class Player:
         self._skip = False
         self._stopped = False
         self._pos = 0.0  # recording clock, seconds of the current run
-        self._last = clock()
+        self._last = self._clock()
         self._state = "idle"
         self._run_id, self._step, self._total, self._entry, self._loops = "", -1, 0, 0, 0
 

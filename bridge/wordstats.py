@@ -4,7 +4,8 @@ Every number is small and bounded so an OSC In CHOP can use it directly:
 - ``mass``: the word's share of this step's attention over all words (sums to 1 over words);
 - ``peak``: the word's maximum divided by the maximum over all words (0..1);
 - ``x``, ``y``: the attention-weighted centroid in image coordinates, 0..1, origin top-left;
-- ``spread``: the weighted standard deviation of distance from the centroid (0..~0.7);
+- ``spread``: the attention-weighted RMS distance of the pixel centres from the centroid
+  (0 for a point, ~0.41 for an even map, at most ~0.71);
 - ``change``: mean absolute difference of the word's peak-normalised map from the previous
   step's (0..1; 0 on the first step).
 """

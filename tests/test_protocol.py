@@ -20,8 +20,8 @@ from bridge.phases import PhaseSchedule
 DOC = Path(__file__).resolve().parents[1] / "docs" / "PROTOCOL.md"
 
 
-def make_step(words=("a", "red", "apple"), step=2, total=5, h=8, w=6, run_id="run-1", seed=0):
-    rng = np.random.default_rng(seed)
+def make_step(words=("a", "red", "apple"), step=2, total=5, h=8, w=6, run_id="run-1"):
+    rng = np.random.default_rng(0)
     maps = (rng.random((len(words), h, w)) * 3).astype(np.float16)
     return StepFrame(run_id=run_id, step=step, total=total, timestep=500.0, phase="structure",
                      phase_weights=(0.0, 1.0, 0.0), words=tuple(words), maps=maps, cumulative=maps * 2,

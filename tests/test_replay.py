@@ -66,6 +66,7 @@ def test_replay_publishes_the_recorded_records_bit_for_bit(tmp_path):
 
 def test_steps_keep_their_original_timing_scaled_by_speed(tmp_path):
     folder = synthetic_recording(tmp_path / "run", steps=6, step_seconds=0.2)  # steps at 0.2 … 1.2 s, end 1.205 s
+    took = {}
     for speed in (1.0, 4.0):
         sink = Timed()
         t0 = time.monotonic()
@@ -73,8 +74,10 @@ def test_steps_keep_their_original_timing_scaled_by_speed(tmp_path):
         offsets = [t - t0 for t in sink.times]
         for frame, at in zip(sink.of(StepFrame), offsets[1:]):
             assert at >= frame.elapsed / speed  # never early
-        # and not late by more than scheduling slack: at speed 4 the run ends well before 1.2 s
-        assert offsets[-1] < 1.205 / speed + 0.4
+        took[speed] = offsets[-1]
+    # and speed scales the timing: a slow machine adds the same slack to both, so only a
+    # generous bound on the ratio (4 when there is no slack at all)
+    assert took[1.0] / took[4.0] > 2
 
 
 def test_pause_holds_and_resume_continues_where_it_was(tmp_path):
@@ -114,13 +117,16 @@ def test_speed_change_mid_run_takes_effect(tmp_path):
     folder = synthetic_recording(tmp_path / "run", steps=10, step_seconds=0.2)  # 2 s at speed 1
     sink = Timed()
     player = Player(open_playlist([folder]), Bus([sink]))
-    t0 = time.monotonic()
     t = play_in_thread(player)
     sink.wait_for(lambda ev: len(ev) >= 2)
+    changed = time.monotonic()
     player.set_speed(20)
     t.join(5)
-    assert time.monotonic() - t0 < 1.2
+    # the ~1.8 s of recording left play at 20× (0.09 s); a generous bound on the measured
+    # speed-up that no loaded machine misses: at least 2×
     assert len(sink.of(StepFrame)) == 10
+    left = sink.of(RunEnd)[0].elapsed - sink.of(StepFrame)[0].elapsed
+    assert (sink.times[-1] - changed) < left / 2
     with pytest.raises(ReplayError, match="speed must be > 0"):
         player.set_speed(0)
 
@@ -197,7 +203,8 @@ def test_max_speed_plays_without_waiting(tmp_path):
     sink = Timed()
     t0 = time.monotonic()
     Player(open_playlist([folder]), Bus([sink]), speed="max").play()
-    assert time.monotonic() - t0 < 5 and len(sink.of(StepFrame)) == 5
+    assert len(sink.of(StepFrame)) == 5
+    assert time.monotonic() - t0 < sink.of(RunEnd)[0].elapsed / 10  # no waiting: a fraction of the recorded time
 
 
 # -- the command: one clear line for every bad input ----------------------------------------
@@ -260,9 +267,14 @@ def test_cli_loop_stops_cleanly_on_sigterm(tmp_path):
         for line in proc.stdout:
             if line.startswith("replay:"):
                 break
-        time.sleep(0.6)  # a few loops
+        seen = []
+        for line in proc.stderr:  # until the second pass over the playlist has begun
+            seen.append(line)
+            if sum("replaying run" in x for x in seen) >= 2:
+                break
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=15)
+        err = "".join(seen) + err
     finally:
         if proc.poll() is None:
             proc.kill()

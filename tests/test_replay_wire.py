@@ -15,7 +15,6 @@ import re
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
 
@@ -34,17 +33,26 @@ class RawClient:
         self.ws = connect(url, max_size=None)
         self.messages: list = []
         self.ended = threading.Event()
+        self._cond = threading.Condition()
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._thread.start()
 
     def _loop(self):
         try:
             for m in self.ws:
-                self.messages.append(m)
+                with self._cond:
+                    self.messages.append(m)
+                    self._cond.notify_all()
                 if isinstance(m, str) and '"type":"run_end"' in m:
                     self.ended.set()
         except Exception:
             pass
+
+    def greeted(self, timeout: float = 30.0) -> bool:
+        """Wait for ``hello`` and the first ``status``: the server has taken this client in."""
+        with self._cond:
+            return self._cond.wait_for(lambda: any('"type":"status"' in m for m in self.messages if isinstance(m, str)),
+                                       timeout)
 
     def send(self, msg: dict):
         self.ws.send(json.dumps(msg))
@@ -66,11 +74,10 @@ def live_capture(tiny_engine, tmp_path_factory):
     try:
         with live_session(tiny_engine, osc_out=[osc.target], record=str(root / "runs"), steps=6) as session:
             client = RawClient(session.websocket.url)
-            time.sleep(0.2)  # hello and status in, before the run
+            assert client.greeted()
             client.send({"type": "prompt", "prompt": "a red apple on a wooden table", "seed": 7})
             assert client.ended.wait(120), "the live run did not end"
             assert osc.wait_for(lambda msgs: any(a == "/daam/run/status" for a, _ in msgs), 10)
-            time.sleep(0.2)
             client.close()
         runs = list((root / "runs").iterdir())
         assert len(runs) == 1
@@ -99,7 +106,7 @@ def test_replay_is_byte_identical_to_live_and_imports_no_torch(live_capture):
                 break
         assert url, proc.stderr.read()
         client = RawClient(url)
-        time.sleep(0.2)
+        assert client.greeted()
         client.send({"type": "resume"})
         assert client.ended.wait(60), "the replay did not end"
         out, err = proc.communicate(timeout=30)

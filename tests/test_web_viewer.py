@@ -132,7 +132,7 @@ def test_a_typed_prompt_runs_and_every_panel_fills(live_bridge):
         assert lit_fraction(canvas_pixels(page, "#preview")) == 0.0  # nothing before a run
         submit(page, PROMPT, STEPS, seed=3)
         page.wait_for_function("window.viewer.counts.runs >= 1", timeout=120_000)
-        page.wait_for_timeout(1500)  # let the particles fly a little for the screenshot
+        page.wait_for_function("window.viewer.counts.particleFrames > 10", timeout=60_000)  # particles drawn
 
         run = page.evaluate("window.viewer.run")
         assert run["prompt"] == PROMPT
@@ -158,7 +158,8 @@ def test_a_typed_prompt_runs_and_every_panel_fills(live_bridge):
         assert not page.errors, page.errors
         if DOCS_WORD:  # the docs show a noun's map and its particles settling on the object
             page.click(f"#words .word[data-index='{run['words'].index(DOCS_WORD)}']")
-            page.wait_for_timeout(4000)
+            frames = counts(page)["particleFrames"]  # let the particles settle for a few seconds of simulation
+            page.wait_for_function(f"window.viewer.counts.particleFrames > {frames + 240}", timeout=120_000)
         save_screenshot(page, "viewer.png")
 
 
@@ -226,6 +227,26 @@ def region(px: np.ndarray, cx: float, cy: float, r: float) -> np.ndarray:
     return px[(x - cx) ** 2 + (y - cy) ** 2 < r**2]
 
 
+def sun_particles_are_yellow(px: np.ndarray) -> bool:
+    """Enough lit particles on the sun, and they are yellow (red and green well above blue)."""
+    on_sun = region(px[..., :3].astype(int), SUN[0], SUN[1], SUN[2] * 0.8)
+    on_sun = on_sun[on_sun.max(axis=1) > 30]
+    if len(on_sun) <= 200:
+        return False
+    blue = np.median(on_sun[:, 2])
+    return bool(np.median(on_sun[:, 0]) > 2 * blue and np.median(on_sun[:, 1]) > 2 * blue)
+
+
+def wait_until(predicate, page, timeout: float) -> bool:
+    """Poll ``predicate()`` every animation-ish interval until it holds or ``timeout`` s pass."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        page.wait_for_timeout(100)  # the page keeps animating meanwhile
+    return True
+
+
 def test_a_replayed_recording_shows_the_same_way(tmp_path):
     image = synthetic_recording(tmp_path / "run")
     bridge = BridgeProcess([
@@ -250,8 +271,10 @@ def test_a_replayed_recording_shows_the_same_way(tmp_path):
             assert spread > 0.25
             page.click("#resume")  # the replay waits, paused, for the console's Resume
             page.wait_for_function("window.viewer.counts.final >= 1", timeout=30_000)
-            page.wait_for_timeout(4000)  # the detail phase lets the particles settle home
             assert counts(page)["steps"] == 8
+            # The detail phase lets the particles settle home: the sun's turn yellow (checked below).
+            assert wait_until(lambda: sun_particles_are_yellow(canvas_pixels(page, "#particles")), page, 90), \
+                "the particles on the sun did not settle into its colour"
 
             # The final image fills the preview canvas (square image, square canvas).
             preview = canvas_pixels(page, "#preview")[..., :3].astype(int)
@@ -265,11 +288,7 @@ def test_a_replayed_recording_shows_the_same_way(tmp_path):
             cell = canvas_pixels(page, "#grid figure:last-child canvas")[..., :3].astype(int).sum(axis=2)
             assert cell[cell.shape[0] * 3 // 4:].mean() > cell[: cell.shape[0] // 2].mean() + 100
             # Particles carry their home's colour and the sun's have come home: yellow there.
-            particles = canvas_pixels(page, "#particles")[..., :3].astype(int)
-            on_sun = region(particles, SUN[0], SUN[1], SUN[2] * 0.8)
-            on_sun = on_sun[on_sun.max(axis=1) > 30]
-            assert len(on_sun) > 200
-            assert np.median(on_sun[:, 0]) > 2 * np.median(on_sun[:, 2]) and np.median(on_sun[:, 1]) > 2 * np.median(on_sun[:, 2])
+            assert sun_particles_are_yellow(canvas_pixels(page, "#particles"))
             assert not page.errors, page.errors
             save_screenshot(page, "viewer-replay.png")
     finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import os
 import socket
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -140,6 +141,106 @@ def test_a_client_that_reads_nothing_is_dropped_and_shutdown_does_not_wait_for_i
         assert time.monotonic() - t0 < 5 and not sink._thread.is_alive()
 
 
+def test_a_client_that_falls_behind_gets_the_newest_step():
+    """A real client stops reading while 20 large steps go out, then reads again: it has
+    skipped steps (counted), never the last one, and the run's end arrived whole."""
+    from websockets.sync.client import connect
+
+    from bridge.frames import RunEnd, StepFrame
+
+    sink = WebSocketSink("127.0.0.1", 0).start()
+    try:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: a small window
+        sock.connect(("127.0.0.1", sink.port))
+        # max_queue=1: the client's library stops reading the socket until recv() is called
+        ws = connect(sink.url, sock=sock, max_size=None, max_queue=1)
+        ws.send('{"type":"subscribe","dtype":"float32","id":"sub"}')
+        while P.decode_message(ws.recv(10)).get("id") != "sub":  # hello, status, then the answer
+            pass
+        maps = np.ones((7, 64, 64), np.float16)
+
+        def publish(i):  # ~0.4 MB per step as float32: a few fill every buffer on the way
+            sink.on_step(StepFrame("r", i, 20, 1.0, "noise", (1.0, 0.0, 0.0), tuple("abcdefg"), maps, maps,
+                                   (1 / 7,) * 7, np.zeros((256, 256, 3), np.uint8), 0.0))
+            fanned_out = threading.Event()
+            sink.server.call(fanned_out.set)  # the loop runs callbacks in order: the step has been fanned out
+            assert fanned_out.wait(10)
+
+        [state] = sink.clients
+        for i in range(3):
+            publish(i)
+        deadline = time.monotonic() + 10
+        while not state.in_flight and time.monotonic() < deadline:  # the writer waits for the stalled socket
+            time.sleep(0.01)
+        assert state.in_flight
+        for i in range(3, 20):  # each step arrives while a batch is stuck on its way
+            publish(i)
+        sink.on_run_end(RunEnd("r", "completed", 20, 1.0))
+        steps, end = [], None
+        while end is None:
+            m = P.decode_message(ws.recv(30))
+            if isinstance(m, dict) and m["type"] == "step":
+                steps.append(m["step"])
+            elif isinstance(m, dict) and m["type"] == "run_end":
+                end = m
+        assert state.dropped > 0 and len(steps) + state.dropped == 20
+        assert steps == sorted(steps) and steps[-1] == 19  # newest wins: the last step is never the one skipped
+        assert end["steps_done"] == 20
+        ws.send('{"type":"status","id":"last"}')  # read up to its answer: nothing left unread, a clean close
+        while P.decode_message(ws.recv(30)).get("id") != "last":
+            pass
+        ws.close()
+    finally:
+        sink.close()
+
+
+def _frames(buf: bytes) -> list[tuple[int, int, bytes]]:
+    """Split raw server bytes into (first byte, length code, payload) per RFC 6455 frame."""
+    out, i = [], 0
+    while i + 2 <= len(buf):
+        assert buf[i + 1] & 0x80 == 0, "server frames are never masked"
+        n, head = buf[i + 1] & 0x7F, 2
+        if n == 126:
+            n, head = int.from_bytes(buf[i + 2:i + 4], "big"), 4
+        elif n == 127:
+            n, head = int.from_bytes(buf[i + 2:i + 10], "big"), 10
+        if i + head + n > len(buf):
+            break
+        out.append((buf[i], buf[i + 1] & 0x7F, buf[i + head:i + head + n]))
+        i += head + n
+    return out
+
+
+def test_every_message_is_one_unmasked_unfragmented_frame_with_the_shortest_length():
+    """What TouchDesigner's and the browser's parsers rely on, checked on the raw bytes."""
+    from bridge.frames import RunEnd, StepFrame
+
+    sink = WebSocketSink("127.0.0.1", 0).start()
+    try:
+        raw = _stalled_socket(sink.port)  # subscribes to float32; this test reads everything
+        words = tuple("abcdefghijk")
+        maps = np.ones((11, 64, 64), np.float16)  # 11 × 64 × 64 float32: a 16-bit length
+        sink.on_step(StepFrame("r", 0, 1, 1.0, "noise", (1.0, 0.0, 0.0), words, maps, maps, (1 / 11,) * 11,
+                               np.zeros((256, 256, 3), np.uint8), 0.0))  # 196 KiB preview: a 64-bit length
+        sink.on_run_end(RunEnd("r", "completed", 1, 1.0, np.zeros((8, 8, 3), np.uint8)))  # a 7-bit length
+        buf = b""
+        raw.settimeout(30)
+        while b'"type":"run_end"' not in buf:
+            buf += raw.recv(1 << 20)
+        raw.close()
+    finally:
+        sink.close()
+    frames = _frames(buf)
+    for first, code, payload in frames:
+        assert first in (0x81, 0x82)  # FIN set, one frame per message: text (JSON) or binary
+        assert code == (len(payload) if len(payload) < 126 else 126 if len(payload) < 1 << 16 else 127)
+        message = P.decode_message(payload.decode() if first == 0x81 else payload)
+        assert isinstance(message, dict) == (first == 0x81)
+    codes = {code for _, code, _ in frames}
+    assert {126, 127} <= codes and any(c < 126 for c in codes)
+
+
 def test_token_required_off_loopback(tiny_engine, tmp_path):
     with pytest.raises(UserError, match="--token"):
         WebSocketSink("0.0.0.0", 0)
@@ -208,3 +309,39 @@ def test_oversize_and_garbage_get_specific_errors():
         again.close()
     finally:
         sink.close()
+
+
+def test_every_control_is_answered_once_and_the_answer_carries_its_id(tiny_engine):
+    """A client tells its answers apart by the ``id`` it sent; state changes come once each."""
+    with live_session(tiny_engine, steps=3) as session:
+        client = WsClient(session.websocket.url)
+        other = WsClient(session.websocket.url)
+        client.until(is_json("status"))
+        client.send({"type": "set", "seed": 11, "id": 1})
+        answer = client.until(lambda m: isinstance(m, dict) and "id" in m)
+        assert answer["type"] == "status" and answer["id"] == 1 and answer["settings"]["seed"] == 11
+        client.send({"type": "set", "steps": -3, "id": "bad-steps"})
+        answer = client.until(lambda m: isinstance(m, dict) and "id" in m)
+        assert (answer["type"], answer["code"], answer["id"]) == ("error", "invalid_value", "bad-steps")
+        client.send({"type": "subscribe", "frames": ["final"], "id": "sub"})
+        assert client.until(lambda m: isinstance(m, dict) and "id" in m)["subscription"]["frames"] == ["final"]
+        client.send({"type": "prompt", "prompt": "a red apple", "id": "go"})
+        client.until(is_json("run_end"))
+        client.until(is_json("status", state="idle"))
+        client.send({"type": "status", "id": "after"})
+        client.until(is_json("status", id="after"))
+        other.until(is_json("status", state="idle"))
+        client.close()
+        other.close()
+    replies = [m for m in client.json() if "id" in m]
+    assert [m["id"] for m in replies] == [1, "bad-steps", "sub", "go", "after"]
+    assert all("id" not in m for m in other.json())  # an answer goes to its sender only
+    statuses = client.json("status")
+    bare = [{k: v for k, v in m.items() if k != "id"} for m in statuses]
+    assert all(a != b for a, b, m in zip(bare, bare[1:], statuses[1:]) if "id" not in m)  # none repeats unasked
+    kinds = [m["type"] for m in client.json()]
+    after_prompt = kinds[kinds.index("status", [m.get("id") for m in client.json()].index("go")):]
+    # the answer to the prompt, then at most the two changes a start brings (running, the new run_id)
+    assert after_prompt.index("run_start") <= 3
+    end = kinds.index("run_end")
+    assert [m.get("state") for m in client.json()[end + 1:]] == ["idle", "idle"]  # the change once, then the answer

@@ -110,32 +110,6 @@ def check_sizes(width, height) -> None:
             raise UserError(f"{name} must be a multiple of {multiple}, got {value}")
 
 
-class ProgressBar:
-    """A bus sink that shows a tqdm bar over the steps of each run."""
-
-    def __init__(self, disable: bool = False):
-        self.disable = disable
-        self._bar = None
-
-    def on_run_start(self, start) -> None:
-        from tqdm import tqdm
-
-        self._bar = tqdm(total=start.steps, desc="denoising", unit="step", disable=self.disable)
-
-    def on_step(self, frame) -> None:
-        if self._bar is not None:
-            self._bar.set_postfix_str(frame.phase, refresh=False)
-            self._bar.update(1)
-
-    def on_run_end(self, end) -> None:
-        self.close()
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
-
-
 class StartKeeper:
     """A sink that keeps the run's RunStart, for the summary line (words, dropped words)."""
 
@@ -154,6 +128,7 @@ def run(args) -> int:
     from ..bus import Bus
     from ..engine import Engine, GenerationRequest, check_request, new_run_id
     from ..recording import Recorder
+    from ..sinks.progress import ProgressSink
 
     out = Path(args.out) if args.out else Path("runs") / new_run_id()
     _check_out(out)
@@ -170,7 +145,7 @@ def run(args) -> int:
     request = engine.validate(request)  # before anything is written
     keeper = StartKeeper()
     recorder = Recorder(out)
-    bus = Bus([recorder, ProgressBar(disable=args.no_progress), keeper])
+    bus = Bus([recorder, *([] if args.no_progress else [ProgressSink(leave=True)]), keeper])
     try:
         end = engine.generate(request, bus)
     finally:

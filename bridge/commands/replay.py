@@ -84,8 +84,7 @@ REFUSAL = ("{kind} is not available while replaying recordings; "
 class ReplaySession:
     """Player + the live bridge's wire (sinks, OSC control in), as the live session has it."""
 
-    def __init__(self, values, *, gap: float = 1.0, progress: bool = True, seed: int | None = None,
-                 paused: bool = False, preset: str = ""):
+    def __init__(self, values, *, gap: float = 1.0, progress: bool = True, paused: bool = False, preset: str = ""):
         from ..replay import playlist_source
         from ..session_wiring import Wire
         from ..settings import Settings
@@ -93,7 +92,7 @@ class ReplaySession:
         self.values = Settings.of(values)
         self.source = playlist_source(self.values.recordings)
         self.recordings = self.source()
-        self.gap, self.progress, self.seed, self.paused, self.preset = gap, progress, seed, paused, preset
+        self.gap, self.progress, self.paused, self.preset = gap, progress, paused, preset
         self.player = None
         self.wire = Wire(self.values, self.control, self.status, progress=progress, record=False)  # no copies of itself
         self.handlers = {
@@ -111,7 +110,7 @@ class ReplaySession:
         v = self.values
         self.bus = Bus()
         self.player = Player(self.recordings, self.bus, speed=v.speed, loop=v.loop, shuffle=v.shuffle,
-                             gap=self.gap, seed=self.seed, paused=self.paused, on_change=self._changed,
+                             gap=self.gap, paused=self.paused, on_change=self._changed,
                              refresh=self.source if v.loop else None)
         self.wire.open(self.bus)
         return self

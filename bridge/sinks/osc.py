@@ -94,13 +94,10 @@ class OscSink(ThreadedSink):
             except socket.gaierror as exc:
                 raise UserError(f"OSC target {host}:{port} cannot be resolved ({exc.strerror})") from None
         super().__init__()
-        self.selection.add_listener(lambda index: self.send([self._msg("/selected", index)]))
+        self.selection.add_listener(lambda index: self.send([self.msg("/selected", index)]))
 
     def msg(self, address: str, *args):
         """A message on ``prefix + address``."""
-        return message(self.prefix + address, *args)
-
-    def _msg(self, address: str, *args):
         return message(self.prefix + address, *args)
 
     def send(self, messages) -> int:
@@ -130,26 +127,26 @@ class OscSink(ThreadedSink):
         if isinstance(event, RunStart):
             map_h, map_w = event.map_size
             self.send([
-                self._msg("/run/start", event.steps, _int32(event.seed), event.width, event.height, len(event.words), map_h, map_w),
-                self._msg("/run/prompt", event.prompt),
-                self._msg("/words", *event.words),
-                self._msg("/selected", self.selection.index),
+                self.msg("/run/start", event.steps, _int32(event.seed), event.width, event.height, len(event.words), map_h, map_w),
+                self.msg("/run/prompt", event.prompt),
+                self.msg("/words", *event.words),
+                self.msg("/selected", self.selection.index),
             ])
         elif isinstance(event, StepFrame):
             stats = self.tracker.update(event)
             phase = PHASE_NAMES.index(event.phase) if event.phase in PHASE_NAMES else 0
             msgs = [
-                self._msg("/step", event.step, event.total, (event.step + 1) / max(event.total, 1)),
-                self._msg("/phase", phase),
-                self._msg("/phase/name", event.phase),
-                self._msg("/phase/weights", *(float(w) for w in event.phase_weights)),
+                self.msg("/step", event.step, event.total, (event.step + 1) / max(event.total, 1)),
+                self.msg("/phase", phase),
+                self.msg("/phase/name", event.phase),
+                self.msg("/phase/weights", *(float(w) for w in event.phase_weights)),
             ]
-            msgs += [self._msg(f"/word/{i}", *(float(v) for v in row)) for i, row in enumerate(stats)]
+            msgs += [self.msg(f"/word/{i}", *(float(v) for v in row)) for i, row in enumerate(stats)]
             self.last_step_bytes = self.send(msgs)
         elif isinstance(event, RunEnd):
             self.send([
-                self._msg("/run/end", event.steps_done, STATUS_CODES.get(event.status, 2)),
-                self._msg("/run/status", event.status),
+                self.msg("/run/end", event.steps_done, STATUS_CODES.get(event.status, 2)),
+                self.msg("/run/status", event.status),
             ])
 
     def close(self) -> None:

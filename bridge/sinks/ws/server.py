@@ -1,0 +1,253 @@
+"""The network side of the websocket sink: event loop thread, handshake, access, writing.
+
+One asyncio loop on its own thread runs a ``websockets`` server.  Plain HTTP requests on the
+same port go to :class:`~bridge.sinks.ws.static.StaticFiles` (the browser viewer); websocket
+connections are checked for the token, then each gets a
+:class:`~bridge.sinks.ws.fanout.ClientState` and a writer task that sends its batches with
+``websockets``' own :meth:`send` — so every frame is built by the library.
+
+While a client's socket drains slowly, :meth:`send` waits, the batch stays in flight and the
+fan-out skips the client's stale steps; nothing else waits for it.  A client whose batch has
+not gone out within ``stall_timeout`` seconds (it reads nothing) is disconnected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import socket
+import threading
+import time
+from collections import deque
+from http import HTTPStatus
+from urllib.parse import parse_qs, urlsplit
+
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+
+from ...errors import UserError
+from .fanout import ClientState
+from .static import StaticFiles, text_response
+
+log = logging.getLogger("bridge.sinks.websocket")
+
+# Incoming messages are control JSON: a few hundred bytes.  The websocket layer accepts up to
+# 1 MiB (bigger closes with 1009) so that a merely oversized control gets a readable error.
+MAX_INCOMING = 2**20
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+# Kernel send buffer per client.  Linux autotunes it up to 4 MiB, which is seconds of stale
+# frames queued for a slow client; a bounded buffer makes "newest step" hold on the wire too.
+# Set on the listening socket: accepted sockets inherit it.
+SEND_BUFFER = 256 * 1024
+STALL_TIMEOUT = 30.0  # seconds a client may read nothing at all before it is dropped
+CLOSE_TIMEOUT = 2.0  # seconds a closing handshake may take before the connection is dropped
+
+
+def needs_token(host: str) -> bool:
+    return host not in LOCAL_HOSTS
+
+
+def token_ok(path: str, token: str) -> bool:
+    """Whether the request path's ``?token=`` is ``token`` (compared in constant time)."""
+    given = parse_qs(urlsplit(path).query).get("token", [""])[0]
+    return hmac.compare_digest(given.encode(), token.encode())
+
+
+class BridgeConnection(ServerConnection):
+    """A ``websockets`` server connection that can be cut at once.
+
+    ``close()`` sends a close frame and waits for the socket to drain first, which never
+    happens for a client that has stopped reading; websockets 17 has no public abort, so
+    this keeps the handle asyncio gives every protocol in ``connection_made``.
+    """
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        self._abort = transport.abort
+
+    def abort(self) -> None:
+        """Drop the TCP connection now, without a closing handshake."""
+        self._abort()
+
+
+def _peer(ws: ServerConnection) -> str:
+    try:
+        host, port = ws.remote_address[:2]
+        return f"{host}:{port}"
+    except Exception:
+        return "?"
+
+
+async def _thread_time() -> float:
+    return time.thread_time()
+
+
+class WsServer:
+    """The server and its thread.
+
+    ``on_connect(client, path)`` is called on the loop when a websocket client is admitted
+    (it queues the greeting), ``on_message(client, message)`` for every message received,
+    ``on_disconnect(client)`` when it has gone.  :meth:`call` runs a function on the loop
+    from any thread.
+    """
+
+    def __init__(self, host: str, port: int, *, token: str = "", static: StaticFiles | None = None,
+                 on_connect=None, on_message=None, on_disconnect=None, stall_timeout: float = STALL_TIMEOUT):
+        if needs_token(host) and not token:
+            raise UserError(f"listening on {host} (not 127.0.0.1) needs a shared token: add --token SECRET")
+        self.host, self.port, self.token = host, port, token
+        self.static = static or StaticFiles(None)
+        self.on_connect = on_connect or (lambda client: None)
+        self.on_message = on_message or (lambda client, message: None)
+        self.on_disconnect = on_disconnect or (lambda client: None)
+        self.stall_timeout = stall_timeout
+        self.latencies: deque = deque(maxlen=100_000)  # seconds, step record → its last byte handed to the socket
+        self.step_bytes: deque = deque(maxlen=100_000)  # bytes per client per step
+        self._connections: dict[ClientState, BridgeConnection] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._stop: asyncio.Future | None = None
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        suffix = f"?token={self.token}" if needs_token(self.host) else ""
+        return f"ws://{host}:{self.port}/{suffix}"
+
+    # ------------------------------------------------------------------ lifecycle (caller's thread)
+
+    def start(self) -> "WsServer":
+        ready = threading.Event()
+        failure: list[BaseException] = []
+
+        def run():
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            try:
+                loop.run_until_complete(self._serve(ready))
+            except BaseException as exc:  # bind errors surface in start()
+                failure.append(exc)
+                ready.set()
+            finally:
+                loop.close()
+
+        self._thread = threading.Thread(target=run, name="websocket-sink", daemon=True)
+        self._thread.start()
+        ready.wait(10)
+        if failure:
+            exc = failure[0]
+            if isinstance(exc, OSError):
+                raise UserError(f"cannot listen on {self.host}:{self.port} ({exc.strerror or exc}); "
+                                "is another bridge running? choose another --port") from None
+            raise exc
+        return self
+
+    def close(self) -> None:
+        if self._loop is not None and self._stop is not None and self._thread and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(lambda: self._stop.done() or self._stop.set_result(None))
+            self._thread.join(2 * CLOSE_TIMEOUT + 2)
+
+    def call(self, fn, *args) -> None:
+        """Run ``fn(*args)`` on the loop soon; never blocks, a no-op once the loop is gone."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(fn, *args)
+            except RuntimeError:  # loop closed while shutting down
+                pass
+
+    def thread_cpu(self) -> float:
+        """CPU seconds used so far by the loop thread (benchmarks: server cost per step)."""
+        if self._loop is None or self._loop.is_closed():
+            return 0.0
+        return asyncio.run_coroutine_threadsafe(_thread_time(), self._loop).result(5)
+
+    # ------------------------------------------------------------------ on the loop
+
+    async def _serve(self, ready: threading.Event) -> None:
+        self._stop = asyncio.get_running_loop().create_future()
+        async with serve(self._handler, self.host, self.port, process_request=self._process_request,
+                         create_connection=BridgeConnection, max_size=MAX_INCOMING, compression=None,
+                         close_timeout=CLOSE_TIMEOUT) as server:
+            for sock in server.sockets:
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+                except OSError:
+                    pass
+            self.port = server.sockets[0].getsockname()[1]
+            ready.set()
+            await self._stop
+            await self._close_all()
+
+    async def _close_all(self) -> None:
+        closing = {}
+        for client, ws in list(self._connections.items()):
+            if client.in_flight:  # backed up: a close frame would wait behind its data forever
+                ws.abort()
+            else:
+                closing[asyncio.create_task(ws.close(1001, "bridge shutting down"))] = ws
+        if closing:  # all at once, bounded: one slow client must not hold up the others
+            _, late = await asyncio.wait(closing, timeout=CLOSE_TIMEOUT + 1)
+            for task in late:
+                closing[task].abort()
+
+    def _process_request(self, connection: ServerConnection, request):
+        if "websocket" in request.headers.get("Upgrade", "").lower():
+            return None  # the handler refuses a bad token with a close reason a client can show
+        if needs_token(self.host) and not token_ok(request.path, self.token):
+            return text_response(HTTPStatus.FORBIDDEN, "This bridge needs its token: add ?token=SECRET to the address.\n")
+        return self.static.response(urlsplit(request.path).path)
+
+    async def _handler(self, ws: BridgeConnection) -> None:
+        if needs_token(self.host) and not token_ok(ws.request.path, self.token):
+            log.warning("refused websocket client %s: missing or wrong token", _peer(ws))
+            await ws.close(1008, "this bridge needs its token: connect to ws://HOST:PORT/?token=SECRET")
+            return
+        wake = asyncio.Event()
+        client = ClientState(_peer(ws), wake=wake.set)
+        self._connections[client] = ws
+        writer = asyncio.create_task(self._write(ws, client, wake))
+        self.on_connect(client)
+        log.info("websocket client %s connected (%d connected)", client.peer, len(self._connections))
+        try:
+            async for message in ws:
+                try:
+                    self.on_message(client, message)
+                except Exception:  # a bug in handling one message must not end the connection
+                    log.exception("message from websocket client %s was not handled", client.peer)
+        except ConnectionClosed:
+            pass
+        finally:
+            writer.cancel()
+            del self._connections[client]
+            self.on_disconnect(client)
+            log.info("websocket client %s left (%d dropped steps; %d connected)", client.peer, client.dropped,
+                     len(self._connections))
+
+    async def _write(self, ws: BridgeConnection, client: ClientState, wake: asyncio.Event) -> None:
+        """Send the client's batches in order, one at a time, each message as one frame."""
+        try:
+            while True:
+                batch = client.take()
+                if batch is None:
+                    wake.clear()
+                    await wake.wait()
+                    continue
+                waited = asyncio.Event()  # set only if the loop ran while the batch was going out
+                asyncio.get_running_loop().call_soon(waited.set)
+                try:
+                    async with asyncio.timeout(self.stall_timeout):
+                        for message in batch.messages:
+                            await ws.send(message)  # returns at once unless the socket is backed up
+                except TimeoutError:
+                    log.warning("websocket client %s read nothing for %g s; closing it", client.peer, self.stall_timeout)
+                    ws.abort()
+                    return
+                finally:
+                    client.sent(congested=waited.is_set())
+                if batch.droppable:
+                    self.latencies.append(time.perf_counter() - batch.t_event)
+                    self.step_bytes.append(batch.wire_bytes)
+        except ConnectionClosed:
+            pass  # the handler sees the close too and forgets the client
