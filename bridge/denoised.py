@@ -15,6 +15,10 @@ from __future__ import annotations
 
 import functools
 
+# What a step's preview shows: the denoised estimate where the scheduler forms one (the picture
+# from the first steps), or the noisy latents themselves (noise that clears as the run ends).
+PREVIEW_SOURCES = ("denoised", "latents")
+
 # Schedulers whose model_outputs hold x̂₀ (their data-prediction form) after each step.
 _X0_OUTPUT_ALGORITHMS = ("dpmsolver++", "sde-dpmsolver++")
 

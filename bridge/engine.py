@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from .denoised import PREVIEW_SOURCES
 from .errors import InvalidRequest
 from .frames import RunEnd, RunStart, StepFrame, attention_mass
 from .limits import LIMITS
@@ -45,7 +46,8 @@ class GenerationRequest:
     height: int | None = None
     phases: PhaseSchedule = field(default_factory=PhaseSchedule)
     map_size: tuple[int, int] | int | None = None  # (h, w); None: latent size, at least 64 on the long side
-    vae_every: int = 0  # full VAE decode for the preview every k steps (0: never, linear preview only)
+    vae_every: int | None = None  # full VAE decode for the preview every k steps (0: never, linear only); None: the model's default
+    preview: str = "denoised"  # what previews show: the step's x̂₀ ("denoised", where the scheduler has one) or the "latents"
     include_special: bool = False  # also map <start>, <end> and <pad>
     layers: tuple | None = None  # cross-attention layer filter (see attention.LayerFilter)
 
@@ -156,7 +158,8 @@ class Engine:
                         _int(mw, "map width", LIMITS.map_size.lo, LIMITS.map_size.hi))
         if req.layers is not None:
             self._check_layers(req.layers)
-        return replace(req, guidance=float(guidance), width=width, height=height, map_size=map_size)
+        vae_every = self.loaded.defaults.get("vae_every", 0) if req.vae_every is None else req.vae_every
+        return replace(req, guidance=float(guidance), width=width, height=height, map_size=map_size, vae_every=vae_every)
 
     def _check_layers(self, layers) -> None:
         from .attention import LayerFilter
@@ -181,6 +184,7 @@ class Engine:
         import torch
 
         from .attention import Aggregator, AttentionCapture, RunAborted
+        from .denoised import DenoisedTap
         from .preview import upscale
         from .transfer import to_host
 
@@ -209,6 +213,8 @@ class Engine:
         def on_step_end(_pipe, i, t, kwargs):
             tc = time.perf_counter()
             latents = kwargs["latents"]
+            if req.preview == "denoised" and tap.latest is not None:
+                latents = tap.latest  # this step's x̂₀: the picture, long before the latents show it
             step_maps, cumulative = aggregator.end_step()
             full = req.vae_every and ((i + 1) % req.vae_every == 0 or i + 1 == total)
             tp = time.perf_counter()
@@ -231,7 +237,7 @@ class Engine:
             return kwargs
 
         try:
-            with AttentionCapture(self.family, req.layers) as capture:
+            with AttentionCapture(self.family, req.layers) as capture, DenoisedTap(pipe.scheduler) as tap:
                 capture.begin(aggregator, abort)
                 kwargs = dict(
                     prompt=req.prompt, num_inference_steps=req.steps, guidance_scale=req.guidance,
@@ -278,6 +284,7 @@ class Engine:
             "dtype": str(self.loaded.dtype).replace("torch.", ""),
             "cfg": cfg,
             "vae_every": req.vae_every,
+            "preview": req.preview,
             "include_special": req.include_special,
             "layers": list(req.layers) if req.layers else "all",
             "versions": {"bridge": __version__, "torch": torch.__version__, "diffusers": diffusers.__version__,
@@ -299,7 +306,9 @@ def check_request(req: GenerationRequest) -> GenerationRequest:
     for name in ("width", "height"):
         if getattr(req, name) is not None:
             _int(getattr(req, name), name, getattr(LIMITS, name).lo, getattr(LIMITS, name).hi)
-    vae_every = _int(req.vae_every, "vae_every", LIMITS.vae_every.lo, LIMITS.vae_every.hi)
+    vae_every = None if req.vae_every is None else _int(req.vae_every, "vae_every", LIMITS.vae_every.lo, LIMITS.vae_every.hi)
+    if req.preview not in PREVIEW_SOURCES:
+        raise InvalidRequest(f"preview must be one of {', '.join(PREVIEW_SOURCES)}, got {req.preview!r}")
     if not isinstance(req.phases, PhaseSchedule):
         raise InvalidRequest("phases must be a phase schedule (noise, structure, detail fractions)")
     layers = None if not req.layers else tuple(req.layers)

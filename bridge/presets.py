@@ -18,6 +18,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from .denoised import PREVIEW_SOURCES
 from .errors import UserError
 from .limits import LIMITS as L
 
@@ -66,7 +67,11 @@ FIELDS: tuple[Field, ...] = (
     Field("width", "generation", "int", 0, f"image width, multiple of {L.width.multiple} (0: the model's native size)", 0, L.width.hi),
     Field("height", "generation", "int", 0, f"image height, multiple of {L.height.multiple} (0: the model's native size)", 0, L.height.hi),
     Field("map_size", "generation", "int", 0, "heat map side in pixels (0: from the latent size)", 0, L.map_size.hi),
-    Field("vae_every", "generation", "int", 0, "full VAE preview every k steps (0: fast linear preview only)", L.vae_every.lo, L.vae_every.hi),
+    Field("preview", "generation", "str", "denoised", "what each step's preview shows: denoised (the step's estimate of the "
+          "final image, where the scheduler forms one: the picture from the first steps) or latents (the noisy latents)",
+          choices=PREVIEW_SOURCES),
+    Field("vae_every", "generation", "int", None, "full VAE preview every k steps (0: fast linear preview only; left out: "
+          "the model's default, 1 for the built-in model, else 0)", L.vae_every.lo, L.vae_every.hi),
     Field("include_special", "generation", "bool", False, "also map the start/end/padding tokens"),
     Field("autostart", "generation", "bool", False, "vj mode: generate `prompt` once at start-up"),
     # phases

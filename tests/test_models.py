@@ -157,11 +157,11 @@ def test_a_folders_bridge_defaults_set_its_default_guidance(tmp_path):
     assert engine.validate(GenerationRequest("a cat", guidance=6.0)).guidance == 6.0  # a named value wins
 
 
-def test_the_shipped_shapes_model_recommends_guidance_3():
+def test_the_shipped_shapes_model_recommends_guidance_3_and_full_previews():
     from bridge.models.defaults import read_defaults
 
     src = resolve_model("builtin:shapes")
-    assert read_defaults(src.location) == {"guidance": 3.0}
+    assert read_defaults(src.location) == {"guidance": 3.0, "vae_every": 1}
 
 
 @pytest.mark.parametrize(
@@ -174,6 +174,9 @@ def test_the_shipped_shapes_model_recommends_guidance_3():
         ('{"guidance": -1}', "'guidance' must be a number from 0 to 100"),
         ('{"guidance": true}', "'guidance' must be a number from 0 to 100"),
         ('{"guidance": NaN}', "'guidance' must be a number from 0 to 100"),
+        ('{"vae_every": 1.5}', "'vae_every' must be a whole number from 0 to 1000"),
+        ('{"vae_every": -1}', "'vae_every' must be a whole number from 0 to 1000"),
+        ('{"vae_every": false}', "'vae_every' must be a whole number from 0 to 1000"),
     ],
 )
 def test_a_broken_bridge_defaults_file_is_named_in_one_sentence(tmp_path, text, expected):

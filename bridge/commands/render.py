@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from ..denoised import PREVIEW_SOURCES
 from ..errors import UserError
 
 HELP = "generate one image and record every step's per-word attention maps"
@@ -48,7 +49,12 @@ def add_arguments(p) -> None:
     p.add_argument("--height", type=int, default=None,
                    help=f"image height in pixels, a multiple of {L.height.multiple} in {L.height.lo}..{L.height.hi} (default: the model's native size)")
     p.add_argument("--map-size", default=None, help=f"heat map size: N or HxW, sides {L.map_size.lo}..{L.map_size.hi} (default: latent size, ≥ 64 on the long side)")
-    p.add_argument("--vae-every", type=int, default=0, help="full VAE preview every k steps (default: 0, cheap previews only)")
+    p.add_argument("--vae-every", type=int, default=None,
+                   help="full VAE preview every k steps, 0: cheap linear previews only (default: the model's, 1 for the "
+                        "built-in model, whose VAE is small, else 0)")
+    p.add_argument("--preview", choices=PREVIEW_SOURCES, default="denoised",
+                   help="what each step's preview shows: denoised, the step's estimate of the final image (the picture "
+                        "from the first steps), or latents, the noisy latents (default: %(default)s)")
     p.add_argument("--phases", default=None, metavar="N,S,D",
                    help="noise,structure,detail fractions of the run (default: 0.2,0.4,0.4)")
     for key in ("noise", "structure", "detail"):  # `serve`'s spelling, one fraction each
@@ -137,7 +143,7 @@ def run(args) -> int:
         prompt=args.prompt, negative_prompt=args.negative, seed=args.seed, steps=args.steps, guidance=args.guidance,
         width=args.width, height=args.height, map_size=parse_map_size(args.map_size),
         phases=parse_phases(args.phases, args.phase_noise, args.phase_structure, args.phase_detail, args.phase_blend),
-        vae_every=args.vae_every, include_special=args.include_special, layers=layers,
+        vae_every=args.vae_every, preview=args.preview, include_special=args.include_special, layers=layers,
     )
     check_request(request)  # fail on bad flags before the (slow) model load
     check_sizes(args.width, args.height)

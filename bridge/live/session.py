@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 SETTINGS = ("prompt", "negative_prompt", "seed", "steps", "guidance", "width", "height")
 # Preset keys a runtime preset switch applies (server, model and OSC wiring stay as started).
-SWITCHABLE = ("mode", *SETTINGS, "map_size", "vae_every", "include_special", "noise", "structure", "detail",
+SWITCHABLE = ("mode", *SETTINGS, "map_size", "vae_every", "preview", "include_special", "noise", "structure", "detail",
               "blend", "playlist", "pause", "seeds", "loops")
 
 
@@ -95,7 +95,7 @@ class LiveSession:
             prompt=prompt if prompt is not None else s["prompt"], negative_prompt=s["negative_prompt"],
             seed=seed if seed is not None else s["seed"], steps=s["steps"], guidance=s["guidance"],
             width=s["width"] or None, height=s["height"] or None, phases=v.phases(),
-            map_size=v.map_size or None, vae_every=v.vae_every, include_special=v.include_special,
+            map_size=v.map_size or None, vae_every=v.vae_every, preview=v.preview, include_special=v.include_special,
         )
         return self.engine.validate(req)
 

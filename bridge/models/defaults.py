@@ -25,6 +25,19 @@ def is_guidance(g) -> bool:
     return not isinstance(g, bool) and isinstance(g, (int, float)) and math.isfinite(g) and 0 <= g <= MAX_GUIDANCE
 
 
+def is_vae_every(k) -> bool:
+    return not isinstance(k, bool) and isinstance(k, int) and LIMITS.vae_every.lo <= k <= LIMITS.vae_every.hi
+
+
+# key → (check, what a valid value is, type it is read as)
+KEYS = {
+    "guidance": (is_guidance, f"a number from 0 to {MAX_GUIDANCE:g}", float),
+    # A model whose VAE is cheap (the built-in shapes model decodes 64×64) can afford a full
+    # decode of every step's preview, which shows the picture in its true colours.
+    "vae_every": (is_vae_every, f"a whole number from {LIMITS.vae_every.lo} to {LIMITS.vae_every.hi}", int),
+}
+
+
 def read_defaults(folder: str | Path) -> dict[str, float]:
     """The folder's defaults ({} without the file); ModelError naming the file when it is wrong."""
     path = Path(folder) / FILENAME
@@ -36,20 +49,21 @@ def read_defaults(folder: str | Path) -> dict[str, float]:
         raise ModelError(f"{path} is not readable JSON: {exc}") from None
     if not isinstance(data, dict):
         raise ModelError(f"{path} must hold a JSON object such as {{\"guidance\": 3.0}}")
-    unknown = sorted(set(data) - {"guidance"})
+    unknown = sorted(set(data) - set(KEYS))
     if unknown:
-        raise ModelError(f"{path} has unknown keys {unknown}; the only key is 'guidance'")
+        raise ModelError(f"{path} has unknown keys {unknown}; the keys are {', '.join(repr(k) for k in KEYS)}")
     out: dict[str, float] = {}
-    if "guidance" in data:
-        g = data["guidance"]
-        if not is_guidance(g):
-            raise ModelError(f"{path}: 'guidance' must be a number from 0 to {MAX_GUIDANCE:g}, got {g!r}")
-        out["guidance"] = float(g)
+    for key, (check, valid, kind) in KEYS.items():
+        if key in data:
+            if not check(data[key]):
+                raise ModelError(f"{path}: {key!r} must be {valid}, got {data[key]!r}")
+            out[key] = kind(data[key])
     return out
 
 
-def write_defaults(folder: str | Path, guidance: float) -> Path:
+def write_defaults(folder: str | Path, guidance: float, vae_every: int | None = None) -> Path:
     path = Path(folder) / FILENAME
-    path.write_text(json.dumps({"guidance": guidance}, indent=2) + "\n", encoding="utf-8")
+    data = {"guidance": guidance, **({} if vae_every is None else {"vae_every": vae_every})}
+    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     read_defaults(folder)  # refuse to leave a file the loader would reject
     return path

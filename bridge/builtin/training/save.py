@@ -17,9 +17,9 @@ log = logging.getLogger("train_shapes")
 
 
 def save_pipeline(out: Path, vae, unet, text, tokenizer_dir: Path, meta: dict, prediction: str = "v_prediction",
-                  guidance: float | None = None):
+                  guidance: float | None = None, vae_every: int | None = None):
     """Write a standard StableDiffusionPipeline folder with float16 weights (and, given ``guidance``,
-    the bridge_defaults.json that makes it the folder's default guidance scale)."""
+    the bridge_defaults.json that makes it the folder's default guidance scale and preview decode)."""
     from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
     from transformers import CLIPTokenizer
 
@@ -38,7 +38,7 @@ def save_pipeline(out: Path, vae, unet, text, tokenizer_dir: Path, meta: dict, p
     pipe.save_pretrained(tmp, safe_serialization=True)
     (tmp / "training.json").write_text(json.dumps(meta, indent=2) + "\n")
     if guidance is not None:
-        write_defaults(tmp, guidance)
+        write_defaults(tmp, guidance, vae_every)
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)
