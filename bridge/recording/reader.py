@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +21,17 @@ from ..phases import PhaseSchedule
 from .format import FINAL_IMAGE, FORMAT_NAME, FORMAT_VERSION, MANIFEST, PREVIEWS_DIR, STEPS_INDEX, RecordingError, step_name
 
 log = logging.getLogger(__name__)
+
+# np.load parses each .npy header with ast.literal_eval, and CPython before 3.11.8 can fail two
+# ast parses running at once in two threads ("SystemError: AST constructor recursion depth
+# mismatch"); replay reads steps on worker threads, so array loads take turns.  The PNG decodes,
+# the expensive part, still run in parallel.
+_NPY_LOCK = threading.Lock()
+
+
+def _load_npy(path) -> np.ndarray:
+    with _NPY_LOCK:
+        return np.load(path)
 
 
 def load_recording(folder) -> "Recording":
@@ -83,7 +95,7 @@ class Recording:
         """The ``i``-th recorded step's array of map kind ``kind`` (without reading the rest of the step)."""
         step = int(self.steps[i]["step"])
         try:
-            return np.load(self.map_path(kind, step))
+            return _load_npy(self.map_path(kind, step))
         except (OSError, ValueError) as exc:
             raise RecordingError(f"{self.folder}: step {step} is damaged ({exc})") from None
 
@@ -91,7 +103,7 @@ class Recording:
         line = self.steps[i]
         step = int(line["step"])
         try:
-            kinds = {name: np.load(self.map_path(name, step)) for name in _kinds_of(line)}
+            kinds = {name: _load_npy(self.map_path(name, step)) for name in _kinds_of(line)}
             preview = np.asarray(Image.open(self.folder / PREVIEWS_DIR / step_name(step, "png")).convert("RGB"))
         except (OSError, ValueError) as exc:
             raise RecordingError(f"{self.folder}: step {step} is damaged ({exc})") from None
@@ -126,7 +138,7 @@ class Recording:
         """A kind's last array of the run: its summary file, else the last complete step's array."""
         k = mapkinds.get(kind)
         if k.summary and (self.folder / k.summary).is_file():
-            return np.load(self.folder / k.summary)
+            return _load_npy(self.folder / k.summary)
         if self.steps and kind in _kinds_of(self.steps[-1]):
             return self.map_array(kind, len(self.steps) - 1)
         return None
