@@ -1,0 +1,44 @@
+"""Mutation check of the invariants the suite must guard: each one-line mutation is applied to a
+scratch copy of the tree and the tests that should catch it are run; every row must say CAUGHT.
+
+    python tests/mutations.py
+"""
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[1]
+WORK = Path(tempfile.mkdtemp(prefix="mutations-")) / "tree"
+MUTATIONS = [
+    ("no clamp after bicubic", "bridge/attention/aggregate.py", ".clamp_(min=0).sum(dim=0)", ".sum(dim=0)", ["tests/test_capture_aggregate.py", "tests/test_capture_reference.py"]),
+    ("index line before the arrays", "bridge/recording/writer.py",
+     "    def step(self, frame: StepFrame) -> None:\n        written = []\n",
+     "    def step(self, frame: StepFrame) -> None:\n        self.index.write(json.dumps(index_line(frame, [k.name for k in mapkinds.kinds() if k.name in frame.kinds])) + \"\\n\"); self.index.flush()\n        written = []\n",
+     ["tests/test_recording_invariants.py"]),
+    ("reader trusts lines without files", "bridge/recording/reader.py",
+     "if not all(self.map_path(kind, step).is_file() for kind in _kinds_of(line)):", "if False:", ["tests/test_recording_invariants.py"]),
+    ("non-atomic writes", "bridge/recording/writer.py", 'tmp = path.with_name(path.name + ".tmp")', "tmp = path", ["tests/test_recording_invariants.py"]),
+    ("stale step kept, new one dropped", "bridge/sinks/ws/fanout.py",
+     "        if batch.droppable and self.in_flight:\n            self._skip_steps()\n",
+     "        if batch.droppable and self.in_flight and any(b.droppable for b in self.outbox):\n            self.dropped += 1\n            return\n",
+     ["tests/test_ws_fanout.py", "tests/test_ws.py"]),
+    ("unconditional half kept under CFG", "bridge/families/base.py",
+     "            return slice(batch // 2, batch)\n", "            return slice(0, batch // 2)\n", ["tests/test_capture_aggregate.py"]),
+]
+missed = 0
+for name, rel, old, new, tests in MUTATIONS:
+    if WORK.exists():
+        shutil.rmtree(WORK)
+    shutil.copytree(SRC, WORK, ignore=shutil.ignore_patterns(".venv", ".git", "__pycache__", "runs"), symlinks=True)
+    path = WORK / rel
+    text = path.read_text()
+    assert text.count(old) == 1, (name, text.count(old))
+    path.write_text(text.replace(old, new))
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests], cwd=WORK, capture_output=True, text=True)
+    last = r.stdout.strip().splitlines()[-1] if r.stdout.strip() else r.stderr[-200:]
+    print(f"{'CAUGHT' if r.returncode else 'MISSED'}  {name}: {last}", flush=True)
+    missed += not r.returncode
+shutil.rmtree(WORK.parent, ignore_errors=True)
+sys.exit(1 if missed else 0)
