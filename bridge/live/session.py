@@ -33,7 +33,8 @@ SWITCHABLE = ("mode", *SETTINGS, "map_size", "vae_every", "include_special", "no
 def sink_config(values: dict, progress: bool = True) -> SinkConfig:
     return SinkConfig(host=values["host"], port=values["port"], token=values["token"], web_root=values["web_root"],
                       osc_out=list(values["osc_out"]), osc_prefix=values["osc_prefix"], spout=values["spout"],
-                      spout_name=values["spout_name"], progress=progress, record=values["record"])
+                      spout_name=values["spout_name"], progress=progress, record=values["record"],
+                      keep_runs=values["keep_runs"], max_gb=values["max_gb"])
 
 
 def open_wire(values: dict, bus: Bus, config: SinkConfig, control, status, osc_reply) -> tuple[Sinks, OscControlServer | None]:
@@ -178,6 +179,8 @@ class LiveSession:
         if r.playlist is not None:
             fields["playlist"] = {"position": r.playlist.position, "length": len(r.playlist.prompts),
                                   "loops_done": r.playlist.loops_done}
+        if self.sinks is not None and self.sinks.recorder is not None:
+            fields["recording"] = self.sinks.recorder.status()
         return fields
 
     def report_error(self, code: str, message: str) -> None:
