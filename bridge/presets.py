@@ -99,6 +99,8 @@ FIELDS: tuple[Field, ...] = (
     Field("seeds", "installation", "str", "random", "seed per run: random, increment or fixed", choices=SEED_MODES),
     Field("loops", "installation", "int", 0, "playlist passes before stopping (0: forever)", 0, 10**9),
     Field("record", "installation", "str", "", "folder to record every run into (empty: no recording)"),
+    Field("keep_runs", "installation", "int", 0, "--record keeps at most this many runs, deleting the oldest (0: any number)", 0, 10**9),
+    Field("max_gb", "installation", "float", 0.0, "--record keeps at most this many GB of runs, deleting the oldest (0: any size)", 0, 10**6),
     # replay
     Field("recordings", "replay", "str", "", "replay: a recording folder or a folder of recordings"),
     Field("speed", "replay", "float", 1.0, "replay speed factor", L.speed.lo, L.speed.hi),

@@ -29,6 +29,7 @@ from .errors import UserError
 from .frames import RunEnd
 from .recording import Recording, RecordingError, load_recording
 from .recording.format import MANIFEST, STEPS_INDEX
+from .recording.retention import hold
 
 log = logging.getLogger(__name__)
 
@@ -316,8 +317,19 @@ class Player:
                      f", new: {', '.join(sorted(Path(a).name for a in added))}" if added else "")
         self.recordings = fresh
 
-    def play_one(self, rec: Recording) -> RunEnd:
-        """Publish one recording: RunStart, its steps on time, RunEnd.  Returns the RunEnd sent."""
+    def play_one(self, rec: Recording) -> RunEnd | None:
+        """Publish one recording: RunStart, its steps on time, RunEnd.  Returns the RunEnd sent,
+        or None when the run was deleted before it could start.
+
+        The run is held (:func:`~bridge.recording.retention.hold`) while it plays, so retention
+        of a folder that is recorded into at the same time never deletes it under the show."""
+        with hold(rec.folder):
+            if not (rec.folder / MANIFEST).is_file():  # pruned after the playlist was read
+                log.info("%s was deleted before it could play (retention); skipped", rec.folder.name)
+                return None
+            return self._play_held(rec)
+
+    def _play_held(self, rec: Recording) -> RunEnd:
         start = rec.start
         with self._cond:
             self._skip = False

@@ -21,6 +21,7 @@ from PIL import Image
 from bridge import mapkinds
 from bridge.recording import Recorder, load_recording
 from bridge.recording import writer as writer_mod
+from bridge.recording.every_run import RecordEveryRun
 from replay_recordings import synthetic_frames, synthetic_recording
 
 FAIL_AT = 3  # the step whose writing fails
@@ -154,7 +155,7 @@ def test_a_live_session_on_a_hung_disk_keeps_generating_and_records_again_once_i
     monkeypatch.setattr(writer_mod._RunWriter, "step", hung_step)
     monkeypatch.setattr(writer_mod, "QUEUE_STEPS", 2)
     monkeypatch.setattr(writer_mod, "BLOCK_S", 0.05)
-    sink = writer_mod.RecordEveryRun(tmp_path / "runs")
+    sink = RecordEveryRun(tmp_path / "runs")
     runs = [synthetic_frames(steps=8, run_id=f"run-{k}") for k in (1, 2, 3)]
 
     def play(run):

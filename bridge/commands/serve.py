@@ -74,7 +74,7 @@ def run(args) -> int:
             print(line, flush=True)
         limit = args.max_runs
         while not stop.wait(0.2):
-            if limit and len(session.runner.runs) >= limit:
+            if limit and session.runner.runs_done >= limit:
                 break
             runner = session.runner
             if runner.mode == "installation" and runner.playlist and runner.playlist.finished and runner.state == "idle":

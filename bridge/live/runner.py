@@ -18,7 +18,7 @@ import logging
 import random
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..errors import UserError
 from ..frames import RunEnd
@@ -26,6 +26,11 @@ from ..limits import LIMITS
 
 log = logging.getLogger(__name__)
 _SEEDS = int(LIMITS.seed.hi) + 1  # playlist seeds wrap inside the table's range
+
+# An installation runs for weeks: keep a bounded history of finished runs, and their final
+# images (the bulk of a RunEnd) only for the newest few.
+HISTORY_RUNS = 50
+HISTORY_IMAGES = 3
 
 
 @dataclass
@@ -79,7 +84,8 @@ class Runner:
         self.playlist: Playlist | None = None
         self.state = "idle"
         self.run_id = ""
-        self.runs: list[RunEnd] = []  # every finished run, in order (tests, logs)
+        self.runs: list[RunEnd] = []  # the last HISTORY_RUNS finished runs, oldest first (tests, logs)
+        self.runs_done = 0  # finished runs since start, all of them
         self._cond = threading.Condition()
         self._pending = None  # a request waiting to run (VJ prompt)
         self._cancel = self._skip = self._stop = self._paused = False
@@ -222,7 +228,7 @@ class Runner:
             self.on_error("failed", f"the run failed: {type(exc).__name__}: {exc}")
             return
         with self._cond:
-            self.runs.append(end)
+            self._remember(end)
             self.run_id = end.run_id
             self._cond.notify_all()
         if end.status == "failed":
@@ -230,6 +236,14 @@ class Runner:
             self.on_error("failed", f"run {end.run_id} failed after {end.steps_done} steps: {end.error}")
         else:
             log.info("run %s %s (%d steps, %.1f s)", end.run_id, end.status, end.steps_done, end.elapsed)
+
+    def _remember(self, end: RunEnd) -> None:
+        """Append ``end`` to the bounded history (under the lock)."""
+        self.runs.append(end)
+        self.runs_done += 1
+        del self.runs[:-HISTORY_RUNS]
+        if len(self.runs) > HISTORY_IMAGES and self.runs[-HISTORY_IMAGES - 1].image is not None:
+            self.runs[-HISTORY_IMAGES - 1] = replace(self.runs[-HISTORY_IMAGES - 1], image=None)
 
     def _hold(self, seconds: float) -> None:
         """Installation pause between runs; ends early on a prompt, next or stop."""

@@ -148,6 +148,8 @@ class LiveSession:
         if r.playlist is not None:
             fields["playlist"] = {"position": r.playlist.position, "length": len(r.playlist.prompts),
                                   "loops_done": r.playlist.loops_done}
+        if self.sinks is not None and self.sinks.recorder is not None:
+            fields["recording"] = self.sinks.recorder.status()
         return fields
 
     def report_error(self, code: str, message: str) -> None:

@@ -9,15 +9,19 @@ the recorder (the websocket clients) never wait for the disk.  When the queue st
 ``block_s`` (the disk is slower than the model, or hung) the step is dropped, and with it the
 rest of the run: a recording is always a prefix of the run, never one with holes.  Drops and
 write errors are logged, counted (``dropped``) and kept (``error``); ``ok`` says whether the
-recording is whole.
+recording is whole.  A write that fails (disk full, read-only) stops that run's recording
+cleanly: no temporary file stays behind, and a run with no step on disk leaves no folder.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import logging
 import os
 import queue
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -36,13 +40,57 @@ BLOCK_S = 0.5  # longest a full queue holds the generation thread before the ste
 FLUSH_S = 60.0  # longest the end of a run waits for the writer to finish
 
 
+# The writer's doors to the disk: every file it writes is opened by _open, every folder made by
+# _mkdir, everything it takes back removed by _remove.  The disk-fault tests replace these
+# three to make the disk full or read-only.
+def _open(path: Path, mode: str, **kw):
+    return open(path, mode, **kw)
+
+
+def _mkdir(path: Path) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
+
+
+_DISK_FAULTS = {
+    errno.ENOSPC: "the disk is full",
+    errno.EDQUOT: "the disk quota is used up",
+    errno.EROFS: "the disk is read-only",
+    errno.EACCES: "writing is not permitted",
+    errno.EPERM: "writing is not permitted",
+    errno.EIO: "the disk reported an I/O error",
+}
+
+
+def fault_words(exc: BaseException) -> str:
+    """What a write error means for an operator: "the disk is full"."""
+    return _DISK_FAULTS.get(getattr(exc, "errno", None)) or f"{type(exc).__name__}: {getattr(exc, 'strerror', None) or exc}"
+
+
+def describe_error(exc: BaseException) -> str:
+    """A write error in one sentence: "the disk is full ([Errno 28] No space left on device: 'path')"."""
+    words = _DISK_FAULTS.get(getattr(exc, "errno", None))
+    return f"{words} ({exc})" if words else f"{type(exc).__name__}: {exc}"
+
+
 def _atomic_write(path: Path, write) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with _open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):  # a full disk still unlinks; a read-only one is tidied on recovery
+            _remove(tmp)
+        raise
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
@@ -102,16 +150,19 @@ class _RunWriter:
 
     def __init__(self, folder: Path):
         self.folder = folder
+        self.created = not folder.exists()  # so a run that wrote nothing gives the folder back
         self.manifest: dict | None = None
         self.index = None
+        self.index_size = 0  # bytes of complete lines in steps.jsonl
         self.folders: set[str] = set()
         self.last: dict[str, np.ndarray] = {}  # per kind with a summary file: the last step's array
 
     def start(self, start: RunStart) -> None:
-        (self.folder / PREVIEWS_DIR).mkdir(parents=True, exist_ok=True)
+        _mkdir(self.folder)
         self.manifest = manifest_from_start(start)
-        self.write_manifest()
-        self.index = open(self.folder / STEPS_INDEX, "a", encoding="utf-8")
+        self.write_manifest()  # first: a folder holding anything of a run is a readable recording
+        _mkdir(self.folder / PREVIEWS_DIR)
+        self.index = _open(self.folder / STEPS_INDEX, "ab", buffering=0)  # unbuffered: nothing left to fail at close
 
     def step(self, frame: StepFrame) -> None:
         written = []
@@ -120,7 +171,7 @@ class _RunWriter:
             if array is None:
                 continue
             if kind.folder not in self.folders:
-                (self.folder / kind.folder).mkdir(exist_ok=True)
+                _mkdir(self.folder / kind.folder)
                 self.folders.add(kind.folder)
             _save_npy(self.folder / kind.folder / step_name(frame.step, "npy"), mapkinds.as_stored(kind, array))
             written.append(kind.name)
@@ -128,9 +179,17 @@ class _RunWriter:
                 self.last[kind.name] = array
         _save_png(self.folder / PREVIEWS_DIR / step_name(frame.step, "png"), frame.preview)
         # Only now, with every file of the step in place, may the index name it.
-        self.index.write(json.dumps(index_line(frame, written)) + "\n")
-        self.index.flush()
-        os.fsync(self.index.fileno())
+        line = (json.dumps(index_line(frame, written)) + "\n").encode("utf-8")
+        try:
+            view = memoryview(line)
+            while view:
+                view = view[self.index.write(view):]
+            os.fsync(self.index.fileno())
+        except BaseException:
+            with contextlib.suppress(OSError):  # no half line at the end (the reader skips one anyway)
+                os.ftruncate(self.index.fileno(), self.index_size)
+            raise
+        self.index_size += len(line)
         self.manifest["steps_done"] = frame.step + 1
 
     def end(self, end: RunEnd) -> None:
@@ -143,8 +202,20 @@ class _RunWriter:
 
     def close(self) -> None:
         if self.index is not None:
-            self.index.close()
+            with contextlib.suppress(OSError):
+                self.index.close()
             self.index = None
+
+    @property
+    def steps_on_disk(self) -> int:
+        return self.manifest["steps_done"] if self.manifest else 0
+
+    def discard(self) -> None:
+        """Remove what a run that got no step to the disk wrote (best effort: the disk is failing)."""
+        self.close()
+        with contextlib.suppress(OSError):  # what stays (a read-only disk) is tidied on recovery
+            for path in [self.folder] if self.created else list(self.folder.iterdir()):
+                _remove(path)
 
     def write_manifest(self) -> None:
         data = json.dumps(self.manifest, indent=2, ensure_ascii=False).encode("utf-8")
@@ -157,17 +228,25 @@ class Recorder:
     The sink methods only queue; a writer thread does the disk work in order.  ``on_run_end``
     (and ``close``) wait for that thread to finish, up to ``flush_s``, unless ``wait_at_end``
     is False.  Afterwards ``ok`` tells whether every step reached the disk, ``error`` why not.
-    Use it for one run; :class:`RecordEveryRun` makes a fresh folder per run for live sessions.
+    Use it for one run; :class:`~bridge.recording.every_run.RecordEveryRun` makes a fresh
+    folder per run for live sessions.
+
+    ``notify(recorder, event)``, if given, hears ``"writing"`` (the first step, or an end, is on
+    disk), ``"failed"`` (``error`` is set) and ``"done"`` (the writer thread is finishing), on
+    the writer thread except a ``"failed"`` for dropped steps.  With ``report=False`` the
+    recorder logs nothing itself: the listener decides what the operator reads.
     """
 
     def __init__(self, folder: str | os.PathLike, *, queue_steps: int | None = None, block_s: float | None = None,
-                 flush_s: float | None = None, wait_at_end: bool = True):
+                 flush_s: float | None = None, wait_at_end: bool = True, report: bool = True, notify=None):
         self.folder = Path(folder)
         queue_steps = QUEUE_STEPS if queue_steps is None else queue_steps
         self.block_s = BLOCK_S if block_s is None else block_s
         self.flush_s = FLUSH_S if flush_s is None else flush_s
         self.wait_at_end = wait_at_end
         self.dropped = 0  # steps that never reached the disk because the queue was full
+        self.disk_error: OSError | None = None  # the write error that stopped the recording, if any
+        self.report, self.notify = report, notify
         self._error = ""
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, queue_steps))
         self._thread: threading.Thread | None = None
@@ -189,6 +268,16 @@ class Recorder:
     def writing(self) -> bool:
         """True while the writer thread still has work."""
         return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def finished(self) -> bool:
+        """True once the writer thread has ended (False before it starts)."""
+        return self._thread is not None and not self._thread.is_alive()
+
+    @property
+    def behind(self) -> bool:
+        """True while the disk holds the writer up: steps were dropped, or the end was not queued."""
+        return (self._shedding or self._abandoned) and self.writing
 
     # -- sink -----------------------------------------------------------------------------
     def on_run_start(self, start: RunStart) -> None:
@@ -261,89 +350,54 @@ class Recorder:
     def _fail(self, why: str) -> None:
         if not self._error:
             self._error = why
-            log.error("recording %s is incomplete: %s", self.folder, why)
+            if self.report:
+                log.error("recording %s is incomplete: %s", self.folder, why)
+            self._tell("failed")
+
+    def _tell(self, event: str) -> None:
+        if self.notify is not None:
+            try:
+                self.notify(self, event)
+            except Exception:  # a listener's bug must not stop the writer
+                log.exception("recording listener failed on %s", event)
 
     def _write_loop(self, run: _RunWriter) -> None:
+        try:
+            self._write_all(run)
+        finally:
+            run.close()
+            self._tell("done")
+
+    def _write_all(self, run: _RunWriter) -> None:
         broken = False
         while True:
             try:
                 what, item = self._queue.get(timeout=self.block_s)
             except queue.Empty:
                 if self._abandoned:
-                    run.close()
                     return
                 continue
             try:
                 if not broken:
+                    on_disk = run.steps_on_disk
                     if what == "start":
                         run.start(item)
                     elif what == "step":
                         run.step(item)
                     elif what == "end":
                         run.end(item)
+                    if what == "end" or (what == "step" and not on_disk):
+                        self._tell("writing")
                 if what == "flush":
                     item.set()
-            except Exception as exc:  # disk full, permissions …: keep what is whole, write nothing after
+            except Exception as exc:  # disk full, read-only …: keep what is whole, write nothing after
                 broken = True
+                if isinstance(exc, OSError):
+                    self.disk_error = exc
                 part = f"step {item.step}" if what == "step" else f"the run's {what}"
-                self._fail(f"writing {part} failed: {type(exc).__name__}: {exc}")
+                self._fail(f"writing {part} failed: {describe_error(exc)}")
+                if not run.steps_on_disk:
+                    run.discard()  # nothing to replay: leave no folder without a readable run
             if what in ("end", "stop"):
-                run.close()
                 return
 
-
-class RecordEveryRun:
-    """A sink that records each run into ``root/<run_id>``, for live and installation sessions.
-
-    A run's end does not wait for its recording to reach the disk (the next run starts at once,
-    its own recorder next to the last one's); ``close`` waits for all of them.
-    """
-
-    def __init__(self, root: str | os.PathLike):
-        self.root = Path(root)
-        self._current: Recorder | None = None
-        self.recorders: list[Recorder] = []  # recorders still writing
-        self.failed = 0  # runs whose recording is incomplete or was skipped
-        self.error = ""  # the latest reason
-
-    @property
-    def ok(self) -> bool:
-        self._collect()
-        return self.failed == 0 and all(r.ok for r in self.recorders)
-
-    def _collect(self) -> None:
-        """Forget finished recorders, counting the failed ones."""
-        for r in [r for r in self.recorders if not r.writing]:
-            self.recorders.remove(r)
-            if not r.ok:
-                self.failed, self.error = self.failed + 1, r.error
-
-    def on_run_start(self, start: RunStart) -> None:
-        self._collect()
-        stuck = next((r for r in self.recorders if not r.ok), None)
-        if stuck is not None:  # a hung disk: one stuck writer, not one more per run
-            self._current = None
-            self.failed += 1
-            self.error = f"run {start.run_id} was not recorded: the disk is still stuck on {stuck.folder}"
-            log.error("%s", self.error)
-            return
-        self._current = Recorder(self.root / start.run_id, wait_at_end=False)
-        self.recorders.append(self._current)
-        self._current.on_run_start(start)
-
-    def on_step(self, frame: StepFrame) -> None:
-        if self._current is not None:
-            self._current.on_step(frame)
-
-    def on_run_end(self, end: RunEnd) -> None:
-        if self._current is not None:
-            self._current.on_run_end(end)
-            self._current = None
-
-    def close(self) -> None:
-        if self._current is not None:
-            self._current.close()
-            self._current = None
-        for r in self.recorders:
-            r.wait()
-        self._collect()

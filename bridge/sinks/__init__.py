@@ -25,6 +25,8 @@ class SinkConfig:
     spout_name: str = "daam"
     progress: bool = True
     record: str = ""  # a folder: every run is recorded into its own subfolder
+    keep_runs: int = 0  # retention of that folder: at most this many runs (0: any number)
+    max_gb: float = 0.0  # and at most this many gigabytes of them (0: any size)
 
 
 @dataclass
@@ -36,6 +38,7 @@ class Sinks:
     websocket: object = None
     osc: object = None
     spout: object = None
+    recorder: object = None  # RecordEveryRun, when recording
 
     def close(self) -> None:
         for sink in reversed(self.all):
@@ -67,9 +70,12 @@ def build_sinks(config: SinkConfig, *, selection: Selection | None = None, contr
             if built.spout is not None:
                 built.all.append(built.spout)
         if config.record:
-            from ..recording.writer import RecordEveryRun
+            from ..recording.every_run import RecordEveryRun
+            from ..recording.retention import Retention
 
-            built.all.append(RecordEveryRun(config.record))
+            retention = Retention(keep_runs=config.keep_runs, max_bytes=int(config.max_gb * 1e9))
+            built.recorder = RecordEveryRun(config.record, retention)
+            built.all.append(built.recorder)
         if config.progress:
             from .progress import ProgressSink
 
