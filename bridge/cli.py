@@ -63,6 +63,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def configure_logging(verbose: bool = False, repeat_interval: float | None = None) -> None:
+    """Log to stderr with times; a message repeated within seconds is collapsed into a count
+    (bridge/logrepeat.py), so no flood of one line can fill the disk of a machine left running."""
+    from .logrepeat import INTERVAL, install
+
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", datefmt="%H:%M:%S",
+    )
+    for handler in logging.getLogger().handlers:
+        install(handler, INTERVAL if repeat_interval is None else repeat_interval)
+    if not verbose:  # one line per HTTP request and connection drowns the bridge's own log
+        logging.getLogger("websockets").setLevel(logging.WARNING)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help", "-v", "--verbose")):
@@ -72,12 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "_module", None) is None:
         parser.print_help()
         return 2
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", datefmt="%H:%M:%S",
-    )
-    if not args.verbose:  # one line per HTTP request and connection drowns the bridge's own log
-        logging.getLogger("websockets").setLevel(logging.WARNING)
+    configure_logging(args.verbose)
     try:
         return int(args._module.run(args) or 0)
     except UserError as exc:

@@ -82,7 +82,10 @@ FIELDS: tuple[Field, ...] = (
     # server
     Field("host", "server", "str", "127.0.0.1", "websocket/HTTP address (not 127.0.0.1 needs --token)"),
     Field("port", "server", "int", 8765, "websocket + HTTP viewer port", 0, 65535),
-    Field("token", "server", "str", "", "shared token clients must send (?token=…) when not on 127.0.0.1"),
+    Field("token", "server", "str", "", "shared token websocket clients must send (?token=…); required when not on 127.0.0.1"),
+    Field("allow_origin", "server", "list", [], "web page origins allowed to connect besides the bridge's own viewer, "
+          "like http://show-pc.local:8080 (* for any)"),
+    Field("max_clients", "server", "int", 32, "most websocket clients at once; more are refused (503)", 1, 10000),
     Field("web_root", "server", "str", "web", "folder served over HTTP (the browser viewer)"),
     # osc
     Field("osc_out", "osc", "list", ["127.0.0.1:7000"], "OSC targets host:port (repeat the flag for several)"),

@@ -18,7 +18,8 @@ from .sinks import SinkConfig, Sinks, build_sinks
 
 def sink_config(settings, progress: bool = True, record: bool = True) -> SinkConfig:
     s = Settings.of(settings)
-    return SinkConfig(host=s.host, port=s.port, token=s.token, web_root=s.web_root, osc_out=list(s.osc_out),
+    return SinkConfig(host=s.host, port=s.port, token=s.token, allow_origin=list(s.allow_origin),
+                      max_clients=s.max_clients, web_root=s.web_root, osc_out=list(s.osc_out),
                       osc_prefix=s.osc_prefix, spout=s.spout, spout_name=s.spout_name, progress=progress,
                       record=s.record if record else "", keep_runs=s.keep_runs, max_gb=s.max_gb)
 

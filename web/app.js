@@ -49,12 +49,16 @@ function connect() {
   setConnection("connecting", "connecting…");
   ws = new WebSocket(socketUrl());
   ws.binaryType = "arraybuffer";
+  let opened = false;
   ws.onopen = () => {
+    opened = true;
     retry = 0;
     setConnection("open", "connected");
   };
   ws.onclose = (ev) => {
-    const why = ev.reason ? `: ${ev.reason}` : "";
+    // a refusal at the upgrade (wrong ?token=, a page the bridge does not allow, too many
+    // clients) reaches a page only as "closed before it opened": the bridge's log says which
+    const why = ev.reason ? `: ${ev.reason}` : opened ? "" : " (refused or unreachable: is the address's ?token= right?)";
     setConnection("closed", `disconnected${why} — retrying`);
     setTimeout(connect, Math.min(5000, 500 * 2 ** retry++));
   };

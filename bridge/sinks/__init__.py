@@ -18,6 +18,8 @@ class SinkConfig:
     host: str = "127.0.0.1"
     port: int | None = 8765
     token: str = ""
+    allow_origin: list = field(default_factory=list)  # web page origins besides the viewer's own
+    max_clients: int = 32
     web_root: str | None = "web"
     osc_out: list = field(default_factory=lambda: ["127.0.0.1:7000"])
     osc_prefix: str = "/daam"
@@ -85,7 +87,8 @@ def build_sinks(config: SinkConfig, *, selection: Selection | None = None, contr
 
             built.websocket = WebSocketSink(config.host, config.port, token=config.token, web_root=config.web_root,
                                             selection=selection, controller=controller, status=status,
-                                            presets=presets).start()
+                                            presets=presets, allow_origin=config.allow_origin,
+                                            max_clients=config.max_clients).start()
             built.all.append(built.websocket)
     except BaseException:
         built.close()

@@ -1,7 +1,8 @@
 """Websocket sink: binary texture frames and JSON metadata to many clients, plus control in.
 
-The Bus-facing side of four parts (bridge/sinks/ws/):
-- :mod:`~bridge.sinks.ws.server` — loop thread, handshake, token, writing with ``websockets``;
+The Bus-facing side of five parts (bridge/sinks/ws/):
+- :mod:`~bridge.sinks.ws.server` — loop thread, handshake, writing with ``websockets``;
+- :mod:`~bridge.sinks.ws.access` — who may connect: token, page origin, client cap;
 - :mod:`~bridge.sinks.ws.fanout` — records → per-client batches; newest step wins per client;
 - :mod:`~bridge.sinks.ws.incoming` — control messages in, one answer each;
 - :mod:`~bridge.sinks.ws.static` — the viewer's files over HTTP on the same port.
@@ -18,6 +19,7 @@ from ..frames import RunEnd, RunStart, StepFrame
 from .selection import Selection
 from .ws.fanout import ClientState, FanOut
 from .ws.incoming import MAX_CONTROL, Incoming
+from .ws.access import MAX_CLIENTS, token_query
 from .ws.server import STALL_TIMEOUT, WsServer, needs_token
 from .ws.static import StaticFiles
 
@@ -36,14 +38,15 @@ class WebSocketSink:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 8765, *, token: str = "", web_root=None,
                  selection: Selection | None = None, controller=None, status=None, presets=(),
-                 max_control: int = MAX_CONTROL, stall_timeout: float = STALL_TIMEOUT):
+                 max_control: int = MAX_CONTROL, stall_timeout: float = STALL_TIMEOUT, allow_origin=(),
+                 max_clients: int = MAX_CLIENTS):
         self.presets = list(presets)
         self.fanout = FanOut(selection, status)
         self.selection = self.fanout.selection
         self.incoming = Incoming(self.fanout, controller, max_control)
         self.server = WsServer(host, port, token=token, static=StaticFiles(web_root), on_connect=self._greet,
                                on_message=self.incoming.handle, on_disconnect=self.fanout.leave,
-                               stall_timeout=stall_timeout)
+                               stall_timeout=stall_timeout, allow_origin=allow_origin, max_clients=max_clients)
         self.selection.add_listener(lambda index: self.server.call(self.fanout.resend_selected))
 
     # ------------------------------------------------------------------ lifecycle
@@ -66,11 +69,13 @@ class WebSocketSink:
 
     @property
     def http_url(self) -> str:
+        """The viewer's address; the page passes its ``?token=`` on to the websocket."""
         return "http" + self.url[2:]
 
     def start(self) -> "WebSocketSink":
         self.server.start()
-        self.server.static.hint_url = self.url  # the port is known once listening
+        # the port is known once listening; the "no viewer" page is public, so it never shows the token
+        self.server.static.hint_url = self.server.public_url + ("?token=SECRET" if self.token else "")
         return self
 
     def close(self) -> None:

@@ -2,7 +2,8 @@
 
 One asyncio loop on its own thread runs a ``websockets`` server.  Plain HTTP requests on the
 same port go to :class:`~bridge.sinks.ws.static.StaticFiles` (the browser viewer); websocket
-connections are checked for the token, then each gets a
+upgrades are checked by :class:`~bridge.sinks.ws.access.Access` (token, page origin, client
+cap; a refusal is an HTTP status and one sentence), then each admitted client gets a
 :class:`~bridge.sinks.ws.fanout.ClientState` and a writer task that sends its batches with
 ``websockets``' own :meth:`send` — so every frame is built by the library.
 
@@ -14,44 +15,36 @@ not gone out within ``stall_timeout`` seconds (it reads nothing) is disconnected
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import socket
 import threading
 import time
 from collections import deque
 from http import HTTPStatus
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
+from websockets.protocol import State
 
 from ...errors import UserError
+from .access import MAX_CLIENTS, Access, needs_token, token_ok, token_query
 from .fanout import ClientState
 from .static import StaticFiles, text_response
+
+__all__ = ["WsServer", "needs_token", "token_ok", "MAX_CLIENTS", "STALL_TIMEOUT"]
 
 log = logging.getLogger("bridge.sinks.websocket")
 
 # Incoming messages are control JSON: a few hundred bytes.  The websocket layer accepts up to
 # 1 MiB (bigger closes with 1009) so that a merely oversized control gets a readable error.
 MAX_INCOMING = 2**20
-LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 # Kernel send buffer per client.  Linux autotunes it up to 4 MiB, which is seconds of stale
 # frames queued for a slow client; a bounded buffer makes "newest step" hold on the wire too.
 # Set on the listening socket: accepted sockets inherit it.
 SEND_BUFFER = 256 * 1024
 STALL_TIMEOUT = 30.0  # seconds a client may read nothing at all before it is dropped
 CLOSE_TIMEOUT = 2.0  # seconds a closing handshake may take before the connection is dropped
-
-
-def needs_token(host: str) -> bool:
-    return host not in LOCAL_HOSTS
-
-
-def token_ok(path: str, token: str) -> bool:
-    """Whether the request path's ``?token=`` is ``token`` (compared in constant time)."""
-    given = parse_qs(urlsplit(path).query).get("token", [""])[0]
-    return hmac.compare_digest(given.encode(), token.encode())
 
 
 class BridgeConnection(ServerConnection):
@@ -69,6 +62,13 @@ class BridgeConnection(ServerConnection):
     def abort(self) -> None:
         """Drop the TCP connection now, without a closing handshake."""
         self._abort()
+
+
+def _peer_host(ws: ServerConnection) -> str:
+    try:
+        return str(ws.remote_address[0])
+    except Exception:
+        return "?"
 
 
 def _peer(ws: ServerConnection) -> str:
@@ -93,9 +93,9 @@ class WsServer:
     """
 
     def __init__(self, host: str, port: int, *, token: str = "", static: StaticFiles | None = None,
-                 on_connect=None, on_message=None, on_disconnect=None, stall_timeout: float = STALL_TIMEOUT):
-        if needs_token(host) and not token:
-            raise UserError(f"listening on {host} (not 127.0.0.1) needs a shared token: add --token SECRET")
+                 on_connect=None, on_message=None, on_disconnect=None, stall_timeout: float = STALL_TIMEOUT,
+                 allow_origin=(), max_clients: int = MAX_CLIENTS):
+        self.access = Access(host, token, allow_origin, max_clients)
         self.host, self.port, self.token = host, port, token
         self.static = static or StaticFiles(None)
         self.on_connect = on_connect or (lambda client: None)
@@ -105,15 +105,21 @@ class WsServer:
         self.latencies: deque = deque(maxlen=100_000)  # seconds, step record → its last byte handed to the socket
         self.step_bytes: deque = deque(maxlen=100_000)  # bytes per client per step
         self._connections: dict[ClientState, BridgeConnection] = {}
+        self._admitted: set[BridgeConnection] = set()  # upgraded or upgrading, until their handler ends
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._stop: asyncio.Future | None = None
 
     @property
     def url(self) -> str:
+        """Where a client connects, the token percent-encoded in it."""
+        return self.public_url + token_query(self.token)
+
+    @property
+    def public_url(self) -> str:
+        """:attr:`url` without the token (safe to show to anyone)."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        suffix = f"?token={self.token}" if needs_token(self.host) else ""
-        return f"ws://{host}:{self.port}/{suffix}"
+        return f"ws://{host}:{self.port}/"
 
     # ------------------------------------------------------------------ lifecycle (caller's thread)
 
@@ -192,18 +198,31 @@ class WsServer:
             for task in late:
                 closing[task].abort()
 
-    def _process_request(self, connection: ServerConnection, request):
-        if "websocket" in request.headers.get("Upgrade", "").lower():
-            return None  # the handler refuses a bad token with a close reason a client can show
-        if needs_token(self.host) and not token_ok(request.path, self.token):
-            return text_response(HTTPStatus.FORBIDDEN, "This bridge needs its token: add ?token=SECRET to the address.\n")
-        return self.static.response(urlsplit(request.path).path)
+    def _process_request(self, connection: BridgeConnection, request):
+        if "websocket" not in request.headers.get("Upgrade", "").lower():
+            return self._static(request.path)  # the viewer's files are not secret: the token guards the websocket
+        self._admitted = {c for c in self._admitted if c.state is not State.CLOSED}  # handshakes that failed
+        refusal = self.access.refusal(request.path, request.headers, self.port, len(self._admitted))
+        if refusal is not None:
+            log.warning("refused a websocket client from %s: %s", _peer_host(connection), refusal.log)
+            return text_response(refusal.status, refusal.sentence)
+        self._admitted.add(connection)
+        return None
+
+    def _static(self, path: str):
+        try:
+            return self.static.response(urlsplit(path).path)
+        except Exception as exc:  # one line, never a traceback, for whatever a request path can still cause
+            log.warning("could not answer GET %.100r (%s)", path, exc)
+            return text_response(HTTPStatus.INTERNAL_SERVER_ERROR, "The bridge could not answer this request.\n")
 
     async def _handler(self, ws: BridgeConnection) -> None:
-        if needs_token(self.host) and not token_ok(ws.request.path, self.token):
-            log.warning("refused websocket client %s: missing or wrong token", _peer(ws))
-            await ws.close(1008, "this bridge needs its token: connect to ws://HOST:PORT/?token=SECRET")
-            return
+        try:
+            await self._serve_client(ws)
+        finally:
+            self._admitted.discard(ws)
+
+    async def _serve_client(self, ws: BridgeConnection) -> None:
         wake = asyncio.Event()
         client = ClientState(_peer(ws), wake=wake.set)
         self._connections[client] = ws
