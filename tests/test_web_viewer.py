@@ -122,6 +122,13 @@ def submit(page, prompt: str, steps, seed=None) -> None:
     page.press("#prompt", "Enter")
 
 
+def wait_run_end(page, prompt: str, timeout: float = 120_000) -> None:
+    """Until the page has seen the end of a run of ``prompt`` (a page opened after an earlier
+    run is shown that run at once, so counting run_end messages is not enough)."""
+    page.wait_for_function("([p]) => { const v = window.viewer; return v.run && v.run.prompt === p && v.ended === v.run.run_id; }",
+                           arg=[prompt], timeout=timeout)
+
+
 def counts(page) -> dict:
     return page.evaluate("({...window.viewer.counts})")
 
@@ -131,7 +138,7 @@ def test_a_typed_prompt_runs_and_every_panel_fills(live_bridge):
         open_viewer(page, live_bridge.url)
         assert lit_fraction(canvas_pixels(page, "#preview")) == 0.0  # nothing before a run
         submit(page, PROMPT, STEPS, seed=3)
-        page.wait_for_function("window.viewer.counts.runs >= 1", timeout=120_000)
+        wait_run_end(page, PROMPT)
         page.wait_for_function("window.viewer.counts.particleFrames > 10", timeout=60_000)  # particles drawn
 
         run = page.evaluate("window.viewer.run")
@@ -167,7 +174,7 @@ def test_clicking_a_word_selects_it_on_the_bridge_and_redraws_its_heat_map(live_
     with browser_page() as page:
         open_viewer(page, live_bridge.url)
         submit(page, "green triangle left of a yellow star", 4)
-        page.wait_for_function("window.viewer.counts.runs >= 1", timeout=120_000)
+        wait_run_end(page, "green triangle left of a yellow star")
         before = canvas_pixels(page, "#heat")
         words = page.evaluate("window.viewer.run.words")
         target = words.index("star")
@@ -180,6 +187,66 @@ def test_clicking_a_word_selects_it_on_the_bridge_and_redraws_its_heat_map(live_
         after = canvas_pixels(page, "#heat")
         assert np.abs(after.astype(int) - before).mean() > 1.0  # another word, another map
         assert not page.errors, page.errors
+
+
+def second_page(page):
+    """Another tab in the same browser, its errors collected like the first's."""
+    other = page.context.new_page()
+    other.errors = []
+    other.on("pageerror", lambda exc: other.errors.append(str(exc)))
+    other.on("console", lambda msg: other.errors.append(msg.text) if msg.type == "error" else None)
+    return other
+
+
+def coloured_pixels(px: np.ndarray) -> int:
+    """Saturated pixels: the timeline's word lines (its background and shading are grey-blue)."""
+    rgb = px[..., :3].astype(int)
+    return int((rgb.max(axis=2) - rgb.min(axis=2) > 60).sum())
+
+
+def test_a_page_opened_mid_run_shows_the_run_and_its_timeline(live_bridge):
+    prompt, steps = "a blue star right of a red cross", 40
+    with browser_page() as page:
+        open_viewer(page, live_bridge.url)
+        submit(page, prompt, steps, seed=5)
+        page.wait_for_function("([p]) => window.viewer.run && window.viewer.run.prompt === p && window.viewer.counts.steps >= 3",
+                               arg=[prompt], timeout=120_000)
+        late = second_page(page)
+        open_viewer(late, live_bridge.url)
+        late.wait_for_function("([p]) => window.viewer.run && window.viewer.run.prompt === p && window.viewer.step",
+                               arg=[prompt], timeout=20_000)
+        first = late.evaluate("window.viewer.step.step")
+        assert first >= 2, "the late page was sent the run from its start"
+        wait_run_end(late, prompt)
+        assert late.inner_text("#step").startswith(f"step {steps}/{steps}")
+        assert coloured_pixels(canvas_pixels(late, "#timeline")) > 50  # lines from the step it joined at on
+        assert lit_fraction(canvas_pixels(late, "#heat")) > LIT
+        assert not late.errors, late.errors
+        assert not page.errors, page.errors
+
+
+def test_a_page_opened_after_a_run_shows_the_finished_run(live_bridge):
+    prompt, steps = "a green square below a yellow circle", 5
+    with browser_page() as page:
+        open_viewer(page, live_bridge.url)
+        submit(page, prompt, steps, seed=9)
+        wait_run_end(page, prompt)
+        early_final = canvas_pixels(page, "#preview")
+        late = second_page(page)
+        open_viewer(late, live_bridge.url)
+        wait_run_end(late, prompt, timeout=20_000)
+        late.wait_for_function("window.viewer.counts.final >= 1", timeout=20_000)
+        words = late.evaluate("window.viewer.run.words")
+        assert late.locator("#words .word").all_inner_texts() == words and "square" in words
+        assert late.inner_text("#step").startswith(f"step {steps}/{steps}")
+        final = canvas_pixels(late, "#preview")
+        assert lit_fraction(final) > LIT
+        assert np.abs(final.astype(int) - early_final).mean() < 2  # the same finished image
+        assert lit_fraction(canvas_pixels(late, "#heat")) > LIT
+        assert lit_fraction(canvas_pixels(late, "#grid canvas")) > LIT
+        assert coloured_pixels(canvas_pixels(late, "#timeline")) > 10  # the one step it was sent
+        assert not late.errors, late.errors
+        save_screenshot(late, "viewer-late-joiner.png")
 
 
 def test_a_bad_value_is_refused_with_the_bridges_sentence(live_bridge):

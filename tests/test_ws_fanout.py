@@ -145,3 +145,89 @@ def test_every_control_gets_one_answer_echoing_its_id():
     [a] = answers()
     assert a["code"] == "bad_message" and "id" not in a
     assert all("id" not in json.loads(m) for b in other.outbox for m in b.messages)  # ids go to their sender only
+
+
+def _drain(client: ClientState) -> list:
+    """Everything the client has been given, decoded, in order."""
+    out = []
+    while (batch := client.take()) is not None:
+        client.sent()
+        out += decoded(batch)
+    return out
+
+
+_FRAME_NAMES = {code: name for name, code in P.frame_types().items()}
+
+
+def _kinds(messages) -> list:
+    return [m.get("type") if isinstance(m, dict) else _FRAME_NAMES[m.type] for m in messages]
+
+
+def test_a_late_joiner_gets_the_finished_run_its_last_step_and_final_image():
+    fanout = FanOut()
+    early = ClientState("early")
+    fanout.join(early, {"type": "hello"})
+    fanout.publish(_start())
+    for i in range(8):
+        fanout.publish(_step(i))
+    image = np.full((8, 16, 3), 200, np.uint8)
+    fanout.publish(RunEnd("r1", "completed", 8, 0.8, image))
+    everything = _drain(early)
+
+    late = ClientState("late")
+    fanout.join(late, {"type": "hello"})
+    got = _drain(late)
+    assert _kinds(got) == ["hello", "status", "run_start", "maps", "cumulative", "preview", "step", "final", "run_end"]
+    frames = [m for m in got if isinstance(m, P.Frame)]
+    assert {f.step for f in frames[:3]} == {7}  # the last step, not the first
+    assert got[6]["step"] == 7 and got[6]["stats"] == everything[_kinds(everything).index("step") + 7 * 4]["stats"]
+    assert np.array_equal(frames[-1].data, image) and got[-1]["status"] == "completed"
+    # what the late joiner holds is what the early client held at the end
+    assert got[2] == everything[_kinds(everything).index("run_start")]
+    assert not early.outbox  # a joiner sends the others nothing
+
+
+def test_a_client_joining_mid_run_gets_the_current_step_then_the_rest_as_everyone_does():
+    fanout = FanOut()
+    fanout.publish(_start())
+    for i in range(3):
+        fanout.publish(_step(i))
+    late = ClientState("late")
+    fanout.join(late, {"type": "hello"})
+    fanout.publish(_step(3))
+    got = _drain(late)
+    assert _kinds(got)[2:] == ["run_start", "maps", "cumulative", "preview", "step", "maps", "cumulative", "preview", "step"]
+    assert [m["step"] for m in got if isinstance(m, dict) and m.get("type") == "step"] == [2, 3]
+    assert "final" not in _kinds(got) and "run_end" not in _kinds(got)
+
+
+def test_a_late_joiner_follows_its_subscription_and_the_selection():
+    fanout = FanOut()
+    fanout.publish(_start())
+    fanout.publish(_step(0))
+    fanout.selection.select(2)
+    late = ClientState("late")
+    late.sub = P.Subscription(frames=("cumulative",), words="selected", dtype="uint8", meta=False)
+    fanout.join(late, {"type": "hello"})
+    frames = [m for m in _drain(late) if isinstance(m, P.Frame)]
+    assert len(frames) == 1 and frames[0].first_word == 2 and frames[0].data.shape[0] == 1
+
+
+def test_steps_to_clients_already_connected_are_the_same_bytes_with_or_without_a_joiner():
+    def run(join_late: bool) -> list:
+        fanout = FanOut()
+        early = ClientState("early")
+        fanout.join(early, {"type": "hello"})
+        fanout.publish(_start())
+        for i in range(4):
+            if join_late and i == 2:
+                fanout.join(ClientState("late"), {"type": "hello"})
+            fanout.publish(_step(i))
+        fanout.publish(RunEnd("r1", "completed", 4, 0.4, None))
+        out = []
+        while (batch := early.take()) is not None:
+            early.sent()
+            out += list(batch.messages)
+        return out
+
+    assert run(False) == run(True)

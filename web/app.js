@@ -15,6 +15,7 @@ const view = {
   run: null, // the run_start message
   selected: 0,
   step: null, // last step message
+  ended: null, // run_id of the last run_end (the current run has ended when it is run.run_id)
   mass: [], // mass[step] = per-word shares
   kinds: {}, // map kind name → {maps: [Float32Array], h, w, firstWord} of the last step's frame
   get maps() { return this.kinds.maps || null; },
@@ -118,6 +119,7 @@ function onJson(msg) {
       break;
     case "run_end":
       view.counts.runs++;
+      view.ended = msg.run_id;
       showMessage(msg.status === "failed" ? `run failed: ${msg.error}` : `run ${msg.status} after ${msg.steps_done} steps`,
         msg.status === "failed" ? "error" : "info");
       break;

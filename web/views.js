@@ -114,21 +114,28 @@ export function drawTimeline(canvas, { mass, total, words, phases, selected }) {
       start += frac;
     }
   }
+  // Steps this page never got (it joined mid-run, or fell behind) are holes in `mass`:
+  // the lines break there and pick up again at the next step that came.
+  const rows = [];
+  mass.forEach((row, step) => { if (Array.isArray(row)) rows.push([step, row]); });
   let peak = 0;
-  for (const row of mass) for (const m of row) peak = Math.max(peak, m);
+  for (const [, row] of rows) for (const m of row) if (Number.isFinite(m)) peak = Math.max(peak, m);
   peak = peak || 1;
   const y = (m) => H - pad - (m / peak) * (H - 2 * pad - 14);
   const order = words.map((_, i) => i).filter((i) => i !== selected).concat(selected < words.length ? [selected] : []);
   for (const i of order) {
     ctx.strokeStyle = wordColor(i, i === selected ? 1 : 0.55);
     ctx.lineWidth = i === selected ? 3 : 1.25;
+    ctx.fillStyle = ctx.strokeStyle;
     ctx.beginPath();
-    mass.forEach((row, step) => {
-      if (row === undefined || row[i] === undefined) return;
+    const has = (step) => Array.isArray(mass[step]) && Number.isFinite(mass[step][i]);
+    for (const [step, row] of rows) {
+      if (!has(step)) continue;
       const px = x(step), py = y(row[i]);
-      if (step === 0 || mass[step - 1] === undefined) ctx.moveTo(px, py);
-      else ctx.lineTo(px, py);
-    });
+      if (has(step - 1)) ctx.lineTo(px, py);
+      else ctx.moveTo(px, py);
+      if (!has(step - 1) && !has(step + 1)) ctx.fillRect(px - ctx.lineWidth, py - ctx.lineWidth, 2 * ctx.lineWidth, 2 * ctx.lineWidth);
+    }
     ctx.stroke();
   }
 }

@@ -116,17 +116,37 @@ class FanOut:
         self.clients: set[ClientState] = set()
         self.encoder = P.FrameEncoder()
         self.stats = StatsTracker()
-        self.start: RunStart | None = None  # the last run's start: a late joiner gets it
+        # The last run as far as it went, so that a late joiner sees it (:meth:`join`).
+        self.start: RunStart | None = None
         self.last_step: StepFrame | None = None
+        self.last_stats: tuple = ()  # the word statistics after last_step
+        self.end: RunEnd | None = None  # the last run's end, once it has ended
 
     # ------------------------------------------------------------------ clients
 
     def join(self, client: ClientState, hello: dict) -> None:
-        """A new client: ``hello``, its status, and the current run's ``run_start`` if any."""
+        """A new client: ``hello``, its status, then the last run as far as it went.
+
+        A page opened mid-run or after a run shows that run at once rather than an empty
+        one: its ``run_start``, its latest step (maps, preview, metadata) and, once it has
+        ended, its final image and ``run_end`` — what a client that had been there all along
+        holds after the same messages.  Clients already connected get nothing new.
+        """
         self.clients.add(client)
         client.push(Batch((P.encode_json(hello), self._status_text(client, force=True))))
-        if self.start is not None:
-            client.push(Batch((P.encode_json(P.run_start_message(self.start)),)))
+        if self.start is None:
+            return
+        client.push(Batch((P.encode_json(P.run_start_message(self.start)),)))
+        step = self.last_step
+        if step is not None and step.run_id == self.start.run_id:
+            frames = self.encoder.step_frames(step, client.sub, self.selection.index)
+            meta = P.encode_json(P.step_message(step, stats_dicts(self.last_stats))) if client.sub.meta else None
+            client.push(Batch((*frames, meta) if meta else tuple(frames), True))
+        end = self.end
+        if end is not None and end.run_id == self.start.run_id:
+            final = self.encoder.final_frame(end, self.start.steps, client.sub)
+            text = P.encode_json(P.run_end_message(end))
+            client.push(Batch((final, text) if final else (text,)))
 
     def leave(self, client: ClientState) -> None:
         self.clients.discard(client)
@@ -138,11 +158,12 @@ class FanOut:
         if isinstance(event, StepFrame):
             self._step(event, t)
         elif isinstance(event, RunStart):
-            self.start, self.last_step = event, None
+            self.start, self.last_step, self.last_stats, self.end = event, None, (), None
             self.selection.set_words(event.words)
             self.send_all(P.encode_json(P.run_start_message(event)), t)
             self.status_all()
         elif isinstance(event, RunEnd):
+            self.end = event
             total = self.start.steps if self.start and self.start.run_id == event.run_id else event.steps_done
             end = P.encode_json(P.run_end_message(event))
             for client in self.clients:
@@ -153,6 +174,7 @@ class FanOut:
     def _step(self, event: StepFrame, t: float) -> None:
         self.last_step = event
         stats = self.stats.update(event)  # every step, so "change" never depends on who is connected
+        self.last_stats = stats
         if not self.clients:
             return
         meta = P.encode_json(P.step_message(event, stats_dicts(stats)))
