@@ -11,7 +11,7 @@ import threading
 import time
 
 from bridge.bus import Bus
-from bridge.live.session import sink_config
+from bridge.session_wiring import sink_config
 from bridge.presets import add_preset_arguments, apply_overrides, load_preset
 from bridge.recording import load_recording
 from bridge.recording import writer as writer_mod
