@@ -1,11 +1,15 @@
 """A disk that fills up or turns read-only on cue, simulated at the recorder's I/O boundary.
 
-A test cannot fill a real disk or remount it read-only, so the writer's two doors to the disk
-(``bridge.recording.writer._open``, ``_mkdir`` and ``_remove``) are replaced.  The files are
-real files in the test's folder; from a chosen write on, every write, flush and folder creation
-fails with ``OSError(ENOSPC)`` (full: the failing write lands half its bytes first, deleting
-still works) or ``EROFS`` (read-only: no file can be created or deleted), until
-:meth:`FaultyDisk.heal`.
+A test cannot fill a real disk or remount it read-only, so the writer's three doors to the disk
+(``bridge.recording.writer._open``, ``_mkdir`` and ``_remove``) are replaced.  Files are real
+files in the test's folder until the fault strikes, at the first touch (an open, a write, a
+flush, a folder made) of a path the test chose; from then on, until :meth:`FaultyDisk.heal`:
+
+- full (ENOSPC): a file opened is created but backed by ``/dev/full``, the kernel's own full
+  device, so every write to it fails in the kernel, however the bytes get there (numpy writes
+  a real file through its descriptor); a write to a file opened before lands half
+  its bytes, then fails; folders cannot be made; deleting still works.
+- read-only (EROFS): nothing can be opened for writing, written, made or deleted.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ import threading
 
 from bridge.recording import writer as writer_mod
 
+FULL_DEVICE = "/dev/full"
+
 
 class FaultyDisk:
     def __init__(self, monkeypatch):
@@ -24,13 +30,12 @@ class FaultyDisk:
         monkeypatch.setattr(writer_mod, "_mkdir", self._mkdir)
         monkeypatch.setattr(writer_mod, "_remove", self._remove)
         self._lock = threading.Lock()
-        self._armed = None  # (errno, when(path) -> bool): the fault strikes at the first such write
+        self._armed = None  # (errno, when(path) -> bool): the fault strikes at the first such touch
         self.fault = None  # errno while the disk fails
         self.struck = threading.Event()
-        self.refused = 0  # operations that failed
 
     def fail_from(self, code: int, when=lambda path: True) -> None:
-        """From the first write to a path for which ``when(path)`` holds, fail with ``code``."""
+        """From the first touch of a path for which ``when(path)`` holds, fail with ``code``."""
         with self._lock:
             self._armed, self.fault = (code, when), None
             self.struck.clear()
@@ -39,21 +44,26 @@ class FaultyDisk:
         with self._lock:
             self._armed = self.fault = None
 
-    def check(self, path) -> None:
-        """Raise the disk's error if it is failing (or starts failing at this write to ``path``)."""
+    def touch(self, path) -> int | None:
+        """The disk's errno for this touch of ``path`` (None: it works)."""
         with self._lock:
             if self.fault is None and self._armed is not None and self._armed[1](str(path)):
                 self.fault, self._armed = self._armed[0], None
                 self.struck.set()
-            if self.fault is None:
-                return
-            self.refused += 1
-            code = self.fault
-        raise OSError(code, os.strerror(code), str(path))
+            return self.fault
+
+    def check(self, path) -> None:
+        code = self.touch(path)
+        if code is not None:
+            raise OSError(code, os.strerror(code), str(path))
 
     def _open(self, path, mode, **kw):
-        if self.fault == errno.EROFS:
-            self.check(path)
+        code = self.touch(path)
+        if code == errno.EROFS:
+            raise OSError(code, os.strerror(code), str(path))
+        if code == errno.ENOSPC:
+            self._real_open(path, mode).close()  # a full disk still has room for the name …
+            return self._real_open(FULL_DEVICE, mode, **kw)  # … and none for a byte
         return _File(self, path, self._real_open(path, mode, **kw))
 
     def _mkdir(self, path) -> None:
@@ -67,21 +77,20 @@ class FaultyDisk:
 
 
 class _File:
-    """A real open file whose writes go through the faulty disk."""
+    """A file opened while the disk worked, whose later writes meet the disk's state."""
 
     def __init__(self, disk: FaultyDisk, path, f):
         self._disk, self._path, self._f = disk, path, f
 
     def write(self, data):
-        try:
-            self._disk.check(self._path)
-        except OSError as exc:
-            if exc.errno == errno.ENOSPC:  # the disk fills in the middle of this write
-                self._f.write(bytes(memoryview(data))[: len(data) // 2])
-            raise
+        code = self._disk.touch(self._path)
+        if code == errno.ENOSPC:  # the disk fills in the middle of this write
+            self._f.write(bytes(memoryview(data))[: len(data) // 2])
+        if code is not None:
+            raise OSError(code, os.strerror(code), str(self._path))
         return self._f.write(data)
 
-    def flush(self):  # before every fsync, and before Pillow writes to the file's descriptor
+    def flush(self):
         self._disk.check(self._path)
         return self._f.flush()
 

@@ -13,12 +13,14 @@ is left; the live stream never notices.
 from __future__ import annotations
 
 import errno
+import io
 import logging
 import time
 
 import pytest
 
 from bridge.recording import Recorder, load_recording
+from bridge.recording import writer as writer_mod
 from bridge.recording.every_run import RecordEveryRun
 from _disk import FaultyDisk
 from _live import WsClient, is_json, live_session
@@ -51,8 +53,8 @@ def leftovers(root):
         p.name for p in root.iterdir() if p.is_dir() and not (p / "manifest.json").is_file())
 
 
-def nth_write_to(name: str, n: int):
-    """A fault trigger: the n-th write (1-based) to a path containing ``name``."""
+def nth_touch(name: str, n: int):
+    """A fault trigger: the n-th touch (1-based: open, write, flush) of a path containing ``name``."""
     seen = []
 
     def when(path):
@@ -63,11 +65,11 @@ def nth_write_to(name: str, n: int):
     return when
 
 
-STRIKES = {  # where in run-1 the disk fails (the n-th write to a path), and the steps run-1 keeps
+STRIKES = {  # where in run-1 the disk fails (the n-th touch of a path), and the steps run-1 keeps
     "manifest": (("run-1/manifest.json", 1), None),
     "step-array": (("run-1/maps/000003.npy", 1), 3),
     "preview": (("run-1/previews/000003.png", 1), 3),
-    "index-line": (("run-1/steps.jsonl", 4), 3),
+    "index-line": (("run-1/steps.jsonl", 5), 3),  # opened at the start, then one write per step
     "run-end": (("run-1/final.png", 1), STEPS),
 }
 
@@ -79,7 +81,7 @@ CASES = [(code, strike) for code in (errno.ENOSPC, errno.EROFS) for strike in ST
 def test_recording_suspends_on_a_failing_disk_and_resumes_by_itself(tmp_path, monkeypatch, caplog, code, strike):
     disk = FaultyDisk(monkeypatch)
     (name, n), kept = STRIKES[strike]
-    when = nth_write_to(name, n)
+    when = nth_touch(name, n)
     root = tmp_path / "runs"
     sink = RecordEveryRun(root)
     caplog.set_level(logging.INFO, logger="bridge")
@@ -121,10 +123,49 @@ def test_recording_suspends_on_a_failing_disk_and_resumes_by_itself(tmp_path, mo
     assert not sink.ok and sink.failed == 2
 
 
+class _CountedFile(io.BufferedWriter):
+    """A real buffered file (numpy treats it as one) that counts what passes its write()."""
+
+    def __init__(self, raw, counts, path):
+        super().__init__(raw)
+        self._counts, self._path = counts, path
+
+    def write(self, data):
+        n = super().write(data)
+        self._counts[self._path] = self._counts.get(self._path, 0) + n
+        return n
+
+
+def test_every_byte_goes_through_write_where_a_full_disk_keeps_its_errno(tmp_path, monkeypatch):
+    """Found on a real full disk: np.save writes a real file through its descriptor and reports
+    ENOSPC as "28672 requested and 18368 written", with no errno, so the recorder could not say
+    the disk was full.  The writer must hand every byte to the file's write()."""
+    counts: dict = {}
+    real_open = writer_mod._open
+
+    def counting_open(path, mode, **kw):
+        f = real_open(path, mode, **kw)
+        counts[str(path)] = 0  # the last write of a file counts (the manifest is written twice)
+        return _CountedFile(f.detach(), counts, str(path)) if isinstance(f, io.BufferedWriter) else f
+
+    monkeypatch.setattr(writer_mod, "_open", counting_open)
+    start, frames, end = synthetic_frames(steps=3)
+    rec = Recorder(tmp_path / "run")
+    rec.on_run_start(start)
+    for f in frames:
+        rec.on_step(f)
+    rec.on_run_end(end)
+    assert rec.ok
+    files = [p for p in (tmp_path / "run").rglob("*") if p.is_file() and p.name != "steps.jsonl"]
+    assert len(files) == 1 + 3 * 3 + 2  # manifest, per step two maps and a preview, final.png, daam.npy
+    for p in files:
+        assert counts.get(str(p) + ".tmp") == p.stat().st_size, p.name
+
+
 def test_a_single_recording_on_a_full_disk_says_why_and_leaves_nothing_half(tmp_path, monkeypatch, caplog):
     """`render`'s recorder: the run's only line, the error it exits with, no .tmp."""
     disk = FaultyDisk(monkeypatch)
-    disk.fail_from(errno.ENOSPC, nth_write_to("cumulative/000002.npy", 1))
+    disk.fail_from(errno.ENOSPC, nth_touch("cumulative/000002.npy", 1))
     start, frames, end = synthetic_frames(steps=STEPS)
     rec = Recorder(tmp_path / "out")
     rec.on_run_start(start)
@@ -151,10 +192,12 @@ def test_a_live_session_streams_every_step_while_the_disk_is_full(tiny_engine, t
             end = client.until(is_json("run_end", run_id=start["run_id"]))
             assert end["status"] == "completed" and end["steps_done"] == steps
             assert wait_for(lambda: not any(r.writing for r in recorder.recorders))
-            client.send({"type": "status"})
-            return start["run_id"], client.until(is_json("status"))["recording"]
+            now = recorder.status()  # settled: the run's writer is done
+            client.send({"type": "status"})  # an operator sees it (status broadcast before it are stale)
+            client.until(lambda m: is_json("status")(m) and m.get("recording") == now)
+            return start["run_id"], now
 
-        disk.fail_from(errno.ENOSPC, nth_write_to("maps/000001.npy", 1))
+        disk.fail_from(errno.ENOSPC, nth_touch("maps/000001.npy", 1))
         first, status = run("a red apple")
         assert status["state"] == "suspended" and "the disk is full" in status["error"]
         second, status = run("a blue bird")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import json
 import logging
 import os
@@ -93,8 +94,13 @@ def _atomic_write(path: Path, write) -> None:
         raise
 
 
+# An array is encoded in memory and handed to the file's write(): np.save writes a real file
+# through its descriptor and reports a full disk without its errno ("28672 requested and 18368
+# written"), which could not be told from any other failure.  (Pillow's PNG goes through write().)
 def _save_npy(path: Path, array: np.ndarray) -> None:
-    _atomic_write(path, lambda f: np.save(f, array))
+    buf = io.BytesIO()
+    np.save(buf, array)
+    _atomic_write(path, lambda f: f.write(buf.getbuffer()))
 
 
 def _save_png(path: Path, rgb: np.ndarray) -> None:
