@@ -26,6 +26,7 @@ import numpy as np
 from . import mapkinds
 from .frames import RunEnd, RunStart, StepFrame
 from .limits import LIMITS
+from .wordpick import focus_index
 
 PROTOCOL_VERSION = 1
 MAGIC = b"DAAM"
@@ -167,6 +168,7 @@ def run_start_message(start: RunStart) -> dict:
         "model": start.model,
         "scheduler": start.scheduler,
         "phases": start.phases.to_dict(),
+        "focus": focus_index(start.words),
     }
 
 

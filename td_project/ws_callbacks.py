@@ -49,6 +49,15 @@ def apply_limits(comp, limits):
         par.clampMin = par.clampMax = True
 
 
+def follow_selection(comp, index):
+    """The bridge's selection on the Word parameter; stored first, so controls.py does not
+    send it back as a new selection."""
+    comp.store("selected", index)
+    set_state(comp, "selected", index)
+    if int(comp.par.Word.eval()) != index:
+        comp.par.Word = index
+
+
 def onConnect(dat):
     comp = dat.parent()
     dat.sendText(json.dumps(SUBSCRIPTION))
@@ -76,11 +85,15 @@ def onReceiveText(dat, rowIndex, message):
     if kind in ("hello", "status"):
         set_state(comp, "state", msg.get("state", ""))
         if isinstance(msg.get("selected"), int):
-            comp.store("selected", msg["selected"])
-            set_state(comp, "selected", msg["selected"])
+            follow_selection(comp, msg["selected"])
+            comp.store("selection_run", msg.get("run_id"))
     elif kind == "run_start":
         set_state(comp, "run", msg.get("run_id", ""))
         set_state(comp, "prompt", msg.get("prompt", ""))
+        # A run starts on its focus word (the bridge's rule, bridge/wordpick.py) unless a status
+        # of this very run already said what is selected (a late join after a pick).
+        if isinstance(msg.get("focus"), int) and comp.fetch("selection_run", None) != msg.get("run_id"):
+            follow_selection(comp, msg["focus"])
     elif kind == "run_end":
         set_state(comp, "state", msg.get("status", ""))
         if msg.get("error"):

@@ -605,3 +605,32 @@ def test_build_script_makes_the_documented_network(monkeypatch):
     made = {name for page in comp.pages.values() for _, name in page}
     assert set(StandInCOMP.PARAMETERS) <= made
     assert {"Generate", "Pause", "Resume", "Cancel", "Reset", "Active"} <= made
+
+
+# --------------------------------------------------------------------- the word a run starts on
+
+
+def test_a_run_starts_the_word_parameter_on_its_focus_word_over_websocket_and_osc(real_run):
+    capture, datagrams = real_run
+    words = capture.start.words
+    focus = words.index("circle")  # "a red circle above a blue square": the first known noun
+    comp = StandInCOMP()
+    deliver_ws(comp, ws_messages(capture, focus))
+    assert comp.par.Word.eval() == focus and comp.op("bridge_state").value("selected") == str(focus)
+    controls_mod.onValueChange(comp.par.Word, 0)  # TouchDesigner reports the change: not sent back
+    assert comp.op("bridge_ws").sent == []
+    comp = StandInCOMP()
+    deliver_osc(comp, datagrams)  # the OSC sink announces the same word at the run's start
+    assert comp.par.Word.eval() == focus
+
+
+def test_a_late_join_keeps_the_word_picked_during_the_run(real_run):
+    capture, _ = real_run
+    comp = StandInCOMP()
+    dat = comp.op("bridge_ws")
+    run_id = capture.start.run_id
+    ws_mod.onReceiveText(dat, 0, json.dumps({"type": "status", "state": "idle", "selected": 4, "run_id": run_id}))
+    ws_mod.onReceiveText(dat, 1, P.encode_json(P.run_start_message(capture.start)))  # the catch-up's run_start
+    assert comp.par.Word.eval() == 4
+    ws_mod.onReceiveText(dat, 2, P.encode_json(P.run_start_message(capture.start).__or__({"run_id": "next"})))
+    assert comp.par.Word.eval() == capture.start.words.index("circle")  # a new run: its focus again

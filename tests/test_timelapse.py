@@ -157,3 +157,21 @@ def test_default_words_follow_attention_mass_and_skip_punctuation():
     assert choose_words(start, (), "side", mass) == ((1, "cat"), (3, "hat"))
     assert choose_words(start, (), "grid", mass) == ((0, "a"), (1, "cat"), (2, ","), (3, "hat"))
     assert choose_words(start, ("HAT", "0"), "grid", mass) == ((3, "hat"), (0, "a"))
+
+
+def test_single_side_and_particles_start_on_the_focus_word_as_the_viewer_does():
+    """"a" soaks up the most attention, yet the timelapse shows "star" — the word the bridge
+    sends as run_start.focus, the viewer and TouchDesigner start on."""
+    from bridge import protocol as P
+    from bridge.frames import RunStart
+    from bridge.timelapse import choose_words
+
+    words = ("a", "yellow", "star", "and", "a", "green", "circle")
+    start = RunStart("r", " ".join(words), "", 0, 2, 7.5, 64, 64, (8, 8), words, tuple((i + 1,) for i in range(7)),
+                     (), "m", "s")
+    mass = np.array([[0.5, 0.05, 0.1, 0.05, 0.1, 0.05, 0.15]] * 2)
+    focus = P.run_start_message(start)["focus"]
+    assert words[focus] == "star"
+    assert choose_words(start, (), "single", mass) == ((2, "star"),)
+    assert choose_words(start, (), "particles", mass) == ((2, "star"),)
+    assert choose_words(start, (), "side", mass) == ((2, "star"), (6, "circle"))  # never "a"

@@ -149,6 +149,11 @@ def test_a_typed_prompt_runs_and_every_panel_fills(live_bridge):
         assert c["maps"] >= 1 and c["cumulative"] >= 1 and c["preview"] >= 1 and c["final"] == 1
         chips = page.locator("#words .word").all_inner_texts()
         assert chips == run["words"] and "circle" in chips
+        # The run starts on its focus word (the first shape the model knows), never on "a".
+        focus = run["words"].index("star" if DOCS_WORD else "circle")
+        assert run["focus"] == focus and page.evaluate("window.viewer.selected") == focus
+        assert page.inner_text("#heat-word") == run["words"][focus]
+        assert page.get_attribute(f"#words .word[data-index='{focus}']", "aria-pressed") == "true"
         assert page.locator("#grid canvas").count() == len(run["words"])
         assert page.inner_text("#step").startswith(f"step {STEPS}/{STEPS}")
 

@@ -231,3 +231,23 @@ def test_steps_to_clients_already_connected_are_the_same_bytes_with_or_without_a
         return out
 
     assert run(False) == run(True)
+
+
+def test_a_run_starts_on_its_focus_word_on_the_wire_and_in_the_selection():
+    fanout = FanOut()
+    client = ClientState()
+    fanout.join(client, {"type": "hello"})
+    fanout.publish(_start())  # "a red apple": no shape noun, so the first content word
+    got = _drain(client)
+    start = next(m for m in got if isinstance(m, dict) and m["type"] == "run_start")
+    assert start["focus"] == 1 and start["words"][1] == "red"
+    assert [m["selected"] for m in got if isinstance(m, dict) and m["type"] == "status"][-1] == 1
+    fanout.selection.select(2)  # a pick during the run stays, even if the run is announced again
+    fanout.publish(_start())
+    assert fanout.selection.index == 2
+    fanout.selection.select(0)
+    words = ("a", "yellow", "star", "and", "a", "green", "circle")
+    fanout.publish(RunStart("r2", " ".join(words), "", 0, 8, 7.5, 16, 8, (4, 8), words, tuple((i,) for i in range(7)),
+                            (), "test", "DDIM", PhaseSchedule()))
+    assert fanout.selection.index == 2  # the next run starts on its own focus: "star"
+    assert [m for m in _drain(client) if isinstance(m, dict) and m["type"] == "run_start"][-1]["focus"] == 2

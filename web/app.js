@@ -107,6 +107,7 @@ function onJson(msg) {
       break;
     case "status":
       setState(msg.state);
+      if (typeof msg.selected === "number") view.selectionRun = msg.run_id ?? null;
       if (typeof msg.selected === "number" && msg.selected !== view.selected) select(msg.selected, false);
       if (msg.settings) fillSettings(msg.settings);
       $("dropped").textContent = msg.dropped ? `${msg.dropped} steps skipped` : "";
@@ -170,6 +171,9 @@ function startRun(msg) {
   view.mass = [];
   view.kinds = {};
   view.step = null;
+  // A run starts on its focus word (bridge/wordpick.py), unless a status of this very run
+  // already said what is selected (a page that joins after someone picked a word).
+  if (Number.isInteger(msg.focus) && view.selectionRun !== msg.run_id) view.selected = msg.focus;
   if (view.selected >= msg.words.length) view.selected = 0;
   buildWords(msg.words);
   $("step").textContent = `step 0/${msg.steps}`;

@@ -130,7 +130,7 @@ class OscSink(ThreadedSink):
                 self.msg("/run/start", event.steps, _int32(event.seed), event.width, event.height, len(event.words), map_h, map_w),
                 self.msg("/run/prompt", event.prompt),
                 self.msg("/words", *event.words),
-                self.msg("/selected", self.selection.index),
+                self.msg("/selected", self.selection.start_run(event.run_id, event.words)),
             ])
         elif isinstance(event, StepFrame):
             stats = self.tracker.update(event)

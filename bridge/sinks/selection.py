@@ -5,19 +5,22 @@ from __future__ import annotations
 import threading
 
 from ..control import ControlError
+from ..wordpick import focus_index
 
 
 class Selection:
     """Index of the selected word in the current run's word list.
 
-    A selection by text resolves to that word's first occurrence.  When a new run has fewer
-    words the index is clamped, so "selected" subscribers always get a map.  Listeners
+    A selection by text resolves to that word's first occurrence.  A new run starts on its
+    focus word (:meth:`start_run`); when words are set without a run the index is clamped,
+    so "selected" subscribers always get a map.  Listeners
     (sinks that re-send on change) are called with the new index.
     """
 
     def __init__(self, index: int = 0):
         self._index = max(0, int(index))
         self._words: tuple[str, ...] = ()
+        self._run_id: str | None = None
         self._lock = threading.Lock()
         self._listeners: list = []
 
@@ -35,6 +38,17 @@ class Selection:
     def set_words(self, words) -> None:
         with self._lock:
             self._words = tuple(words)
+
+    def start_run(self, run_id: str, words) -> int:
+        """A run starts: its words, and the selection moves to its focus word
+        (:func:`bridge.wordpick.focus_index`).  Every sink that sees the run start calls this;
+        only the first call for a run moves the selection, so a word picked since stays."""
+        with self._lock:
+            if run_id != self._run_id:
+                self._run_id = run_id
+                self._words = tuple(words)
+                self._index = focus_index(self._words)
+            return min(self._index, len(self._words) - 1) if self._words else self._index
 
     def select(self, word: int | str) -> int:
         """Select by index or text; raises :class:`ControlError` if it is not in the run."""

@@ -76,7 +76,7 @@ class SpoutSink(ThreadedSink):
 
     def handle(self, event) -> None:
         if isinstance(event, RunStart):
-            self.selection.set_words(event.words)
+            self.selection.start_run(event.run_id, event.words)
         elif isinstance(event, StepFrame):
             index = self.selection.index
             if 0 <= index < len(event.words):

@@ -23,7 +23,7 @@ __all__ = ["LAYOUTS", "Layout", "Style", "label", "make_layout", "tile_size"]
 class Layout:
     name: str
     make: Callable  # (start, style, **options) → the layout's renderer
-    words: str  # words shown when none are asked for: "strongest", "two strongest" or "all" (≤ 16)
+    words: str  # words shown when none are asked for: "focus", "focus and strongest" or "all" (≤ 16)
     map_kind: str  # map kind under `--map auto` (a `timelapse --map` name, bridge/mapkinds.py)
     help: str  # one line for `timelapse --help`
     options: tuple[str, ...] = ()  # TimelapseOptions fields handed to ``make``
@@ -32,12 +32,12 @@ class Layout:
 LAYOUTS: dict[str, Layout] = {
     row.name: row
     for row in (
-        Layout("single", Single, "strongest", "step",
-               "the preview with one word's heat map (default: the word with the most attention)"),
+        Layout("single", Single, "focus", "step",
+               "the preview with one word's heat map (default: the run's focus word, as in the viewer)"),
         Layout("grid", Grid, "all", "step", "one tile per word (default: up to 16 words in prompt order)"),
-        Layout("side", Side, "two strongest", "step",
-               "the plain preview next to one overlay per word (default: the two strongest words)"),
-        Layout("particles", Particles, "strongest", "cumulative",
+        Layout("side", Side, "focus and strongest", "step",
+               "the plain preview next to one overlay per word (default: the focus word and the strongest other)"),
+        Layout("particles", Particles, "focus", "cumulative",
                "the particle force law of docs/PARTICLES.md driven by one word's attention",
                ("particles", "frames_per_step", "fps")),
     )

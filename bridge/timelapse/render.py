@@ -15,6 +15,7 @@ from .. import mapkinds
 from ..errors import UserError
 from ..frames import RunStart
 from ..recording import Recording, recording_with_steps
+from ..wordpick import focus_index, is_content
 from . import colormaps
 from .caption import Caption
 from .layouts import LAYOUTS, Style, make_layout, tile_size
@@ -80,9 +81,10 @@ def choose_words(start: RunStart, requested: tuple[str, ...], layout: str, mass:
     """The (index, word) pairs to show.
 
     Requested words match the run's words case-insensitively (first occurrence), or are a
-    0-based index.  With none requested: the word with the most attention (summed mass over
-    the steps; punctuation only if nothing else) for single and particles, the two strongest
-    for side, and up to 16 words in prompt order for grid.
+    0-based index.  With none requested: the run's focus word (bridge/wordpick.py, the word
+    the viewer and TouchDesigner start on) for single and particles; for side, the focus word
+    and the other content word with the most attention (summed mass over the steps); up to 16
+    words in prompt order for grid.
     """
     words = start.words
     if not words:
@@ -99,15 +101,19 @@ def choose_words(start: RunStart, requested: tuple[str, ...], layout: str, mass:
             else:
                 raise TimelapseError(f"word {r!r} is not in this run; its words are: {' '.join(words)}")
         return tuple(dict.fromkeys(chosen))
+    default = LAYOUTS[layout].words
+    focus = focus_index(words)
+    if default == "focus":
+        return ((focus, words[focus]),)
     strength = mass.sum(axis=0) if mass.size else np.zeros(len(words))
     order = [int(i) for i in np.argsort(-strength, kind="stable")]
-    # Punctuation can soak up attention but is rarely what a viewer wants to see.
-    order = [i for i in order if any(c.isalnum() for c in words[i])] or order
-    default = LAYOUTS[layout].words
+    # Stop words and punctuation soak up attention but are rarely what a viewer wants to see.
+    order = [i for i in order if is_content(words[i])] or order
     if default == "strongest":
         return ((order[0], words[order[0]]),)
-    if default == "two strongest":
-        return tuple((i, words[i]) for i in sorted(order[:2]))
+    if default == "focus and strongest":
+        other = [i for i in order if i != focus][:1]
+        return tuple((i, words[i]) for i in sorted({focus, *other}))
     return tuple((i, w) for i, w in enumerate(words[:16]))
 
 

@@ -159,7 +159,7 @@ class FanOut:
             self._step(event, t)
         elif isinstance(event, RunStart):
             self.start, self.last_step, self.last_stats, self.end = event, None, (), None
-            self.selection.set_words(event.words)
+            self.selection.start_run(event.run_id, event.words)
             self.send_all(P.encode_json(P.run_start_message(event)), t)
             self.status_all()
         elif isinstance(event, RunEnd):
