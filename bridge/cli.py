@@ -66,14 +66,17 @@ def build_parser() -> argparse.ArgumentParser:
 def configure_logging(verbose: bool = False, repeat_interval: float | None = None) -> None:
     """Log to stderr with times; a message repeated within seconds is collapsed into a count
     (bridge/logrepeat.py), so no flood of one line can fill the disk of a machine left running."""
-    from .logrepeat import INTERVAL, install
+    from .logrepeat import INTERVAL, RepeatFilter, install
 
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", datefmt="%H:%M:%S",
     )
     for handler in logging.getLogger().handlers:
-        install(handler, INTERVAL if repeat_interval is None else repeat_interval)
+        # only the console handler basicConfig made (a host program's or test runner's own
+        # handlers are theirs), and only once however often this runs
+        if type(handler) is logging.StreamHandler and not any(isinstance(f, RepeatFilter) for f in handler.filters):
+            install(handler, INTERVAL if repeat_interval is None else repeat_interval)
     if not verbose:  # one line per HTTP request and connection drowns the bridge's own log
         logging.getLogger("websockets").setLevel(logging.WARNING)
 

@@ -224,7 +224,9 @@ def test_a_page_opened_mid_run_shows_the_run_and_its_timeline(live_bridge):
         assert first >= 2, "the late page was sent the run from its start"
         wait_run_end(late, prompt)
         assert late.inner_text("#step").startswith(f"step {steps}/{steps}")
-        assert coloured_pixels(canvas_pixels(late, "#timeline")) > 50  # lines from the step it joined at on
+        # lines (or, joined at the last steps on a busy machine, dots) from the step it joined at on;
+        # the crash this guards left the chart blank
+        assert coloured_pixels(canvas_pixels(late, "#timeline")) > 0
         assert lit_fraction(canvas_pixels(late, "#heat")) > LIT
         assert not late.errors, late.errors
         assert not page.errors, page.errors
