@@ -33,6 +33,16 @@ def dispatch(handlers: dict, control, refusal: str) -> None:
     handler(control.values)
 
 
+class Wired:
+    """A session's wire parts as its own attributes (``session.websocket.url`` …); the session
+    sets ``self.wire``."""
+
+    sinks = property(lambda self: self.wire.sinks)
+    osc_in = property(lambda self: self.wire.osc_in)
+    websocket = property(lambda self: self.wire.websocket)
+    selection = property(lambda self: self.wire.selection)
+
+
 class Wire:
     """Sinks + OSC control in for one session.
 

@@ -8,6 +8,7 @@ import signal
 import threading
 
 from ..errors import UserError
+from ..session_wiring import Wired
 
 log = logging.getLogger("bridge.replay")
 
@@ -81,7 +82,7 @@ REFUSAL = ("{kind} is not available while replaying recordings; "
            "replay takes pause, resume, next, speed and select")
 
 
-class ReplaySession:
+class ReplaySession(Wired):
     """Player + the live bridge's wire (sinks, OSC control in), as the live session has it."""
 
     def __init__(self, values, *, gap: float = 1.0, progress: bool = True, paused: bool = False, preset: str = ""):
@@ -114,14 +115,6 @@ class ReplaySession:
                              refresh=self.source if v.loop else None)
         self.wire.open(self.bus)
         return self
-
-    @property
-    def sinks(self):
-        return self.wire.sinks
-
-    @property
-    def osc_in(self):
-        return self.wire.osc_in
 
     def play(self) -> int:
         return self.player.play()

@@ -16,7 +16,7 @@ import threading
 from ..bus import Bus
 from ..control import Control, ControlError
 from ..presets import PresetError, load_preset
-from ..session_wiring import Wire, dispatch
+from ..session_wiring import Wire, Wired, dispatch
 from ..settings import Settings
 from .runner import Playlist, Runner
 
@@ -28,7 +28,7 @@ SWITCHABLE = ("mode", *SETTINGS, "map_size", "vae_every", "preview", "include_sp
               "blend", "playlist", "pause", "seeds", "loops")
 
 
-class LiveSession:
+class LiveSession(Wired):
     def __init__(self, engine, values, preset: str = "live", progress: bool = True):
         self.engine = engine
         self.values = Settings.of(values)
@@ -61,22 +61,6 @@ class LiveSession:
     def close(self) -> None:
         self.runner.stop()
         self.wire.close()
-
-    @property
-    def sinks(self):
-        return self.wire.sinks
-
-    @property
-    def osc_in(self):
-        return self.wire.osc_in
-
-    @property
-    def websocket(self):
-        return self.wire.websocket
-
-    @property
-    def selection(self):
-        return self.wire.selection
 
     def on_run_start(self, start) -> None:
         self.current_run = start
