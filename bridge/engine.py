@@ -138,11 +138,12 @@ class Engine:
             )
         guidance = self.default_guidance if req.guidance is None else req.guidance
         native_w, native_h = self.native_size
-        width = native_w if req.width is None else _int(req.width, "width", self.vae_factor, MAX_SIDE)
-        height = native_h if req.height is None else _int(req.height, "height", self.vae_factor, MAX_SIDE)
+        multiple = self.family.size_multiple
+        width = native_w if req.width is None else _int(req.width, "width", multiple, MAX_SIDE)
+        height = native_h if req.height is None else _int(req.height, "height", multiple, MAX_SIDE)
         for name, v in (("width", width), ("height", height)):
-            if v % self.vae_factor:
-                raise InvalidRequest(f"{name} must be a multiple of {self.vae_factor} for this model, got {v}")
+            if v % multiple:
+                raise InvalidRequest(f"{name} must be a multiple of {multiple} for this model, got {v}")
         latent_hw = self.family.latent_hw(height, width)
         if req.map_size is None:
             map_size = default_map_size(latent_hw)
@@ -192,7 +193,7 @@ class Engine:
         words = self.family.map_words(req.prompt, req.include_special)
         cfg = self.uses_cfg(req.guidance)
         latent_hw = self.family.latent_hw(req.height, req.width)
-        timesteps = self._timesteps(req.steps)
+        timesteps = self._timesteps(req.steps, latent_hw)
         total = len(timesteps)  # denoising iterations = frames; PNDM, for one, runs steps + 1
         run_id = new_run_id()
         extra = self._extra(req, cfg)
@@ -262,11 +263,11 @@ class Engine:
         bus.publish(end)
         return end
 
-    def _timesteps(self, steps: int) -> list[float]:
+    def _timesteps(self, steps: int, latent_hw: tuple[int, int]) -> list[float]:
         """The scheduler's timesteps for ``steps``, on the host (so frames never sync on ``t``)."""
         scheduler = self.pipe.scheduler
-        try:
-            scheduler.set_timesteps(steps, device="cpu")  # the pipeline sets them again, identically
+        try:  # the pipeline sets them again, identically
+            scheduler.set_timesteps(steps, device="cpu", **self.family.scheduler_kwargs(latent_hw))
             return [float(t) for t in scheduler.timesteps]
         except Exception:  # a scheduler that needs more than a step count: count steps as asked
             log.debug("could not list %s timesteps ahead of the run", type(scheduler).__name__, exc_info=True)

@@ -104,3 +104,75 @@ def make_lcm_like(folder: Path) -> Path:
     out = folder / "lcm"
     pipe.save_pretrained(out)
     return out
+
+
+# Prompts to train a small sentencepiece-style (Unigram, "▁" word starts) vocabulary on: T5's
+# tokenizer is a sentencepiece model, and a trained one splits rare words into several pieces.
+T5_CORPUS = """a red apple on a wooden table
+a photograph of an astronaut riding a horse on the moon
+a small boat in a stormy sea, oil painting
+an old castle on a hill at sunset, dramatic light
+a bowl of fruit: apples, pears and grapes!
+a cat sleeping on a windowsill (soft morning light)
+portrait of a woman with red hair, highly detailed
+a city street at night; neon signs and rain
+don't stop the music, it's a blue house by the sea
+a tall tree, a green lamp and a small dog
+""".splitlines()
+
+
+def write_t5_tokenizer(folder: Path, vocab_size: int = 200) -> Path:
+    """Train a Unigram vocabulary offline and save it as a T5 tokenizer folder (``<pad>`` 0, ``</s>`` 1, ``<unk>`` 2)."""
+    import json
+
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import T5Tokenizer
+
+    sp = Tokenizer(models.Unigram())
+    sp.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    trainer = trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=["<pad>", "</s>", "<unk>"], unk_token="<unk>")
+    sp.train_from_iterator(T5_CORPUS * 10, trainer)
+    vocab = [tuple(v) for v in json.loads(sp.to_str())["model"]["vocab"]]
+    tok = T5Tokenizer(vocab=vocab, extra_ids=0)
+    tok.save_pretrained(folder)
+    return folder
+
+
+def make_sd3_like(folder: Path, name: str = "sd3", *, qk_norm=None, dual_attention_layers=(), num_layers: int = 3,
+                  dynamic_shift: bool = False, with_t5: bool = True) -> Path:
+    """A StableDiffusion3Pipeline: two CLIP encoders with projection, a T5 encoder, a 16-channel
+    VAE with a shift, a patch-2 SD3Transformer2DModel whose last block is context_pre_only."""
+    import torch
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+    from transformers import CLIPTokenizer, T5Config, T5EncoderModel, T5Tokenizer
+
+    tok = CLIPTokenizer.from_pretrained(write_clip_tokenizer(folder / f"_{name}_tok1", MERGES))
+    tok2 = CLIPTokenizer.from_pretrained(write_clip_tokenizer(folder / f"_{name}_tok2", MERGES, pad_token="!"))
+    t5_parts = {"text_encoder_3": None, "tokenizer_3": None}
+    if with_t5:
+        tok3 = T5Tokenizer.from_pretrained(write_t5_tokenizer(folder / f"_{name}_tok3"))
+        torch.manual_seed(4)
+        t5 = T5EncoderModel(T5Config(vocab_size=len(tok3), d_model=64, d_ff=37, d_kv=8, num_layers=1, num_heads=4,
+                                     relative_attention_num_buckets=8, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0))
+        t5_parts = {"text_encoder_3": t5, "tokenizer_3": tok3}
+    torch.manual_seed(1)
+    transformer = SD3Transformer2DModel(
+        sample_size=8, patch_size=2, in_channels=16, num_layers=num_layers, attention_head_dim=8, num_attention_heads=4,
+        joint_attention_dim=64, caption_projection_dim=32, pooled_projection_dim=64, out_channels=16,
+        pos_embed_max_size=16, qk_norm=qk_norm, dual_attention_layers=tuple(dual_attention_layers),
+    )
+    torch.manual_seed(2)
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=16, norm_num_groups=8, block_out_channels=(8, 8, 8, 8),
+        layers_per_block=1, down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+        scaling_factor=1.5305, shift_factor=0.0609, use_quant_conv=False, use_post_quant_conv=False,
+    )
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=dynamic_shift)
+    pipe = StableDiffusion3Pipeline(
+        transformer=transformer, scheduler=scheduler, vae=vae,
+        text_encoder=_text_encoder(tok, with_projection=True), tokenizer=tok,
+        text_encoder_2=_text_encoder(tok2, with_projection=True, seed=3), tokenizer_2=tok2, **t5_parts,
+    )
+    out = folder / name
+    pipe.save_pretrained(out)
+    return out

@@ -77,6 +77,7 @@ class AttentionCapture:
         self._by_name: dict[str, bool] = {}  # site → kept by name alone (no factor needed)
         self._geometry: dict[int, tuple[int, int, int]] = {}  # positions → (h, w, factor), this run
         self._silent: set[str] = set()  # sites already reported as giving no map
+        self._batch: int | None = None  # the batch of the run's denoiser calls (its first call's)
 
     def __enter__(self) -> "AttentionCapture":
         sites = self.family.attention_sites()
@@ -112,6 +113,7 @@ class AttentionCapture:
         self.aggregator = aggregator
         self.abort = abort
         self._geometry = {}
+        self._batch = None
 
     def check_abort(self) -> None:
         if self.abort is not None and self.abort():
@@ -124,6 +126,13 @@ class AttentionCapture:
     def observe(self, site, call) -> None:
         """One call's taps → probabilities → the aggregator, if the layer passes the filter."""
         aggregator = self.aggregator
+        batch = next((t.shape[0] for t in call.taps.values()), None)
+        if self._batch is None:
+            self._batch = batch
+        elif batch is not None and batch != self._batch:
+            # another pass in the same step: SD3's skip-layer guidance reruns the denoiser on
+            # the conditional half alone; its rows are neither the CFG pair nor the model's plain pass
+            return
         probs = self.family.probabilities(site, call, aggregator.cfg)
         if probs is None:
             if site.name not in self._silent:

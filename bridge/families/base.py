@@ -69,6 +69,11 @@ class ModelFamily:
         return int(getattr(self.pipe, "vae_scale_factor", 8) or 8)
 
     @property
+    def size_multiple(self) -> int:
+        """What image sides must be a multiple of (a transformer's patches tile its latent)."""
+        return self.vae_factor
+
+    @property
     def native_size(self) -> tuple[int, int]:
         """(width, height) the model was trained at."""
         raise NotImplementedError
@@ -93,6 +98,11 @@ class ModelFamily:
         if cfg.get("timestep_spacing", "leading") == "leading":
             limit -= int(cfg.get("steps_offset", 0) or 0)
         return max(1, min(limit, cap))
+
+    def scheduler_kwargs(self, latent_hw: tuple[int, int]) -> dict:
+        """What ``scheduler.set_timesteps`` needs besides the step count for this latent size
+        (flow-matching schedulers with dynamic shifting take ``mu``), as the pipeline passes it."""
+        return {}
 
     # -- words ----------------------------------------------------------------------------
     @property

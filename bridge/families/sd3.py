@@ -1,0 +1,165 @@
+"""The SD3 family: Stable Diffusion 3 and 3.5 (``StableDiffusion3Pipeline``, ``SD3Transformer2DModel``).
+
+Every ``JointTransformerBlock`` runs one joint attention over [image; text]: image tokens
+from ``to_q/to_k``, text tokens from ``add_q_proj/add_k_proj``, each with its own q/k norm
+when the model has ``qk_norm``.  The text is 77 CLIP positions (both CLIP encoders' states side
+by side on the feature axis) followed by the T5 positions (the pipeline's
+``max_sequence_length``).  A word map is the image-query × text-key block of that joint
+softmax: normalised over *all* keys, image and text, as the model attends.
+
+The normaliser is the costly part (every image key), so the probe never forms the full
+attention: per chunk of image queries it takes the log-sum-exp over the image keys and over
+the text keys, joins them with ``logaddexp``, and keeps only exp(text scores − lse), averaged
+over heads.  Chunks are sized so one chunk's scores stay under ``CHUNK_BYTES``: memory is
+bounded whatever the image size.  (A fused kernel that returns the log-sum-exp exists only
+as a private aten op, device-specific and computing the P·V product that is not needed.)
+
+SD3.5's second, image-only attention (``attn2`` of dual-attention blocks) reads no text and
+is not a site.  Skip-layer guidance runs the transformer a second time on the conditional
+half alone; the capture keeps only calls with the run's first batch size, so those passes
+never reach the maps.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+from .base import Call, ModelFamily, Site
+
+CHUNK_BYTES = 64 << 20  # float32 scores of one query chunk (all rows, heads and keys)
+CLIP_POSITIONS = 77
+TEXT_PARTS = ("both", "clip", "t5")  # which text encoders' positions a word map reads
+
+
+def joint_attention_modules(transformer) -> list[tuple[str, object]]:
+    """(name, module) of every block's joint attention (the one with text projections)."""
+    return [(f"transformer_blocks.{i}.attn", block.attn) for i, block in enumerate(transformer.transformer_blocks)
+            if getattr(block.attn, "add_k_proj", None) is not None]
+
+
+def joint_text_probabilities(q, k, text_k, scale: float):
+    """Mean over heads of softmax([q·kᵀ, q·text_kᵀ]·scale) restricted to the text keys.
+
+    q, k: (rows, heads, N, d) image queries and keys; text_k: (rows, heads, T, d).
+    Returns (rows, 1, N, T) float32.  The log-sum-exp over all N + T keys is taken per chunk
+    of queries, so at most ``CHUNK_BYTES`` of scores exist at once.
+    """
+    import torch
+
+    rows, heads, n, _ = q.shape
+    chunk = max(1, CHUNK_BYTES // (4 * rows * heads * (n + text_k.shape[2])))
+    q, k, text_k = q.float(), k.float().transpose(-1, -2), text_k.float().transpose(-1, -2)
+    out = []
+    for start in range(0, n, chunk):  # over query chunks, not tokens: a few per layer
+        qc = q[:, :, start:start + chunk] * scale
+        text_scores = torch.matmul(qc, text_k)
+        lse = torch.logaddexp(torch.matmul(qc, k).logsumexp(-1), text_scores.logsumexp(-1))
+        out.append((text_scores - lse.unsqueeze(-1)).exp_().mean(dim=1, keepdim=True))
+    return torch.cat(out, dim=2)
+
+
+class SD3Family(ModelFamily):
+    name = "sd3"
+    attention_kind = "joint attention"
+
+    def __init__(self, pipe, text_part: str = "both"):
+        super().__init__(pipe)
+        if text_part not in TEXT_PARTS:
+            raise ValueError(f"text part must be one of {', '.join(TEXT_PARTS)}, got {text_part!r}")
+        self.text_part = text_part  # "both": a word's CLIP tokens and T5 pieces; "clip" or "t5": one of them
+
+    @classmethod
+    def accepts(cls, pipe) -> bool:
+        transformer = getattr(pipe, "transformer", None)
+        return transformer is not None and type(transformer).__name__ == "SD3Transformer2DModel"
+
+    @property
+    def transformer(self):
+        return self.pipe.transformer
+
+    @property
+    def patch(self) -> int:
+        return int(self.transformer.config.patch_size)
+
+    # -- defaults -------------------------------------------------------------------------
+    @property
+    def native_size(self) -> tuple[int, int]:
+        side = int(self.transformer.config.sample_size) * self.vae_factor
+        return side, side
+
+    @property
+    def size_multiple(self) -> int:
+        return self.vae_factor * self.patch  # the pipeline refuses sizes its patches do not tile
+
+    def default_guidance(self, model_name: str) -> float:
+        return 0.0 if "turbo" in model_name.lower() else 7.0
+
+    def max_steps(self, cap: int) -> int:
+        return max(1, min(int(self.pipe.scheduler.config.get("num_train_timesteps", cap)), cap))
+
+    def scheduler_kwargs(self, latent_hw: tuple[int, int]) -> dict:
+        """``mu`` for a scheduler with dynamic shifting, computed as the pipeline does."""
+        cfg = self.pipe.scheduler.config
+        if not cfg.get("use_dynamic_shifting"):
+            return {}
+        from diffusers.pipelines.stable_diffusion_3.pipeline_stable_diffusion_3 import calculate_shift
+
+        seq = (latent_hw[0] // self.patch) * (latent_hw[1] // self.patch)
+        return {"mu": calculate_shift(seq, cfg.get("base_image_seq_len", 256), cfg.get("max_image_seq_len", 4096),
+                                      cfg.get("base_shift", 0.5), cfg.get("max_shift", 1.16))}
+
+    # -- words ----------------------------------------------------------------------------
+    @property
+    def tokenizer(self):
+        return self.pipe.tokenizer
+
+    @property
+    def max_sequence_length(self) -> int:
+        """T5 positions of the text: the pipeline's ``max_sequence_length`` (what it pads to)."""
+        return int(inspect.signature(type(self.pipe).__call__).parameters["max_sequence_length"].default)
+
+    def map_words(self, prompt: str, include_special: bool = False):
+        from ..attention.t5words import joint_words, t5_words
+        from ..attention.words import WordMap, map_words
+
+        total = CLIP_POSITIONS + self.max_sequence_length
+        clip = map_words(self.tokenizer, prompt, include_special)
+        t5_tokenizer = getattr(self.pipe, "tokenizer_3", None)
+        if t5_tokenizer is None or self.text_part == "clip":  # without T5 its positions hold zeros
+            return WordMap(clip.words, clip.token_indices, clip.dropped_words, total)
+        t5 = t5_words(t5_tokenizer, prompt, self.max_sequence_length, include_special)
+        if self.text_part == "t5":
+            shifted = tuple(tuple(i + CLIP_POSITIONS for i in ix) for ix in t5.token_indices)
+            return WordMap(t5.words, shifted, t5.dropped_words, total)
+        return joint_words(clip, t5, CLIP_POSITIONS, include_special)
+
+    # -- locator and probe ----------------------------------------------------------------
+    def attention_sites(self) -> list[Site]:
+        return [Site(name, module, {"q": module.to_q, "k": module.to_k, "text_k": module.add_k_proj})
+                for name, module in joint_attention_modules(self.transformer)]
+
+    @property
+    def layer_factors(self) -> tuple[int, ...]:
+        return (self.vae_factor * self.patch,)
+
+    def probabilities(self, site: Site, call: Call, cfg: bool):
+        """The image × text block of the joint softmax for the conditional rows, heads already
+        averaged (a heads axis of 1: the full per-head block would be heads times larger)."""
+        q, k, text_k = call.taps.get("q"), call.taps.get("k"), call.taps.get("text_k")
+        if q is None or k is None or text_k is None:
+            return None
+        attn = site.module
+        rows = self.conditional_rows(q.shape[0], cfg)
+
+        def heads(x, norm):
+            x = x[rows].unflatten(-1, (attn.heads, -1)).transpose(1, 2)
+            return x if norm is None else norm(x)
+
+        return joint_text_probabilities(heads(q, attn.norm_q), heads(k, attn.norm_k),
+                                        heads(text_k, attn.norm_added_k), attn.scale)
+
+    def layer_geometry(self, positions: int, latent_hw: tuple[int, int]) -> tuple[int, int, int]:
+        h, w = latent_hw[0] // self.patch, latent_hw[1] // self.patch
+        if h * w != positions:
+            raise ValueError(f"a joint-attention layer has {positions} image positions, not the {h}×{w} patches of a {tuple(latent_hw)} latent")
+        return h, w, self.vae_factor * self.patch
