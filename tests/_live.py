@@ -15,6 +15,17 @@ from bridge import protocol as P
 from bridge.presets import defaults
 
 
+def wait_for(condition, timeout: float = 30.0, poll: float = 0.01) -> bool:
+    """Whether ``condition()`` came true within ``timeout`` seconds (asked every ``poll`` s):
+    for state that changes on another thread and announces nothing."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(poll)
+    return True
+
+
 class OscCollector:
     """A UDP listener on 127.0.0.1 that keeps every datagram and its parsed OSC messages."""
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import errno
 import io
 import logging
-import time
 
 import pytest
 
@@ -23,19 +22,10 @@ from bridge.recording import Recorder, load_recording
 from bridge.recording import writer as writer_mod
 from bridge.recording.every_run import RecordEveryRun
 from _disk import FaultyDisk
-from _live import WsClient, is_json, live_session
+from _live import WsClient, is_json, live_session, wait_for
 from replay_recordings import synthetic_frames
 
 STEPS = 6
-
-
-def wait_for(condition, timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def play(sink, run_id):

@@ -24,6 +24,7 @@ from bridge.recording import Recorder, load_recording
 from bridge.recording import writer as writer_mod
 from bridge.recording.every_run import RecordEveryRun
 from _disk import FaultyDisk
+from _live import wait_for
 from replay_recordings import synthetic_frames, synthetic_recording
 
 FAIL_AT = 3  # the step whose writing fails
@@ -164,18 +165,9 @@ def test_a_live_session_on_a_hung_disk_keeps_generating_and_records_again_once_i
     assert held < 2.0, f"generation was held {held:.2f} s"
     assert not sink.ok and "run-2 was not recorded" in sink.error
     release.set()
-    assert wait_for(lambda: not sink.recorders[0].writing)
+    assert wait_for(lambda: not sink.recorders[0].writing, 10)
     play(runs[2])  # recovered: recorded whole
     sink.close()
     assert [f.step for f in load_recording(tmp_path / "runs" / "run-1").frames()] == [0, 1, 2]
     assert not (tmp_path / "runs" / "run-2").exists()
     assert len(load_recording(tmp_path / "runs" / "run-3")) == 8 and not load_recording(tmp_path / "runs" / "run-3").truncated
-
-
-def wait_for(condition, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return False

@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import logging
 import threading
-import time
 
 from bridge.bus import Bus
 from bridge.session_wiring import sink_config
@@ -18,17 +17,8 @@ from bridge.recording import writer as writer_mod
 from bridge.recording.every_run import RecordEveryRun
 from bridge.recording.retention import Retention, prune, recorded_runs
 from bridge.replay import Player
-from _live import live_session
+from _live import live_session, wait_for
 from replay_recordings import synthetic_frames, synthetic_recording
-
-
-def wait_for(condition, timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def names(root):

@@ -17,7 +17,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from bridge import protocol as P
 from bridge.errors import UserError
 from bridge.sinks.websocket import WebSocketSink
-from tests._live import WsClient, is_json, live_session
+from tests._live import WsClient, is_json, live_session, wait_for
 
 
 def test_a_run_streams_frames_and_metadata_in_order(tiny_engine, collect):
@@ -122,18 +122,13 @@ def test_a_client_that_reads_nothing_is_dropped_and_shutdown_does_not_wait_for_i
     sink = WebSocketSink("127.0.0.1", 0, stall_timeout=1.0).start()
     try:
         stalled = _stalled_socket(sink.port)
-        deadline = time.monotonic() + 10
-        while not sink.clients and time.monotonic() < deadline:  # the server registers it on its own loop
-            time.sleep(0.01)
-        assert sink.clients, "the stalled client never finished its handshake"
+        # the server registers it on its own loop
+        assert wait_for(lambda: sink.clients, 10), "the stalled client never finished its handshake"
         maps = np.ones((7, 64, 64), np.float16)
         for i in range(20):  # ~8 MB of float32 frames: far more than the socket buffers hold
             sink.on_step(StepFrame("r", i, 20, 1.0, "noise", (1.0, 0.0, 0.0), tuple("abcdefg"), maps, maps,
                                    (1 / 7,) * 7, np.zeros((256, 256, 3), np.uint8), 0.0))
-        deadline = time.monotonic() + 10
-        while sink.clients and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not sink.clients and "read nothing for 1 s; closing it" in caplog.text
+        assert wait_for(lambda: not sink.clients, 10, poll=0.05) and "read nothing for 1 s; closing it" in caplog.text
         stalled.close()
     finally:
         t0 = time.monotonic()
@@ -170,10 +165,7 @@ def test_a_client_that_falls_behind_gets_the_newest_step():
         [state] = sink.clients
         for i in range(3):
             publish(i)
-        deadline = time.monotonic() + 10
-        while not state.in_flight and time.monotonic() < deadline:  # the writer waits for the stalled socket
-            time.sleep(0.01)
-        assert state.in_flight
+        assert wait_for(lambda: state.in_flight, 10)  # the writer waits for the stalled socket
         for i in range(3, 20):  # each step arrives while a batch is stuck on its way
             publish(i)
         sink.on_run_end(RunEnd("r", "completed", 20, 1.0))

@@ -8,7 +8,6 @@ bridge for the clients it admitted.
 from __future__ import annotations
 
 import socket
-import time
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from websockets.exceptions import InvalidStatus
 from bridge.errors import UserError
 from bridge.sinks.websocket import WebSocketSink
 from tests._browser import browser_page, static_server
-from tests._live import WsClient, is_json, live_session
+from tests._live import WsClient, is_json, live_session, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 WEB_FILES = {p.read_bytes() for p in (ROOT / "web").iterdir() if p.is_file()}
@@ -220,14 +219,17 @@ def test_the_viewer_works_end_to_end_in_token_mode(tiny_engine):
 
 def _admitted_later(url: str, timeout: float = 20.0) -> WsClient:
     """A client let in once a place is free (the server forgets a client just after it closed)."""
-    deadline = time.monotonic() + timeout
-    while True:
+    admitted = []
+
+    def try_connect() -> bool:
         try:
-            return WsClient(url)
+            admitted.append(WsClient(url))
         except InvalidStatus:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)  # polling with a deadline, not a fixed wait
+            return False
+        return True
+
+    assert wait_for(try_connect, timeout, poll=0.05), "no place came free for a new client"
+    return admitted[0]
 
 
 def test_clients_beyond_the_cap_are_refused_and_the_others_keep_working(tiny_engine, caplog):
