@@ -16,7 +16,7 @@ from __future__ import annotations
 import difflib
 import logging
 
-from .words import WordMap, _token_ids
+from .words import WordMap, _token_ids, fit_words
 
 log = logging.getLogger(__name__)
 
@@ -50,16 +50,9 @@ def t5_words(tokenizer, prompt: str, max_length: int, include_special: bool = Fa
     """Words of ``prompt`` with their positions in the T5 encoder input of ``max_length``."""
     pieces = tokenizer.convert_ids_to_tokens(_token_ids(tokenizer, prompt))
     room = max_length - 1  # the end token </s>
-    words, indices, dropped = [], [], []
-    for group in group_pieces(pieces):
-        text = "".join(pieces[i] for i in group).replace(SPACE, "")
-        if group[-1] < room:
-            words.append(text)
-            indices.append(tuple(group))
-        else:
-            dropped.append(text)
-    if dropped:
-        log.warning("prompt is over T5's limit of %d pieces; dropped words: %s", room, " ".join(dropped))
+    groups = group_pieces(pieces)
+    texts = ["".join(pieces[i] for i in group).replace(SPACE, "") for group in groups]
+    words, indices, dropped = fit_words(groups, texts, room, 0, f"T5's limit of {room} pieces")
     if include_special:
         end = min(len(pieces), room)
         words.append("<end>")

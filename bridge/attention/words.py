@@ -85,6 +85,21 @@ def join_touching(prompt: str, groups: list[list[int]], texts: list[str]) -> tup
     return out_groups, out_texts
 
 
+def fit_words(groups, texts, room: int, offset: int, limit: str) -> tuple[list[str], list[tuple[int, ...]], list[str]]:
+    """The words whose pieces all lie before ``room``, with their positions (shifted by
+    ``offset`` in the encoder input), and the words cut off, logged once against ``limit``."""
+    words, indices, dropped = [], [], []
+    for group, text in zip(groups, texts):
+        if group[-1] < room:
+            words.append(text)
+            indices.append(tuple(i + offset for i in group))
+        else:
+            dropped.append(text)
+    if dropped:
+        log.warning("prompt is over %s; dropped words: %s", limit, " ".join(dropped))
+    return words, indices, dropped
+
+
 def map_words(tokenizer, prompt: str, include_special: bool = False) -> WordMap:
     """Split ``prompt`` into words with their positions in the (padded) encoder input."""
     max_length = int(getattr(tokenizer, "model_max_length", 77) or 77)
@@ -95,15 +110,8 @@ def map_words(tokenizer, prompt: str, include_special: bool = False) -> WordMap:
     room = max_length - 2  # start and end tokens
     groups = group_tokens(tokens)
     groups, texts = join_touching(prompt, groups, ["".join(_decode(tokens[i]) for i in g) for g in groups])
-    words, indices, dropped = [], [], []
-    for group, text in zip(groups, texts):
-        if group[-1] < room:
-            words.append(text)
-            indices.append(tuple(i + 1 for i in group))  # +1: after <|startoftext|>
-        else:
-            dropped.append(text)
-    if dropped:
-        log.warning("prompt is over the text encoder's limit of %d tokens; dropped words: %s", room, " ".join(dropped))
+    # +1: positions count from after <|startoftext|>
+    words, indices, dropped = fit_words(groups, texts, room, 1, f"the text encoder's limit of {room} tokens")
     if include_special:
         kept = min(len(tokens), room)
         end = kept + 1
