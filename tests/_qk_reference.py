@@ -61,16 +61,14 @@ class QKRecorder:
 
     def reference(self, token_indices, cfg: bool, map_hw) -> list[tuple[np.ndarray, np.ndarray]]:
         """[(step word maps, cumulative word maps)] per step, float64 (words, map_h, map_w)."""
-        out, start = [], 0
-        cumulative = None
+        steps, start = [], 0
         for end in self.boundaries:
-            token_maps = None
+            layers = []
             for call in self.calls[start:end]:
                 q, k, heads = call["q"], call["k"], call["heads"]
                 b = q.shape[0]
                 rows = range(b // 2, b) if cfg else range(b)
                 d = q.shape[-1] // heads
-                h, w = call["hw"]
                 acc = torch.zeros(q.shape[1], k.shape[1], dtype=torch.float64)
                 for i in rows:
                     per_image = torch.zeros_like(acc)
@@ -79,11 +77,25 @@ class QKRecorder:
                         kh = k[i, :, head * d:(head + 1) * d]
                         per_image += torch.softmax(qh @ kh.T / math.sqrt(d), dim=-1)
                     acc += per_image / heads
-                maps = acc.T.reshape(1, k.shape[1], h, w)
-                up = F.interpolate(maps, size=tuple(map_hw), mode="bicubic", align_corners=False)[0].clamp(min=0)
-                token_maps = up if token_maps is None else token_maps + up
-            words = torch.stack([token_maps[list(ix)].mean(0) for ix in token_indices]).numpy()
-            cumulative = words.copy() if cumulative is None else cumulative + words
-            out.append((words, cumulative.copy()))
+                layers.append((acc, call["hw"]))
+            steps.append(layers)
             start = end
-        return out
+        return daam_reference(steps, token_indices, map_hw)
+
+
+def daam_reference(steps, token_indices, map_hw) -> list[tuple[np.ndarray, np.ndarray]]:
+    """DAAM from per-layer attention: ``steps`` is, per step, [(probabilities (positions, tokens)
+    summed over the conditional images and averaged over heads, (h, w) of the layer)].  Each
+    token's map bicubic-upsampled and clamped ≥ 0, summed over layers; a word is the mean of
+    its tokens; the cumulative map the running sum over steps."""
+    out, cumulative = [], None
+    for layers in steps:
+        token_maps = None
+        for probs, (h, w) in layers:
+            maps = probs.T.reshape(1, -1, h, w)
+            up = F.interpolate(maps, size=tuple(map_hw), mode="bicubic", align_corners=False)[0].clamp(min=0)
+            token_maps = up if token_maps is None else token_maps + up
+        words = torch.stack([token_maps[list(ix)].mean(0) for ix in token_indices]).numpy()
+        cumulative = words.copy() if cumulative is None else cumulative + words
+        out.append((words, cumulative.copy()))
+    return out

@@ -18,9 +18,9 @@ import math
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from _pipelines import make_sd3_like
+from _qk_reference import daam_reference
 from bridge.attention import Aggregator, AttentionCapture
 from bridge.bus import Bus
 from bridge.engine import Engine, GenerationRequest
@@ -92,22 +92,17 @@ class JointReference:
         self.boundaries.append(len(self.calls))
 
     def reference(self, token_indices, cfg: bool, map_hw):
-        out, start, cumulative = [], 0, None
+        steps, start = [], 0
         for end in self.boundaries:
-            token_maps = None
+            layers = []
             for call in self.calls[start:end]:
                 block = call["block"]
                 b = block.shape[0]
                 rows = block[b // 2:] if cfg else block
-                h, w = call["grid"]
-                maps = rows.sum(0).T.reshape(1, -1, h, w)
-                up = F.interpolate(maps, size=tuple(map_hw), mode="bicubic", align_corners=False)[0].clamp(min=0)
-                token_maps = up if token_maps is None else token_maps + up
-            words = torch.stack([token_maps[list(ix)].mean(0) for ix in token_indices]).numpy()
-            cumulative = words.copy() if cumulative is None else cumulative + words
-            out.append((words, cumulative.copy()))
+                layers.append((rows.sum(0), call["grid"]))
+            steps.append(layers)
             start = end
-        return out
+        return daam_reference(steps, token_indices, map_hw)
 
 
 def _run(engine, req, collect):
