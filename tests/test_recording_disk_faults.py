@@ -21,6 +21,7 @@ import pytest
 from bridge.recording import Recorder, load_recording
 from bridge.recording import writer as writer_mod
 from bridge.recording.every_run import RecordEveryRun
+from bridge.recording.retention import HOLD_FILE
 from _disk import FaultyDisk
 from _live import WsClient, is_json, live_session, wait_for
 from replay_recordings import synthetic_frames
@@ -146,7 +147,7 @@ def test_every_byte_goes_through_write_where_a_full_disk_keeps_its_errno(tmp_pat
         rec.on_step(f)
     rec.on_run_end(end)
     assert rec.ok
-    files = [p for p in (tmp_path / "run").rglob("*") if p.is_file() and p.name != "steps.jsonl"]
+    files = [p for p in (tmp_path / "run").rglob("*") if p.is_file() and p.name not in ("steps.jsonl", HOLD_FILE)]
     assert len(files) == 1 + 3 * 3 + 2  # manifest, per step two maps and a preview, final.png, daam.npy
     for p in files:
         assert counts.get(str(p) + ".tmp") == p.stat().st_size, p.name

@@ -77,6 +77,39 @@ def test_the_run_being_written_is_never_pruned(tmp_path, monkeypatch):
     assert len(rec) == 5 and not rec.truncated
 
 
+def test_a_prune_that_does_not_know_of_a_run_still_cannot_take_it_while_it_is_written(tmp_path, monkeypatch):
+    """The race a live session had: a prune on the last run's thread listed a run that had just
+    started (its manifest already on disk) without it in ``protect``, and deleted its files under
+    the writer.  The writer's own hold, taken before its manifest exists, keeps it."""
+    from bridge.recording.writer import Recorder
+
+    root = tmp_path / "runs"
+    synthetic_recording(root / "old", steps=2)
+    entered, release = threading.Event(), threading.Event()
+    real_open = writer_mod._open
+
+    def slow_disk(path, mode, **kw):
+        if "writing/maps/000001.npy" in str(path):
+            entered.set()
+            assert release.wait(30)
+        return real_open(path, mode, **kw)
+
+    monkeypatch.setattr(writer_mod, "_open", slow_disk)
+    start, frames, end = synthetic_frames(steps=3, run_id="writing")
+    rec = Recorder(root / "writing", wait_at_end=False)
+    rec.on_run_start(start)
+    for f in frames:
+        rec.on_step(f)
+    rec.on_run_end(end)
+    assert entered.wait(30)
+    # keep one run, protect nothing: the unfinished run is the newest, but even listed first it stays
+    assert [f.name for f in prune(root, Retention(keep_runs=1), protect=[])] == ["old"]
+    assert [f.name for f in prune(root, Retention(keep_runs=0, max_bytes=1), protect=[])] == []
+    release.set()
+    assert rec.wait(30) and rec.ok
+    assert len(load_recording(root / "writing")) == 3
+
+
 class Started:
     def __init__(self):
         self.started = threading.Event()

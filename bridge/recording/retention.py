@@ -4,8 +4,9 @@ An installation that records every run fills its disk in weeks (the timelapse pr
 about 1 GB in half an hour), so after each recorded run the oldest runs beyond the policy are
 deleted.  Only folders that are recordings (they hold a manifest) are ever considered: a
 stray folder or file in the root is never touched.  A run is never deleted while it is being
-written (``protect``) or replayed: a reader holds :func:`hold` on the folder, and a folder whose
-hold cannot be taken is skipped.  Torch-free.
+written or replayed: the writer holds :func:`take_hold` from before its manifest exists to its
+last file (``protect`` names the runs about to start, for platforms without flock), a reader
+holds :func:`hold`, and a folder whose hold cannot be taken is skipped.  Torch-free.
 
     policy = Retention(keep_runs=500, max_bytes=20 * 2**30)
     deleted = prune("runs/installation", policy, protect=[current_run_folder])
@@ -64,18 +65,27 @@ def recorded_runs(root: str | os.PathLike) -> list[tuple[Path, float, int]]:
     return sorted(runs, key=lambda r: (r[1], r[0].name))
 
 
-@contextlib.contextmanager
-def hold(folder: str | os.PathLike):
-    """Keep ``folder`` from being pruned while the ``with`` lasts (a shared lock; best effort where
-    the platform has no flock — there, deleting an open file fails and the run is skipped anyway)."""
+def take_hold(folder: str | os.PathLike):
+    """A shared lock that keeps ``folder`` from being pruned until the returned file is closed;
+    None where the folder cannot take one (a read-only copy: nothing prunes it).  Best effort
+    where the platform has no flock: there, deleting an open file fails and the run is skipped."""
     try:
         f = open(Path(folder) / HOLD_FILE, "a+b")
-    except OSError:  # a read-only recording (a show machine's copy): nothing prunes it
+    except OSError:
+        return None
+    _lock(f, shared=True, wait=True)
+    return f
+
+
+@contextlib.contextmanager
+def hold(folder: str | os.PathLike):
+    """Keep ``folder`` from being pruned while the ``with`` lasts."""
+    f = take_hold(folder)
+    try:
         yield
-        return
-    with f:
-        _lock(f, shared=True, wait=True)
-        yield
+    finally:
+        if f is not None:
+            f.close()
 
 
 def _lock(f, shared: bool, wait: bool) -> bool:

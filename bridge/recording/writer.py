@@ -33,6 +33,7 @@ from PIL import Image
 from .. import mapkinds
 from ..frames import RunEnd, RunStart, StepFrame
 from .format import FINAL_IMAGE, FORMAT_NAME, FORMAT_VERSION, MANIFEST, PREVIEWS_DIR, STEPS_INDEX, step_name
+from .retention import take_hold
 
 log = logging.getLogger(__name__)
 
@@ -162,9 +163,11 @@ class _RunWriter:
         self.index_size = 0  # bytes of complete lines in steps.jsonl
         self.folders: set[str] = set()
         self.last: dict[str, np.ndarray] = {}  # per kind with a summary file: the last step's array
+        self.hold = None
 
     def start(self, start: RunStart) -> None:
         _mkdir(self.folder)
+        self.hold = take_hold(self.folder)  # before the manifest: no prune may take a run being written
         self.manifest = manifest_from_start(start)
         self.write_manifest()  # first: a folder holding anything of a run is a readable recording
         _mkdir(self.folder / PREVIEWS_DIR)
@@ -211,6 +214,9 @@ class _RunWriter:
             with contextlib.suppress(OSError):
                 self.index.close()
             self.index = None
+        if self.hold is not None:
+            self.hold.close()
+            self.hold = None
 
     @property
     def steps_on_disk(self) -> int:
