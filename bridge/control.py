@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 
 from .errors import InvalidRequest
 from .limits import LIMITS, Bound, Limits
+from .presets import PRESET_NAME_RULE, is_preset_name
 from .protocol import ProtocolError, Subscription
+from .wiretext import ECHO_CHARS, quote
 
 
 class ControlError(InvalidRequest):
@@ -141,9 +143,9 @@ def _settings(msg: dict, limits: Limits, kind: str) -> dict:
 def _unknown(what: str, name, known) -> str:
     import difflib
 
-    close = difflib.get_close_matches(str(name), list(known), n=1)
+    close = difflib.get_close_matches(str(name)[:ECHO_CHARS], list(known), n=1)
     hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(known)}"
-    return f"unknown {what} {name!r}{hint}"
+    return f"unknown {what} {quote(name)}{hint}"
 
 
 def _select(value) -> dict:
@@ -156,9 +158,12 @@ def _select(value) -> dict:
 
 
 def _preset(value) -> dict:
-    if not isinstance(value, str) or not value.strip() or len(value) > 100:
-        raise ControlError("preset needs a preset name")
-    return {"name": value.strip()}
+    if not isinstance(value, str) or not value.strip():
+        raise ControlError("preset needs a preset name from the presets folder, like installation")
+    name = value.strip()
+    if not is_preset_name(name):
+        raise ControlError(f"preset names are {PRESET_NAME_RULE}, got {quote(name)}", "unknown_preset")
+    return {"name": name}
 
 
 # --------------------------------------------------------------------------- transports
@@ -239,7 +244,7 @@ def parse_osc_control(address: str, args: list, prefix: str = "/daam", limits: L
     one number and ignore the release.
     """
     if not address.startswith(prefix + "/"):
-        raise ControlError(f"OSC address {address!r} is outside {prefix}/", "unknown_address")
+        raise ControlError(f"OSC address {quote(address)} is outside {prefix}/", "unknown_address")
     tail = address[len(prefix):]
     if tail not in OSC_CONTROLS:
         raise ControlError(_unknown("OSC address", address, [prefix + k for k in OSC_CONTROLS]), "unknown_address")

@@ -24,7 +24,7 @@ import numpy as np
 from .denoised import PREVIEW_SOURCES
 from .errors import InvalidRequest
 from .frames import RunEnd, RunStart, StepFrame, attention_mass
-from .limits import LIMITS
+from .limits import CPU_LATENT_POSITIONS, LIMITS
 from .models.defaults import MAX_GUIDANCE, is_guidance
 from .phases import PhaseSchedule
 
@@ -77,6 +77,8 @@ class Engine:
         self.pipe = loaded.pipe
         self.family = loaded.arch or family_for(self.pipe, loaded.source.name)
         self._lock = threading.Lock()
+        # latent positions a request may have; a CPU's own cap, see limits.py (None: no cap)
+        self.max_latent = CPU_LATENT_POSITIONS if str(loaded.device).startswith("cpu") else None
         folder = loaded.source.location if loaded.source.kind == "folder" else None
         fit = load_latent_rgb(folder) or fit_latent_rgb(self.family.vae)
         self.previewer = Previewer(fit, loaded.device, self.family.spatial_latents)
@@ -145,6 +147,7 @@ class Engine:
             if v % multiple:
                 raise InvalidRequest(f"{name} must be a multiple of {multiple} for this model, got {v}")
         latent_hw = self.family.latent_hw(height, width)
+        self._check_cost(width, height, latent_hw)
         if req.map_size is None:
             map_size = default_map_size(latent_hw)
         elif isinstance(req.map_size, (int, np.integer)) and not isinstance(req.map_size, bool):
@@ -160,7 +163,33 @@ class Engine:
         if req.layers is not None:
             self._check_layers(req.layers)
         vae_every = self.loaded.defaults.get("vae_every", 0) if req.vae_every is None else req.vae_every
+        self._check_words(req.prompt)
         return replace(req, guidance=float(guidance), width=width, height=height, map_size=map_size, vae_every=vae_every)
+
+    @property
+    def limits(self):
+        """The table's limits with the sides this engine's device can run (sent in ``hello``)."""
+        from .limits import for_positions
+
+        return LIMITS if not self.max_latent else for_positions(LIMITS, self.max_latent, self.family.vae_factor)
+
+    def _check_cost(self, width: int, height: int, latent_hw: tuple[int, int]) -> None:
+        h, w = latent_hw
+        if self.max_latent and h * w > self.max_latent:
+            side = self.limits.width.hi
+            raise InvalidRequest(
+                f"{width}×{height} is {w}×{h} latent positions, over the {self.max_latent} this {self.device} runs in "
+                f"reasonable time (about {side}×{side} with this model); choose a smaller size, use a GPU, "
+                "or start the bridge with a larger --max-latent")
+
+    def _check_words(self, prompt: str) -> None:
+        """A prompt whose first word alone is over the text encoder's limit would map nothing."""
+        from .wiretext import quote
+
+        words = self.family.map_words(prompt, False)
+        if not words.words and words.dropped_words:
+            raise InvalidRequest(f"the prompt's first word {quote(words.dropped_words[0], 40)} is longer than the text "
+                                 "encoder can read, so no word would get a map; split or shorten it")
 
     def _check_layers(self, layers) -> None:
         from .attention import LayerFilter
@@ -172,8 +201,9 @@ class Engine:
         """Run one request; publishes RunStart, StepFrames and RunEnd on ``bus``; returns the RunEnd.
 
         ``should_stop`` is asked after every step (it may block, e.g. to pause); ``abort``, if
-        given, is asked at every captured attention call and must be cheap: True ends the run at
-        once, mid-step, so a new prompt does not wait for a whole step of a large model."""
+        given, is asked before every layer of the denoiser and the VAE and must be cheap: True
+        ends the run at once, mid-step, so a new prompt does not wait for a whole step of a
+        large model (bridge/interrupt.py)."""
         if not self._lock.acquire(blocking=False):
             raise InvalidRequest("the engine is busy with another run; wait for it or cancel it first")
         try:
@@ -184,7 +214,8 @@ class Engine:
     def _generate(self, req: GenerationRequest, bus, should_stop, abort) -> RunEnd:
         import torch
 
-        from .attention import Aggregator, AttentionCapture, RunAborted
+        from .attention import Aggregator, AttentionCapture
+        from .interrupt import InterruptPoints, RunAborted
         from .denoised import DenoisedTap
         from .preview import upscale
         from .transfer import to_host
@@ -238,8 +269,9 @@ class Engine:
             return kwargs
 
         try:
-            with AttentionCapture(self.family, req.layers) as capture, DenoisedTap(pipe.scheduler) as tap:
-                capture.begin(aggregator, abort)
+            with AttentionCapture(self.family, req.layers) as capture, DenoisedTap(pipe.scheduler) as tap, \
+                    InterruptPoints([self.family.denoiser, self.family.vae], abort):
+                capture.begin(aggregator)
                 kwargs = dict(
                     prompt=req.prompt, num_inference_steps=req.steps, guidance_scale=req.guidance,
                     width=req.width, height=req.height, output_type="np",

@@ -21,13 +21,18 @@ Why these values:
 - replay speed 0.001..1000 (× original timing).
 - prompt ≤ 2000 characters and ≤ 200 words: the CLIP encoder keeps ~75 tokens; far beyond
   that is a mistake.
+- on a CPU, at most 64×64 latent positions (512² for SD, 256² for the built-in model):
+  self-attention grows with the square of the positions, and past this one run takes
+  minutes (2048² at 1 step ran over 7 minutes).  ``--max-latent`` moves it; a GPU has no
+  cap beyond the table's sides.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-INT32_MAX = 2**31 - 1  # TouchDesigner integer parameters and OSC "i" arguments are signed 32-bit
+INT32_MAX = 2**31 - 1
+CPU_LATENT_POSITIONS = 64 * 64  # see above  # TouchDesigner integer parameters and OSC "i" arguments are signed 32-bit
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,18 @@ class Limits:
 
 
 LIMITS = Limits()
+
+
+def for_positions(limits: Limits, positions: int, factor: int) -> Limits:
+    """``limits`` with the sides cut to the largest square of at most ``positions`` latent
+    positions at ``factor`` image pixels per latent pixel (what a device can run)."""
+    import math
+    from dataclasses import replace
+
+    side = min(int(limits.width.hi), math.isqrt(positions) * factor)
+    side -= side % limits.width.multiple
+    return replace(limits, width=replace(limits.width, hi=max(side, limits.width.lo)),
+                   height=replace(limits.height, hi=max(side, limits.height.lo)))
 
 
 def int32_range(bound: Bound) -> tuple[int, int]:

@@ -5,6 +5,7 @@ descriptors run out, the same refusal a thousand times) must not fill a show mac
 :class:`RepeatFilter` on a handler lets a message through, then drops the same message (same
 logger, level and text) for ``interval`` seconds; the next one let through says how many were
 dropped: ``"… (repeated 1234 times in the last 10 s)"``.  Different messages are never held up.
+A message longer than :data:`MAX_CHARS` (a library echoing a 2000-character prompt) is clipped.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections import OrderedDict
 
 INTERVAL = 10.0  # seconds
 MAX_KEYS = 512  # distinct messages remembered; the oldest is forgotten first
+MAX_CHARS = 1000  # of one message; tracebacks (exc_info) are not counted
 
 
 class RepeatFilter(logging.Filter):
@@ -34,6 +36,9 @@ class RepeatFilter(logging.Filter):
         if entry is not None and now - entry[0] < self.interval:
             entry[1] += 1
             return False
+        if len(text) > MAX_CHARS:
+            text = f"{text[:MAX_CHARS]}… ({len(text)} characters)"
+            record.msg, record.args = text, None
         if entry is not None and entry[1]:
             head, sep, rest = text.partition("\n")  # the count on the first line of a long message
             record.msg = f"{head} (repeated {entry[1]} times in the last {now - entry[0]:.0f} s){sep}{rest}"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,11 @@ from .limits import LIMITS as L
 PRESETS_DIR = Path(__file__).resolve().parents[1] / "presets"
 DEFAULT_PRESET = "live"
 MODES = ("vj", "installation")
+# A preset a control names over the wire is a file name in a preset folder, nothing more: no
+# paths, no dots, so a message can never make the server read a file of its choosing.
+PRESET_NAME_RULE = "1 to 64 letters, digits, '-' or '_' (the name of a preset file, without .toml)"
+_PRESET_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+MAX_PRESET_BYTES = 1 << 20  # a preset is a page of settings; a bigger file is not one
 SEED_MODES = ("random", "increment", "fixed")
 
 
@@ -56,6 +62,8 @@ FIELDS: tuple[Field, ...] = (
     # model
     Field("model", "model", "str", "builtin", "model: builtin, builtin:tiny, a hub id, a folder or a .safetensors file"),
     Field("device", "model", "str", "auto", "auto, cpu, cuda, cuda:1, mps"),
+    Field("max_latent", "model", "int", 0, "most latent positions (height × width of the latent) a request may ask "
+          "for; 0: the device's own limit (CPU: 4096, i.e. 512² for SD; GPU: the largest side)", 0, 1 << 20),
     Field("dtype", "model", "str", "auto", "auto, float32, float16, bfloat16 (or fp32, fp16, bf16)",
           choices=("auto", "float32", "float16", "bfloat16", "fp32", "fp16", "bf16")),
     # generation
@@ -87,6 +95,8 @@ FIELDS: tuple[Field, ...] = (
           "like http://show-pc.local:8080 (* for any)"),
     Field("max_clients", "server", "int", 32, "most websocket clients at once; more are refused (503)", 1, 10000),
     Field("web_root", "server", "str", "web", "folder served over HTTP (the browser viewer)"),
+    Field("preset_dirs", "server", "list", [], "more folders whose presets a `preset` control may switch to "
+          "(the presets folder is always searched first)", flag="--preset-dir"),
     # osc
     Field("osc_out", "osc", "list", ["127.0.0.1:7000"], "OSC targets host:port (repeat the flag for several)"),
     Field("osc_prefix", "osc", "str", "/daam", "OSC address prefix"),
@@ -130,8 +140,38 @@ def defaults() -> dict:
     return {f.key: (list(f.default) if isinstance(f.default, list) else f.default) for f in FIELDS}
 
 
+def is_preset_name(name) -> bool:
+    return isinstance(name, str) and _PRESET_NAME.fullmatch(name) is not None
+
+
 def list_presets(folder: Path = PRESETS_DIR) -> list[str]:
-    return sorted(p.stem for p in Path(folder).glob("*.toml"))
+    return sorted(p.stem for p in Path(folder).glob("*.toml") if is_preset_name(p.stem))
+
+
+def switchable_presets(extra_dirs=()) -> list[str]:
+    """Names a ``preset`` control may ask for: the presets folder's, then each extra folder's."""
+    names: dict[str, None] = {}
+    for folder in (PRESETS_DIR, *map(Path, extra_dirs)):
+        names.update(dict.fromkeys(list_presets(folder)))
+    return list(names)
+
+
+def load_named_preset(name: str, extra_dirs=()) -> Preset:
+    """The preset a control names: ``name`` must follow :data:`PRESET_NAME_RULE` and is looked
+    up in the presets folder, then in ``extra_dirs`` (the operator's ``--preset-dir``)."""
+    if not is_preset_name(name):
+        raise PresetError(f"preset names are {PRESET_NAME_RULE}")
+    for folder in (PRESETS_DIR, *map(Path, extra_dirs)):
+        path = Path(folder) / f"{name}.toml"
+        if path.is_file():
+            try:
+                return load_preset(name, folder)
+            except PresetError as exc:  # the sender learns what is wrong, not where the server's files are
+                raise PresetError(str(exc).replace(str(path), f"preset {name}")) from None
+    names = switchable_presets(extra_dirs)
+    close = difflib.get_close_matches(name, names, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise PresetError(f"no preset named {name!r}{hint} (presets: {', '.join(names) or 'none'})")
 
 
 def preset_path(name: str, folder: Path = PRESETS_DIR) -> Path:
@@ -153,7 +193,11 @@ def preset_path(name: str, folder: Path = PRESETS_DIR) -> Path:
 def load_preset(name: str = DEFAULT_PRESET, folder: Path = PRESETS_DIR) -> Preset:
     path = preset_path(name, folder)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        with path.open("rb") as f:
+            raw = f.read(MAX_PRESET_BYTES + 1)
+        if len(raw) > MAX_PRESET_BYTES:
+            raise PresetError(f"{path}: over {MAX_PRESET_BYTES >> 20} MiB, too large for a preset")
+        data = tomllib.loads(raw.decode("utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise PresetError(f"{path}: not valid TOML ({exc})") from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -225,6 +269,9 @@ def check_consistency(values: dict, where: str) -> None:
                               f"to {bound.hi} (or 0), got {values[key]}")
     if values["mode"] == "installation" and not values["playlist"]:
         raise PresetError(f"{where}: installation mode needs a [installation] playlist of prompts")
+    for folder in values.get("preset_dirs", ()):
+        if not Path(folder).is_dir():
+            raise PresetError(f"{where}: [server] preset_dirs names {folder}, which is not a folder")
 
 
 def _num(x) -> str:

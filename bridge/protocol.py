@@ -26,6 +26,7 @@ import numpy as np
 from . import mapkinds
 from .frames import RunEnd, RunStart, StepFrame
 from .limits import LIMITS
+from .wiretext import MAX_DEPTH, clip, find_unencodable, quote
 from .wordpick import focus_index
 
 PROTOCOL_VERSION = 1
@@ -144,9 +145,11 @@ def _finite(x: float) -> float | None:
     return x if math.isfinite(x) else None  # JSON has no NaN/inf; null is explicit
 
 
-def hello_message(*, server: str, presets: list[str], preset: str, subscription: "Subscription", extra: dict | None = None) -> dict:
+def hello_message(*, server: str, presets: list[str], preset: str, subscription: "Subscription", extra: dict | None = None,
+                  limits=LIMITS) -> dict:
+    """``limits``: the table's, with the sides the loaded model's device can run (live)."""
     return {"type": "hello", "protocol": PROTOCOL_VERSION, "server": server, "presets": list(presets),
-            "preset": preset, "subscription": subscription.to_dict(), "limits": LIMITS.to_dict(),
+            "preset": preset, "subscription": subscription.to_dict(), "limits": limits.to_dict(),
             "map_kinds": mapkinds.describe(), **(extra or {})}
 
 
@@ -196,8 +199,9 @@ def run_end_message(end: RunEnd) -> dict:
 
 
 def error_message(code: str, message: str, **detail) -> dict:
-    """``code`` is a stable machine-readable word; ``message`` one human sentence."""
-    return {"type": "error", "code": code, "message": message, **detail}
+    """``code`` is a stable machine-readable word; ``message`` one human sentence (clipped, so
+    no sender's value comes back at length)."""
+    return {"type": "error", "code": code, "message": clip(message), **detail}
 
 
 def status_message(**fields) -> dict:
@@ -214,6 +218,11 @@ def decode_json(text: str | bytes) -> dict:
         msg = json.loads(text)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ProtocolError(f"not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ProtocolError(f"not accepted: it is nested more than {MAX_DEPTH} levels deep") from None
+    problem = find_unencodable(msg)
+    if problem:
+        raise ProtocolError(f"not accepted: {problem}")
     if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
         raise ProtocolError('a JSON message must be an object with a string "type"')
     return msg
@@ -253,7 +262,8 @@ class Subscription:
         base = base or cls()
         unknown = set(d) - {"type", "frames", "words", "dtype", "meta"}
         if unknown:
-            raise ProtocolError(f"subscribe has unknown field(s) {sorted(unknown)}; known: frames, words, dtype, meta")
+            names = ", ".join(quote(k) for k in sorted(unknown)[:3])
+            raise ProtocolError(f"subscribe has unknown field(s) {names}; known: frames, words, dtype, meta")
         frames = d.get("frames", list(base.frames))
         if isinstance(frames, str):
             frames = [f for f in frames.split(",") if f]
@@ -261,13 +271,14 @@ class Subscription:
             raise ProtocolError(f'subscribe "frames" must be a list of names: {", ".join(frame_types())}')
         bad = [f for f in frames if f not in frame_types()]
         if bad:
-            raise ProtocolError(f"subscribe \"frames\" has unknown type(s) {bad}; choose from {list(frame_types())}")
+            names = ", ".join(quote(f) for f in bad[:3])
+            raise ProtocolError(f"subscribe \"frames\" has unknown type(s) {names}; choose from {', '.join(frame_types())}")
         words = d.get("words", base.words)
         if isinstance(words, bool) or not (words in ("all", "selected") or (isinstance(words, int) and 0 <= words < 100000)):
             raise ProtocolError('subscribe "words" must be "all", "selected" or a word index ≥ 0')
         dtype = d.get("dtype", base.dtype)
-        if dtype not in DTYPES:
-            raise ProtocolError(f'subscribe "dtype" must be one of {list(DTYPES)}, got {dtype!r}')
+        if not isinstance(dtype, str) or dtype not in DTYPES:
+            raise ProtocolError(f'subscribe "dtype" must be one of {", ".join(DTYPES)}, got {quote(dtype)}')
         meta = d.get("meta", base.meta)
         if not isinstance(meta, bool):
             raise ProtocolError('subscribe "meta" must be true or false')

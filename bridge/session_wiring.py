@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 
 from .control import ControlError
-from .presets import list_presets
+from .presets import switchable_presets
 from .settings import Settings
 from .sinks import SinkConfig, Sinks, build_sinks
 
@@ -51,8 +51,9 @@ class Wire:
     from recording copies of itself.
     """
 
-    def __init__(self, settings, control, status, *, progress: bool = True, record: bool = True):
+    def __init__(self, settings, control, status, *, progress: bool = True, record: bool = True, limits=None):
         self.settings = Settings.of(settings)
+        self.limits = limits  # sent in hello; None: the table's (a replay runs no model)
         self.control, self.status = control, status
         self.config = sink_config(self.settings, progress, record)
         self.sinks: Sinks | None = None
@@ -63,13 +64,14 @@ class Wire:
         from .live.osc_in import OscControlServer
 
         s = self.settings
-        self.sinks = build_sinks(self.config, controller=self.control, status=self.status, presets=list_presets())
+        self.sinks = build_sinks(self.config, controller=self.control, status=self.status, presets=switchable_presets(s.preset_dirs), limits=self.limits)
         for sink in self.sinks.all:
             bus.add(sink)
         try:
             if s.osc_in_port:
+                out_hosts = [target.rpartition(":")[0] for target in s.osc_out]
                 self.osc_in = OscControlServer(s.osc_in_host, s.osc_in_port, self.control, self.osc_reply,
-                                               s.osc_prefix, s.osc_allow).start()
+                                               s.osc_prefix, s.osc_allow, out_hosts).start()
         except BaseException:
             self.sinks.close()
             raise

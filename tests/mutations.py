@@ -26,6 +26,17 @@ MUTATIONS = [
      ["tests/test_ws_fanout.py", "tests/test_ws.py"]),
     ("unconditional half kept under CFG", "bridge/families/base.py",
      "            return slice(batch // 2, batch)\n", "            return slice(0, batch // 2)\n", ["tests/test_capture_aggregate.py"]),
+    ("lone surrogates kept", "bridge/protocol.py", "    problem = find_unencodable(msg)\n", "    problem = None\n",
+     ["tests/test_hostile_input.py", "tests/test_wiretext.py"]),
+    ("a preset name may be a path", "bridge/presets.py", 'r"[A-Za-z0-9_-]{1,64}"', 'r".{1,300}"', ["tests/test_hostile_input.py"]),
+    ("runs stop only at residual blocks", "bridge/interrupt.py",
+     'return hasattr(module, "processor") or any(part in name for part in _LAYER_NAMES)', 'return "Resnet" in name',
+     ["tests/test_capture_engine.py"]),
+    ("the writer takes no hold on its run", "bridge/recording/writer.py",
+     "        self.hold = take_hold(self.folder)  # before the manifest: no prune may take a run being written\n",
+     "        pass\n", ["tests/test_retention_sessions.py"]),
+    ("OSC errors answered to any source", "bridge/live/osc_in.py",
+     "        return host in self.reply_hosts or _is_loopback(host)\n", "        return True\n", ["tests/test_hostile_input.py"]),
 ]
 missed = 0
 for name, rel, old, new, tests in MUTATIONS:

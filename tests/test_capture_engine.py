@@ -134,21 +134,58 @@ def test_memory_does_not_grow_with_steps(tiny_engine):
     assert counts[3] == counts[30] > 0
 
 
-def test_abort_ends_a_run_in_the_middle_of_a_step_and_restores_the_processors(tiny_engine, collect):
+def test_abort_ends_a_run_at_the_next_layer_even_inside_self_attention(tiny_engine, collect):
+    """A new prompt arriving while step 2's first self-attention layer is about to run ends
+    the run before that layer computes anything: no step waits for its cross-attention."""
     from bridge.families.unet import cross_attention_modules
 
-    originals = {name: m.processor for name, m in cross_attention_modules(tiny_engine.pipe.unet)}
-    layers = len(originals)
-    asked = []
+    unet = tiny_engine.pipe.unet
+    originals = {name: m.processor for name, m in cross_attention_modules(unet)}
+    names = {m: n for n, m in unet.named_modules()}
+    target_name, target = next((n, m) for n, m in unet.named_modules() if n.endswith("attn1"))
+    ran: list[str] = []
+    arrived = [False]
 
-    def abort():  # a new prompt "arrives" in step 2, after its first cross-attention layer
-        asked.append(1)
-        return len(asked) > 2 * layers + 1
+    def record(module, args):  # registered before the engine's points, so it runs first
+        ran.append(names[module])
+        if module is target and len(collect.frames) == 2:
+            arrived[0] = True  # "a new prompt arrives" now
 
-    end = tiny_engine.generate(GenerationRequest("a red apple", steps=8), Bus([collect]), abort=abort)
+    def record_done(module, args, output):
+        ran.append("done " + names[module])
+
+    watched = [m for m in names if type(m).__name__ in ("Attention", "ResnetBlock2D")]
+    hooks = [m.register_forward_pre_hook(record) for m in watched] + [target.register_forward_hook(record_done)]
+    try:
+        end = tiny_engine.generate(GenerationRequest("a red apple", steps=8), Bus([collect]), abort=lambda: arrived[0])
+    finally:
+        for h in hooks:
+            h.remove()
     assert end.status == "cancelled" and end.steps_done == 2
     assert [f.step for f in collect.frames] == [0, 1]  # step 2 was cut short: no frame for it
+    assert ran[-1] == target_name  # nothing ran after the layer the prompt arrived at, not even it
+    assert ran.count("done " + target_name) == 2  # it ran in steps 0 and 1
     assert type(collect.events[-1]).__name__ == "RunEnd"
-    assert {name: m.processor for name, m in cross_attention_modules(tiny_engine.pipe.unet)} == originals
+    assert {name: m.processor for name, m in cross_attention_modules(unet)} == originals
+    assert all(not m._forward_pre_hooks for m in watched)  # every interrupt point removed
     # the engine is free again and runs normally
     assert tiny_engine.generate(GenerationRequest("a cat", steps=2), Bus()).status == "completed"
+
+
+def test_abort_ends_a_run_inside_the_vae_decode(tiny_engine, collect):
+    """The last layers of a run are the VAE's: an abort there ends it too (no final image)."""
+    blocks = [m for m in tiny_engine.pipe.vae.decoder.modules() if type(m).__name__ == "ResnetBlock2D"]
+    entered = [0]
+
+    def count(module, args):
+        entered[0] += 1
+
+    hooks = [m.register_forward_pre_hook(count) for m in blocks]
+    try:
+        end = tiny_engine.generate(GenerationRequest("a red apple", steps=2, vae_every=0), Bus([collect]),
+                                   abort=lambda: entered[0] > 0)
+    finally:
+        for h in hooks:
+            h.remove()
+    assert end.status == "cancelled" and end.steps_done == 2 and end.image is None
+    assert entered[0] == 1

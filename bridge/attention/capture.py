@@ -63,16 +63,11 @@ class LayerFilter:
             raise InvalidRequest(f"no {family.attention_kind} layer matches {', '.join(missing)}; layer names look like {names[0]}")
 
 
-class RunAborted(Exception):
-    """Raised inside the denoiser by a capture processor when the run's ``abort`` says so."""
-
-
 class AttentionCapture:
     def __init__(self, family, layers=None):
         self.family = family
         self.filter = LayerFilter(layers)
         self.aggregator: Aggregator | None = None
-        self.abort = None  # a cheap callable; True ends the run in the middle of a step
         self._wrapped: list[tuple[object, object, CaptureProcessor]] = []
         self._by_name: dict[str, bool] = {}  # site → kept by name alone (no factor needed)
         self._geometry: dict[int, tuple[int, int, int]] = {}  # positions → (h, w, factor), this run
@@ -96,7 +91,7 @@ class AttentionCapture:
         return self
 
     def __exit__(self, *exc) -> None:
-        self.aggregator = self.abort = None
+        self.aggregator = None
         self._restore()
 
     def _restore(self) -> None:
@@ -106,18 +101,11 @@ class AttentionCapture:
             module.set_processor(original)
         self._by_name.clear()
 
-    def begin(self, aggregator: Aggregator, abort=None) -> None:
-        """Feed ``aggregator`` from now on.  ``abort`` (optional, must be cheap: it is asked at
-        every wrapped call) lets a VJ's new prompt end a run mid-step instead of waiting for a
-        whole step of a large model."""
+    def begin(self, aggregator: Aggregator) -> None:
+        """Feed ``aggregator`` from now on (a run can be stopped mid-step: bridge/interrupt.py)."""
         self.aggregator = aggregator
-        self.abort = abort
         self._geometry = {}
         self._batch = None
-
-    def check_abort(self) -> None:
-        if self.abort is not None and self.abort():
-            raise RunAborted()
 
     def reads(self, site) -> bool:
         """Whether a call of ``site`` may feed the maps (False: its processor just runs)."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 import difflib
 import logging
 
+from ..wiretext import word_list
 from .words import WordMap, _token_ids, fit_words
 
 log = logging.getLogger(__name__)
@@ -109,7 +110,7 @@ def joint_words(clip: WordMap, t5: WordMap, t5_offset: int, include_special: boo
             for text, jx in b[j0:j1]:
                 emit(text, (jx,))
     if dropped:
-        log.warning("dropped words (over both text encoders' limits): %s", " ".join(dropped))
+        log.warning("dropped words (over both text encoders' limits): %s", word_list(dropped))
     words = [w for w, _ in merged]
     indices = [ix for _, ix in merged]
     if include_special:

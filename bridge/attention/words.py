@@ -19,6 +19,7 @@ import logging
 from dataclasses import dataclass
 
 from ..tokenizers.clip_bpe import byte_to_unicode
+from ..wiretext import word_list
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ def fit_words(groups, texts, room: int, offset: int, limit: str) -> tuple[list[s
         else:
             dropped.append(text)
     if dropped:
-        log.warning("prompt is over %s; dropped words: %s", limit, " ".join(dropped))
+        log.warning("prompt is over %s; dropped words: %s", limit, word_list(dropped))
     return words, indices, dropped
 
 

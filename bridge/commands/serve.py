@@ -65,6 +65,8 @@ def run(args) -> int:
         log.warning("OSC control listens on %s with no --osc-allow list: anyone who reaches port %d can send prompts",
                     s.osc_in_host, s.osc_in_port)
     engine = Engine.load(s.model, device=s.device, dtype=s.dtype, progress=not args.no_progress)
+    if s.max_latent:
+        engine.max_latent = s.max_latent
     session = LiveSession(engine, s, preset=preset.name, progress=not args.no_progress)
     session.start()
     stop = threading.Event()

@@ -141,6 +141,11 @@ class ModelFamily:
 
     # -- latents --------------------------------------------------------------------------
     @property
+    def denoiser(self):
+        """The model that runs once per step (a UNet, a transformer)."""
+        raise NotImplementedError
+
+    @property
     def vae(self):
         return self.pipe.vae
 

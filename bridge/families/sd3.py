@@ -77,6 +77,8 @@ class SD3Family(ModelFamily):
     def transformer(self):
         return self.pipe.transformer
 
+    denoiser = transformer
+
     @property
     def patch(self) -> int:
         return int(self.transformer.config.patch_size)

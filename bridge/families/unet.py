@@ -57,6 +57,8 @@ class UNetFamily(ModelFamily):
     def unet(self):
         return self.pipe.unet
 
+    denoiser = unet
+
     # -- defaults -------------------------------------------------------------------------
     @property
     def native_size(self) -> tuple[int, int]:

@@ -3,6 +3,10 @@
 Its own socket loop (rather than python-osc's server) so every malformed datagram — wrong
 types, wrong counts, unknown addresses, bytes that are not OSC at all — is caught here,
 answered with ``/daam/error`` and logged, and the receiver keeps listening.
+
+An error reply goes back only to a peer the operator knows — loopback, the ``--osc-allow``
+hosts, the ``--osc-out`` hosts — and at most a few per second each (:mod:`.ratelimit`), so
+the port is no reflector for spoofed datagrams.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from pythonosc.osc_packet import OscPacket
 
 from ..control import ControlError, parse_osc_control
 from ..errors import UserError
+from ..wiretext import clip
+from .ratelimit import PeerBudget
 
 log = logging.getLogger(__name__)
 
@@ -22,11 +28,15 @@ log = logging.getLogger(__name__)
 class OscControlServer:
     """Listens on ``host:port``; ``handler(control)`` applies a control (may raise UserError);
     ``reply(code, message, addr)`` sends an error back.  ``allow``: hosts allowed to send
-    (empty: anyone who can reach the port)."""
+    (empty: anyone who can reach the port); ``reply_hosts``: more hosts that may be answered
+    (the OSC out targets)."""
 
-    def __init__(self, host: str, port: int, handler, reply, prefix: str = "/daam", allow=()):
+    def __init__(self, host: str, port: int, handler, reply, prefix: str = "/daam", allow=(), reply_hosts=()):
         self.handler, self.reply, self.prefix = handler, reply, prefix.rstrip("/")
         self.allowed = {_resolve(h) for h in allow}
+        self.reply_hosts = self.allowed | {_address(h.strip("[]")) for h in reply_hosts} - {None}
+        self.replies = PeerBudget()
+        self.unanswered = 0  # refusals not answered: unknown peer or over its budget
         self.received = self.refused = 0
         self._refused_peers: set = set()
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -47,7 +57,8 @@ class OscControlServer:
 
     def close(self) -> None:
         self._stop.set()
-        self._thread.join(2)
+        if self._thread.is_alive():
+            self._thread.join(2)
         self._sock.close()
 
     def _loop(self) -> None:
@@ -88,8 +99,30 @@ class OscControlServer:
                 self._refuse("invalid_value", str(exc), addr)
 
     def _refuse(self, code: str, message: str, addr) -> None:
-        log.warning("OSC control from %s:%s refused: %s", addr[0], addr[1], message)
-        self.reply(code, message, addr)
+        log.warning("OSC control from %s:%s refused: %s", addr[0], addr[1], clip(message))
+        if self.may_answer(addr[0]) and self.replies.allow(addr[0]):
+            self.reply(code, message, addr)
+        else:
+            self.unanswered += 1
+
+    def may_answer(self, host: str) -> bool:
+        return host in self.reply_hosts or _is_loopback(host)
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _address(host: str) -> str | None:
+    try:
+        return socket.gethostbyname(host)
+    except OSError:
+        return None
 
 
 def _resolve(host: str) -> str:

@@ -1,12 +1,12 @@
 """The generation worker: one thread that runs ``engine.generate`` for VJ prompts and playlists.
 
 Controls arrive on other threads (websocket loop, OSC receiver) and only set flags under one
-condition variable.  The engine asks :meth:`Runner.interrupted` at every cross-attention call,
+condition variable.  The engine asks :meth:`Runner.interrupted` before every layer (bridge/interrupt.py),
 so a newer prompt, cancel or next ends a run mid-step, and :meth:`Runner.should_stop` after
 every step, where a pause holds the run.
 
 - VJ mode: a submitted request replaces any pending one and interrupts the running run at
-  its next cross-attention layer; the next run starts at once.
+  its next layer (attention or residual block); the next run starts at once.
 - Installation mode: when nothing is submitted, the next playlist entry runs; after each
   playlist run the image is held for ``pause`` seconds.  A run that fails is logged and
   skipped; the loop never ends on an error.
@@ -150,7 +150,7 @@ class Runner:
 
     def interrupted(self) -> bool:
         """True when the running run must end now; lock-free (plain reads of flags set under
-        the lock) because the engine asks at every cross-attention call."""
+        the lock) because the engine asks before every layer."""
         return self._stop or self._cancel or self._pending is not None
 
     def should_stop(self) -> bool:

@@ -15,9 +15,10 @@ import threading
 
 from ..bus import Bus
 from ..control import Control, ControlError
-from ..presets import PresetError, load_preset
+from ..presets import PresetError, load_named_preset
 from ..session_wiring import Wire, Wired, dispatch
 from ..settings import Settings
+from ..wiretext import clip
 from .runner import Playlist, Runner
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ class LiveSession(Wired):
         self.values = Settings.of(values)
         self.preset = preset
         self.settings = {k: getattr(self.values, k) for k in SETTINGS}  # what the next run uses; controls change it
-        self.wire = Wire(self.values, self.control, self.status, progress=progress)
+        self.wire = Wire(self.values, self.control, self.status, progress=progress, limits=getattr(engine, "limits", None))
         self.bus = Bus([self])  # first sink: knows the run before any client hears of it
         self.current_run = None
         self.runner = Runner(engine, self.bus, self.make_request, on_error=self.wire.report_error,
@@ -88,7 +89,7 @@ class LiveSession(Wired):
     def control(self, control: Control) -> None:
         """Apply one validated control; raises UserError (sent back to the sender) to refuse it."""
         kind, values = control.kind, control.values
-        log.info("control: %s %s", kind, values if kind != "prompt" else values.get("prompt", "")[:60])
+        log.info("control: %s %s", kind, clip(str(values) if kind != "prompt" else values.get("prompt", ""), 120))
         dispatch(self.handlers, control, "{kind} is not a control of the live bridge")
         self.wire.broadcast_status()
 
@@ -107,7 +108,7 @@ class LiveSession(Wired):
 
     def switch_preset(self, name: str) -> None:
         try:
-            preset = load_preset(name)
+            preset = load_named_preset(name, self.values.preset_dirs)
         except PresetError as exc:
             raise ControlError(str(exc), "unknown_preset") from None
         with self._lock:

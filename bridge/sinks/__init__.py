@@ -50,7 +50,7 @@ class Sinks:
 
 
 def build_sinks(config: SinkConfig, *, selection: Selection | None = None, controller=None, status=None,
-                presets=()) -> Sinks:
+                presets=(), limits=None) -> Sinks:
     """Create (and start) the sinks ``config`` asks for.
 
     ``controller``/``status`` are handed to the websocket sink (see
@@ -88,7 +88,7 @@ def build_sinks(config: SinkConfig, *, selection: Selection | None = None, contr
             built.websocket = WebSocketSink(config.host, config.port, token=config.token, web_root=config.web_root,
                                             selection=selection, controller=controller, status=status,
                                             presets=presets, allow_origin=config.allow_origin,
-                                            max_clients=config.max_clients).start()
+                                            max_clients=config.max_clients, limits=limits).start()
             built.all.append(built.websocket)
     except BaseException:
         built.close()

@@ -39,8 +39,9 @@ class WebSocketSink:
     def __init__(self, host: str = "127.0.0.1", port: int = 8765, *, token: str = "", web_root=None,
                  selection: Selection | None = None, controller=None, status=None, presets=(),
                  max_control: int = MAX_CONTROL, stall_timeout: float = STALL_TIMEOUT, allow_origin=(),
-                 max_clients: int = MAX_CLIENTS):
+                 max_clients: int = MAX_CLIENTS, limits=None):
         self.presets = list(presets)
+        self.limits = limits or P.LIMITS
         self.fanout = FanOut(selection, status)
         self.selection = self.fanout.selection
         self.incoming = Incoming(self.fanout, controller, max_control)
@@ -130,5 +131,6 @@ class WebSocketSink:
         status = dict(self.fanout.status_fields())
         hello = P.hello_message(server=SERVER_NAME, presets=self.presets, preset=status.get("preset", ""),
                                 subscription=client.sub, extra={"state": status.get("state", "idle"),
-                                                                "selected": self.selection.index})
+                                                                "selected": self.selection.index},
+                                limits=self.limits)
         self.fanout.join(client, hello)

@@ -14,8 +14,9 @@ import logging
 import math
 
 from ... import protocol as P
-from ...control import Control, ControlError, parse_json_control
+from ...control import KINDS, Control, ControlError, parse_json_control
 from ...errors import UserError
+from ...wiretext import clip
 from .fanout import ClientState, FanOut
 
 log = logging.getLogger("bridge.sinks.websocket")
@@ -42,7 +43,7 @@ class Incoming:
             msg = P.decode_json(message)
         except P.ProtocolError as exc:
             return self._error(client, "bad_message", str(exc))
-        kind = msg["type"]
+        kind = msg["type"] if msg["type"] in KINDS else None  # echoed as "request" only when it is a real one
         request_id = msg.pop("id", None)
         if not _valid_id(request_id):
             return self._error(client, "invalid_value", f'"id" must be a string of at most {MAX_ID} characters or a finite number', kind)
@@ -76,7 +77,7 @@ class Incoming:
             fanout.status_all()
 
     def _error(self, client: ClientState, code: str, message: str, request: str | None = None, request_id=None) -> None:
-        log.warning("refused message from websocket client %s: %s", client.peer, message)
+        log.warning("refused message from websocket client %s: %s", client.peer, clip(message))
         self.fanout.reply_error(client, code, message, request, request_id)
 
 

@@ -47,6 +47,9 @@ STALL_TIMEOUT = 30.0  # seconds a client may read nothing at all before it is dr
 CLOSE_TIMEOUT = 2.0  # seconds a closing handshake may take before the connection is dropped
 
 
+ONCE_HEADERS = ("Upgrade", "Origin", "Host")  # headers a request may carry only once
+
+
 class BridgeConnection(ServerConnection):
     """A ``websockets`` server connection that can be cut at once.
 
@@ -199,6 +202,9 @@ class WsServer:
                 closing[task].abort()
 
     def _process_request(self, connection: BridgeConnection, request):
+        for name in ONCE_HEADERS:  # the checks below read one value of each
+            if len(request.headers.get_all(name)) > 1:
+                return text_response(HTTPStatus.BAD_REQUEST, f"The request repeats its {name} header; send it once.\n")
         if "websocket" not in request.headers.get("Upgrade", "").lower():
             return self._static(request.path)  # the viewer's files are not secret: the token guards the websocket
         self._admitted = {c for c in self._admitted if c.state is not State.CLOSED}  # handshakes that failed
