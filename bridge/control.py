@@ -8,6 +8,7 @@ that sentence goes back to the sender as is.  The table of controls is in docs/P
 
 from __future__ import annotations
 
+import difflib
 import math
 from dataclasses import dataclass, field
 
@@ -141,8 +142,6 @@ def _settings(msg: dict, limits: Limits, kind: str) -> dict:
 
 
 def _unknown(what: str, name, known) -> str:
-    import difflib
-
     close = difflib.get_close_matches(str(name)[:ECHO_CHARS], list(known), n=1)
     hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(known)}"
     return f"unknown {what} {quote(name)}{hint}"
@@ -247,7 +246,9 @@ def parse_osc_control(address: str, args: list, prefix: str = "/daam", limits: L
         raise ControlError(f"OSC address {quote(address)} is outside {prefix}/", "unknown_address")
     tail = address[len(prefix):]
     if tail not in OSC_CONTROLS:
-        raise ControlError(_unknown("OSC address", address, [prefix + k for k in OSC_CONTROLS]), "unknown_address")
+        close = difflib.get_close_matches(tail, list(OSC_CONTROLS), n=1, cutoff=0.7)  # the prefix would make all look alike
+        hint = f"; did you mean {prefix + close[0]!r}?" if close else f"; known: {', '.join(prefix + k for k in OSC_CONTROLS)}"
+        raise ControlError(f"unknown OSC address {quote(address)}{hint}", "unknown_address")
     kind, name = OSC_CONTROLS[tail]
     if kind in ACTIONS:
         if len(args) > 1 or (args and (isinstance(args[0], bool) or not isinstance(args[0], (int, float)))):

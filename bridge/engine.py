@@ -178,9 +178,9 @@ class Engine:
         if self.max_latent and h * w > self.max_latent:
             side = self.limits.width.hi
             raise InvalidRequest(
-                f"{width}×{height} is {w}×{h} latent positions, over the {self.max_latent} this {self.device} runs in "
-                f"reasonable time (about {side}×{side} with this model); choose a smaller size, use a GPU, "
-                "or start the bridge with a larger --max-latent")
+                f"{width}×{height} is {h * w:,} latent positions ({w}×{h}), over the {self.max_latent:,} this "
+                f"{self.device.upper() if self.device == 'cpu' else self.device} runs in reasonable time (about {side}×{side} "
+                "with this model); choose a smaller size, use a GPU, or give a larger --max-latent")
 
     def _check_words(self, prompt: str) -> None:
         """A prompt whose first word alone is over the text encoder's limit would map nothing."""

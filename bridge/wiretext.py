@@ -38,10 +38,10 @@ def clip(sentence: str, limit: int = MAX_ERROR_CHARS) -> str:
     return sentence if len(sentence) <= limit else sentence[: limit - 1] + "…"
 
 
-def word_list(words, limit: int = 200) -> str:
-    """Words joined by spaces for a log line: at most about ``limit`` characters, and when
-    clipped it still names the last word and the count."""
-    text = " ".join(words)
+def word_list(words, limit: int = 200, sep: str = " ") -> str:
+    """Words joined by ``sep`` for a log line or a reply: at most about ``limit`` characters,
+    and when clipped it still names the last word and the count."""
+    text = sep.join(words)
     if len(text) <= limit:
         return text
     return f"{text[:limit]}… {words[-1][:ECHO_CHARS]} ({len(words)} words)"

@@ -86,6 +86,7 @@ def test_osc_control_parsing():
         ("/daam/size", [512], "two numbers"),
         ("/daam/size", [500, 512], "multiple of 8"),
         ("/daam/promt", ["x"], "did you mean '/daam/prompt'"),
+        ("/daam/bogus", [], r"'/daam/bogus'; known: /daam/prompt"),  # no far-fetched guess from the shared prefix
         ("/other/prompt", ["x"], "outside /daam/"),
         ("/daam/cancel", ["now"], "button value"),
         ("/daam/prompt", [""], "empty"),

@@ -53,6 +53,8 @@ def test_render_reports_dropped_words(tmp_path, capsys):
         (["--phases", "0.5,0.5,0.5"], "--phases must be three fractions"),
         (["--layers", "nowhere"], "no cross-attention layer matches nowhere"),
         (["--model", "/no/such/folder"], "does not exist"),
+        (["--width", "1024", "--height", "1024"], "16,384 latent positions (128×128), over the 4,096 this CPU runs"),
+        (["--max-latent", "-1"], "--max-latent must be 0"),
     ],
 )
 def test_bad_input_is_one_line_and_nothing_is_written(tmp_path, capsys, extra, expected):
@@ -62,6 +64,21 @@ def test_bad_input_is_one_line_and_nothing_is_written(tmp_path, capsys, extra, e
     err = capsys.readouterr().err
     assert err.startswith("error: ") and expected in err and err.count("\n") == 1
     assert not out.exists()
+
+
+def test_an_unwritable_out_fails_before_the_model_loads(tmp_path, capsys, caplog):
+    (tmp_path / "file").write_text("not a folder")
+    assert main(["render", "--prompt", "a cat", "--out", str(tmp_path / "file" / "run"), *TINY]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot write the recording folder") and "choose another --out" in err
+    assert "loading model" not in caplog.text
+
+
+def test_a_larger_max_latent_lets_a_cpu_render_more(tmp_path, capsys):
+    out = tmp_path / "big"
+    assert main(["render", "--prompt", "a cat", "--steps", "1", "--width", "576", "--height", "512",
+                 "--max-latent", "4608", "--out", str(out), *TINY]) == 0
+    assert load_recording(out).manifest["width"] == 576
 
 
 def test_render_refuses_a_non_empty_folder(tmp_path, capsys):
@@ -93,6 +110,6 @@ def test_render_fails_when_its_recording_is_incomplete(tmp_path, capsys, monkeyp
     out = tmp_path / "full"
     assert main(["render", "--prompt", "a cat", "--steps", "3", "--out", str(out), *TINY]) == 1
     printed = capsys.readouterr().out
-    assert "completed: 3/3 steps" in printed and f"the recording in {out} is incomplete" in printed
+    assert "completed" not in printed and f"the recording in {out} is incomplete" in printed
     assert "step 1" in printed and "No space left" in printed
     assert len(load_recording(out)) == 1

@@ -118,6 +118,7 @@ def test_cli_writes_video_and_logs_a_summary(run, tmp_path, caplog):
 @pytest.mark.parametrize("args, message", [
     (["-o", "x.avi"], "the output must end in .mp4 or .gif"),
     (["-o", "x.mp4", "--words", "zebra"], "word 'zebra' is not in this run; its words are: a red apple"),
+    (["-o", "x.mp4", "--words", "42"], "word index 42 is out of range: this run has 3 words (0..2: a red apple)"),
     (["-o", "x.mp4", "--opacity", "2"], "opacity must be within 0..1"),
     (["-o", "x.mp4", "--fps", "0"], "fps must be within 0.1..120"),
 ])

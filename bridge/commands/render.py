@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 
 from ..denoised import PREVIEW_SOURCES
 from ..errors import UserError
+from ..presets import FIELD_BY_KEY
 
 HELP = "generate one image and record every step's per-word attention maps"
 DESCRIPTION = """\
@@ -65,6 +67,7 @@ def add_arguments(p) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: %(default)s)")
     p.add_argument("--dtype", default="auto", choices=DTYPES, metavar="DTYPE",
                    help="auto (fp16 on a GPU, fp32 on CPU), fp32, fp16 or bf16 (or float32, float16, bfloat16)")
+    p.add_argument("--max-latent", type=int, default=0, metavar="N", help=FIELD_BY_KEY["max_latent"].help)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -125,9 +128,20 @@ class StartKeeper:
         self.start = start
 
 
-def _check_out(out: Path) -> None:
+def _check_out(out: Path) -> bool:
+    """Make the recording folder now, before the model loads, so an unwritable --out fails in a
+    second instead of after the render; True when this created it (removed again on refusal)."""
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"recording folder {out} already exists and is not empty; choose another --out")
+    created = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(f"cannot write the recording folder {out} ({exc.strerror or exc}); choose another --out") from None
+    return created
 
 
 def run(args) -> int:
@@ -137,7 +151,6 @@ def run(args) -> int:
     from ..sinks.progress import ProgressSink
 
     out = Path(args.out) if args.out else Path("runs") / new_run_id()
-    _check_out(out)
     layers = tuple(s.strip() for s in args.layers.split(",") if s.strip()) if args.layers else None
     request = GenerationRequest(
         prompt=args.prompt, negative_prompt=args.negative, seed=args.seed, steps=args.steps, guidance=args.guidance,
@@ -147,8 +160,19 @@ def run(args) -> int:
     )
     check_request(request)  # fail on bad flags before the (slow) model load
     check_sizes(args.width, args.height)
-    engine = Engine.load(args.model, device=args.device, dtype=args.dtype, progress=not args.no_progress)
-    request = engine.validate(request)  # before anything is written
+    if args.max_latent < 0:
+        raise UserError(f"--max-latent must be 0 (the device's own limit) or more, got {args.max_latent}")
+    created = _check_out(out)
+    try:
+        engine = Engine.load(args.model, device=args.device, dtype=args.dtype, progress=not args.no_progress)
+        if args.max_latent:
+            engine.max_latent = args.max_latent
+        request = engine.validate(request)  # before anything is written
+    except BaseException:
+        if created:  # a refused request leaves nothing behind to block a rerun
+            with contextlib.suppress(OSError):
+                out.rmdir()
+        raise
     keeper = StartKeeper()
     recorder = Recorder(out)
     bus = Bus([recorder, *([] if args.no_progress else [ProgressSink(leave=True)]), keeper])
@@ -158,14 +182,14 @@ def run(args) -> int:
         bus.close()  # returns once the recording is on disk
     start = keeper.start
     dropped = ", ".join(start.dropped_words) if start.dropped_words else "none"
+    if not recorder.ok:  # the image was made but not kept: that is a failed command
+        print(f"error: the recording in {out} is incomplete: {recorder.error}")
+        return 1
     print(
         f"{end.status}: {end.steps_done}/{start.steps} steps in {end.elapsed:.1f} s on {engine.device} "
         f"({engine.model_name}); words: {' · '.join(start.words)}; dropped words: {dropped}; recording: {out}"
     )
     if end.status == "failed":
         print(f"error: the run failed: {end.error}")
-        return 1
-    if not recorder.ok:
-        print(f"error: the recording in {out} is incomplete: {recorder.error}")
         return 1
     return 0 if end.status == "completed" else 130

@@ -56,7 +56,7 @@ def run(args) -> int:
 
     preset = load_preset(args.preset)
     s = Settings.of(apply_overrides(preset.values, args))
-    log.info("preset %s: %s", preset.name, preset.description)
+    log.info("preset %s (%s): model %s", preset.name, preset.description, s.model)
     for target in s.osc_out:  # a typo should not cost a model load first
         parse_target(target)
     if needs_token(s.host) and not s.token:

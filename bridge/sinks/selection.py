@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 from ..control import ControlError
+from ..wiretext import quote, word_list
 from ..wordpick import focus_index
 
 
@@ -57,8 +58,8 @@ class Selection:
             if isinstance(word, str):
                 lowered = [w.lower() for w in words]
                 if word.lower() not in lowered:
-                    have = ", ".join(words) if words else "no words yet (no run has started)"
-                    raise ControlError(f"word {word!r} is not in the current prompt; its words are: {have}")
+                    have = word_list(words, 300, sep=", ") if words else "no words yet (no run has started)"
+                    raise ControlError(f"word {quote(word)} is not in the current prompt; its words are: {have}")
                 index = lowered.index(word.lower())
             else:
                 if words and word >= len(words):

@@ -93,7 +93,10 @@ def choose_words(start: RunStart, requested: tuple[str, ...], layout: str, mass:
         chosen = []
         lower = [w.lower() for w in words]
         for r in requested:
-            if r.isdigit() and int(r) < len(words):
+            if r.isdigit():
+                if int(r) >= len(words):
+                    raise TimelapseError(f"word index {r} is out of range: this run has {len(words)} words "
+                                         f"(0..{len(words) - 1}: {' '.join(words)})")
                 chosen.append((int(r), words[int(r)]))
             elif r.lower() in lower:
                 i = lower.index(r.lower())
