@@ -2,14 +2,17 @@
 
     maps/     NN_word.png   the word's final DAAM map, normalised to its peak, colormapped
     overlays/ NN_word.png   that heat map over the final image (opacity × heat per pixel)
-    masks/    NN_word.png   Eqn. 7 of the DAAM paper at image size: white where D ≥ τ·max D
+    masks/    NN_word.png   Eqn. 7 of the DAAM paper: white where D ≥ τ·max D
     curves.csv              per step: phase, each word's attention mass and mask IoU with the final
     curves.png              the mass curves, with each word's stabilisation step marked
-    stability.csv           per word: stabilisation step (see bridge/masks.py), final mass
+    stability.csv           per word: stabilisation step (see bridge/masks.py), the fraction of the
+                            run it came at, the lowest IoU with the final mask from then on, final mass
 
-The DAAM map is the cumulative map of the last recorded step (daam.npy), upsampled bicubically
-to the image size and clamped at 0 before thresholding, as the paper thresholds the
-image-sized map.  NN is the word's index in the run, so repeated words keep distinct files.
+Images are ``size`` pixels on the long side (default 512: the built-in model draws 64×64, too
+small to look at), the final image resized with Lanczos.  The DAAM map is the cumulative map of
+the last recorded step (daam.npy), upsampled bicubically to that size and clamped at 0 before
+thresholding, as the paper thresholds the image-sized map (``size=0``: the image's own size).
+NN is the word's index in the run, so repeated words keep distinct files.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from .timelapse.plot import LinePlot
 log = logging.getLogger(__name__)
 
 WHAT = ("maps", "overlays", "masks", "curves")
+MAX_SIZE = 8192
 
 
 class ExportError(UserError):
@@ -46,6 +50,7 @@ class ExportOptions:
     min_iou: float = masks.DEFAULT_MIN_IOU
     colormap: str = "inferno"
     opacity: float = 0.6
+    size: int = 512  # long side of the image exports in pixels; 0: the recorded image's size
 
     def check(self) -> None:
         bad = [w for w in self.what if w not in WHAT]
@@ -59,6 +64,8 @@ class ExportOptions:
             raise ExportError(f"unknown colormap {self.colormap!r}; choose one of {', '.join(colormaps.COLORMAPS)}")
         if not 0.0 <= self.opacity <= 1.0:
             raise ExportError(f"opacity must be within 0..1, got {self.opacity}")
+        if isinstance(self.size, bool) or not isinstance(self.size, int) or not 0 <= self.size <= MAX_SIZE:
+            raise ExportError(f"size must be a whole number of pixels within 0..{MAX_SIZE} (0: the image's own), got {self.size}")
 
 
 def file_stem(index: int, word: str) -> str:
@@ -78,7 +85,7 @@ def export(recording: str | Path | Recording, out: str | Path, options: ExportOp
     out.mkdir(parents=True, exist_ok=True)
     words = rec.start.words
     written: dict[str, list[str]] = {}
-    image = _final_image(rec)
+    image = _resized(_final_image(rec), options.size)
     size = image.shape[:2]
     daam = np.asarray(rec.daam(), dtype=np.float32)
 
@@ -111,6 +118,15 @@ def _final_image(rec: Recording) -> np.ndarray:
     return image
 
 
+def _resized(image: np.ndarray, long_side: int) -> np.ndarray:
+    h, w = image.shape[:2]
+    if not long_side or max(h, w) == long_side:
+        return image
+    scale = long_side / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return np.asarray(Image.fromarray(image).resize(size, Image.LANCZOS))
+
+
 def _save(path: Path, array: np.ndarray, written: dict, kind: str) -> None:
     Image.fromarray(array).save(path)
     written.setdefault(kind, []).append(str(path))
@@ -123,6 +139,7 @@ def _curves(rec: Recording, out: Path, options: ExportOptions, written: dict) ->
     cumulative = np.stack([rec.map_array("cumulative", i) for i in range(len(rec))])
     ious = masks.iou_with_final(cumulative, options.tau)  # (S, W), at map resolution
     stable = masks.stabilisation_steps(ious, steps, options.min_iou)
+    last = int(steps[-1]) if len(steps) else 0
 
     with open(out / "curves.csv", "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
@@ -132,9 +149,15 @@ def _curves(rec: Recording, out: Path, options: ExportOptions, written: dict) ->
             w.writerow([int(line["step"]), line["phase"]] + [f"{v:.6f}" for v in mass[k]] + [f"{v:.4f}" for v in ious[k]])
     with open(out / "stability.csv", "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
-        w.writerow(["index", "word", "stable_step", "final_mass", "tau", "min_iou"])
+        w.writerow(["index", "word", "stable_step", "stable_at", "iou_after", "final_mass", "tau", "iou_threshold"])
         for i, word in enumerate(words):
-            w.writerow([i, word, "" if stable[i] is None else stable[i], f"{mass[-1, i]:.6f}", options.tau, options.min_iou])
+            if stable[i] is None:
+                at = after = ""
+            else:  # measured: where in the run, and the lowest IoU with the final mask from there on
+                at = f"{stable[i] / last:.3f}" if last else "0.000"
+                after = f"{ious[steps >= stable[i], i].min():.4f}"
+            w.writerow([i, word, "" if stable[i] is None else stable[i], at, after, f"{mass[-1, i]:.6f}",
+                        options.tau, options.min_iou])
     written.setdefault("curves", []).extend([str(out / "curves.csv"), str(out / "stability.csv")])
 
     plot = LinePlot(width=960, height=540, title=f"attention mass per step: {rec.start.prompt}",

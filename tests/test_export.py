@@ -67,6 +67,9 @@ def test_stabilisation_step_of_a_recorded_run_is_known_answer(tmp_path):
     assert [s["stable_step"] for s in result["stability"]] == [14, 0]
     rows = list(csv.DictReader(open(tmp_path / "out" / "stability.csv")))
     assert [(r["word"], r["stable_step"]) for r in rows] == [("cat", "14"), ("hat", "0")]
+    # measured, not the threshold: where in the 20 steps (0..19), and the IoU from there on
+    assert [(r["stable_at"], r["iou_after"], r["iou_threshold"]) for r in rows] == [
+        ("0.737", "1.0000", "0.9"), ("0.000", "1.0000", "0.9")]
     curves = list(csv.DictReader(open(tmp_path / "out" / "curves.csv")))
     assert len(curves) == 20
     assert float(curves[13]["iou_00_cat"]) == pytest.approx(0.5)
@@ -90,7 +93,7 @@ def test_curves_carry_the_mass_streamed_live_and_a_plot(tmp_path):
 
 def test_image_exports_are_image_sized_and_masks_follow_eqn7(tmp_path):
     rec = synthetic_recording(tmp_path / "run", steps=5, map_hw=(16, 16), image_hw=(64, 48))
-    result = export(rec, tmp_path / "out", ExportOptions(what=("maps", "overlays", "masks"), tau=0.4), progress=False)
+    result = export(rec, tmp_path / "out", ExportOptions(what=("maps", "overlays", "masks"), tau=0.4, size=0), progress=False)
     assert {k: len(v) for k, v in result["files"].items()} == {"maps": 3, "overlays": 3, "masks": 3}
     daam = np.load(rec / "daam.npy").astype(np.float32)
     final = np.asarray(Image.open(rec / "final.png"))
@@ -109,6 +112,20 @@ def test_image_exports_are_image_sized_and_masks_follow_eqn7(tmp_path):
         hottest = colormaps.lut("inferno")[255].astype(float)  # full heat: 60 % colour, 40 % image
         np.testing.assert_allclose(overlay[peak], 0.4 * final[peak] + 0.6 * hottest, atol=1.01)
         assert Image.open(tmp_path / "out" / "maps" / stem).size == (48, 64)
+
+
+def test_image_exports_default_to_512_pixels_with_smooth_maps(tmp_path):
+    rec = synthetic_recording(tmp_path / "run", steps=3, map_hw=(16, 16), image_hw=(64, 48))
+    export(rec, tmp_path / "out", ExportOptions(what=("maps", "overlays", "masks")), progress=False)
+    stem = file_stem(2, "apple") + ".png"
+    for kind in ("maps", "overlays", "masks"):
+        assert Image.open(tmp_path / "out" / kind / stem).size == (384, 512)  # long side 512, aspect kept
+    daam = np.load(rec / "daam.npy").astype(np.float32)[2]
+    big = np.maximum(np.asarray(Image.fromarray(daam, "F").resize((384, 512), Image.BICUBIC)), 0)
+    mask = np.asarray(Image.open(tmp_path / "out" / "masks" / stem)) == 255
+    np.testing.assert_array_equal(mask, big >= 0.4 * big.max())  # Eqn. 7 at the export size
+    heat = np.asarray(Image.open(tmp_path / "out" / "maps" / stem).convert("L")).astype(int)
+    assert np.abs(np.diff(heat, axis=1)).max() < 40  # smooth: no 32-pixel blocks of one colour
 
 
 def test_truncated_recording_exports_from_its_last_step(tmp_path, caplog):
@@ -130,6 +147,7 @@ def test_cli_exports_everything_by_default(tmp_path, capsys):
     (["--what", "maps,videos"], "--what takes a comma-separated list of maps, overlays, masks, curves"),
     (["--tau", "1.5"], "tau must be within 0..1"),
     (["--opacity", "-1"], "opacity must be within 0..1"),
+    (["--size", "-5"], "size must be a whole number of pixels within 0..8192"),
 ])
 def test_cli_bad_options_get_one_line(tmp_path, capsys, args, message):
     rec = synthetic_recording(tmp_path / "run", steps=2)
@@ -167,7 +185,7 @@ def test_export_of_a_real_engine_run(tiny_engine, tmp_path_factory, tmp_path):
     rec = engine_recording(tmp_path_factory, tiny_engine)
     manifest = json.loads((rec / "manifest.json").read_text())
     words = manifest["words"]
-    result = export(rec, tmp_path / "out", progress=False)
+    result = export(rec, tmp_path / "out", ExportOptions(size=0), progress=False)  # at the image's own size
     for kind in ("maps", "overlays", "masks"):
         assert len(result["files"][kind]) == len(words)
     daam = np.load(rec / "daam.npy").astype(np.float32)

@@ -48,13 +48,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="IoU with the final mask that defines a stable map (default: 0.9)")
     p.add_argument("--colormap", choices=COLORMAPS, default="inferno", help="heat-map colours (default: inferno)")
     p.add_argument("--opacity", type=float, default=0.6, help="overlay opacity at full attention, 0..1 (default: 0.6)")
+    p.add_argument("--size", type=int, default=ExportOptions.size, metavar="PX",
+                   help="long side of the exported images in pixels, maps upsampled smoothly (default: %(default)s; "
+                        "0: the recorded image's size)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
     options = ExportOptions(
         what=tuple(w.strip() for w in args.what.split(",") if w.strip()), tau=args.tau,
-        min_iou=args.stable_iou, colormap=args.colormap, opacity=args.opacity,
+        min_iou=args.stable_iou, colormap=args.colormap, opacity=args.opacity, size=args.size,
     )
     out = Path(args.out) if args.out else Path(args.run) / "export"
     try:
