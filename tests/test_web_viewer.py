@@ -27,6 +27,7 @@ from bridge.frames import RunEnd, RunStart, StepFrame, attention_mass
 from bridge.phases import PhaseSchedule
 from bridge.recording import Recorder
 from tests._browser import ROOT, browser_page
+from tests._live import WsClient
 from tests._scenes import SUN, sun_over_sea
 
 DOCS_IMG = ROOT / "docs" / "img"
@@ -263,6 +264,15 @@ def test_a_bad_value_is_refused_with_the_bridges_sentence(live_bridge):
         page.wait_for_function("window.viewer.errors.length > 0", timeout=10_000)
         assert "steps must be within 1..1000, got 0" in page.inner_text("#message")
         assert page.evaluate("window.viewer.connection") == "open"  # the connection survives
+        # news the page did not ask for (a run another client starts) leaves the refusal readable
+        runs = page.evaluate("window.viewer.counts.runs")
+        client = WsClient(live_bridge.url.replace("http://", "ws://"))
+        try:
+            client.send({"type": "prompt", "prompt": "a dog", "steps": 2})
+            page.wait_for_function(f"window.viewer.counts.runs > {runs}", timeout=60_000)
+        finally:
+            client.close()
+        assert "steps must be within 1..1000, got 0" in page.inner_text("#message")
 
 
 def synthetic_recording(folder: Path, steps: int = 8) -> np.ndarray:
@@ -343,6 +353,17 @@ def test_a_replayed_recording_shows_the_same_way(tmp_path):
                 return d / sim.count;
             }""")
             assert spread > 0.25
+            # A replay has nothing to type: no prompt, seed, steps or Generate; a speed and Next instead.
+            page.wait_for_function("document.body.dataset.mode === 'replay'", timeout=10_000)
+            for hidden in ("#prompt", "#seed", "#steps", "#generate", "#cancel"):
+                assert not page.is_visible(hidden), hidden
+            assert page.is_visible("#speed") and page.is_visible("#next")
+            page.fill("#speed", "0")  # refused by the bridge, and the refusal stays on screen
+            page.dispatch_event("#speed", "change")
+            page.wait_for_function("window.viewer.errors.length > 0", timeout=10_000)
+            assert "speed must be within 0.001..1000" in page.inner_text("#message")
+            page.fill("#speed", "1")
+            page.dispatch_event("#speed", "change")
             page.click("#resume")  # the replay waits, paused, for the console's Resume
             page.wait_for_function("window.viewer.counts.final >= 1", timeout=30_000)
             assert counts(page)["steps"] == 8

@@ -12,6 +12,7 @@ const params = new URLSearchParams(location.search);
 const view = {
   connection: "connecting",
   state: "idle",
+  mode: "live", // or "replay" (status.mode)
   run: null, // the run_start message
   selected: 0,
   step: null, // last step message
@@ -89,9 +90,23 @@ function setConnection(state, text) {
   $("connection").textContent = text;
 }
 
-function showMessage(text, kind = "error") {
+// A refusal stays readable: news the page did not ask for (run starts and ends; a replay loops
+// every few seconds) does not replace an error for ERROR_HOLD_MS; another error, or what the
+// user just did (``mine``), does.
+const ERROR_HOLD_MS = 10000;
+let errorShownAt = -Infinity;
+function showMessage(text, kind = "error", mine = false) {
+  const now = performance.now();
+  if (kind !== "error" && !mine && now - errorShownAt < ERROR_HOLD_MS) return;
+  if (kind === "error") errorShownAt = now;
   $("message").textContent = text;
   $("message").className = kind;
+}
+
+// Live and replay share the page; a replay has no prompt to type, but a speed and a Next.
+function setMode(mode) {
+  view.mode = mode;
+  document.body.dataset.mode = mode === "replay" ? "replay" : "live";
 }
 
 // ------------------------------------------------------------------ messages
@@ -107,10 +122,12 @@ function onJson(msg) {
       break;
     case "status":
       setState(msg.state);
+      if (msg.mode) setMode(msg.mode);
+      if (msg.replay && Number.isFinite(msg.replay.speed) && document.activeElement !== $("speed")) $("speed").value = msg.replay.speed;
       if (typeof msg.selected === "number") view.selectionRun = msg.run_id ?? null;
       if (typeof msg.selected === "number" && msg.selected !== view.selected) select(msg.selected, false);
       if (msg.settings) fillSettings(msg.settings);
-      $("dropped").textContent = msg.dropped ? `${msg.dropped} steps skipped` : "";
+      $("dropped").textContent = msg.dropped ? `${msg.dropped} ${msg.dropped === 1 ? "step" : "steps"} skipped` : "";
       break;
     case "run_start":
       startRun(msg);
@@ -325,6 +342,10 @@ function animate(now) {
 // (novalidate): the bridge's refusal names the field better than a browser tooltip.
 function applyLimits(limits) {
   if (limits.prompt && Number.isInteger(limits.prompt.max_chars)) $("prompt").maxLength = limits.prompt.max_chars;
+  if (limits.speed && Number.isFinite(limits.speed.min) && Number.isFinite(limits.speed.max)) {
+    $("speed").min = limits.speed.min;
+    $("speed").max = limits.speed.max;
+  }
   for (const name of ["seed", "steps"]) {
     const bound = limits[name];
     if (bound && Number.isFinite(bound.min) && Number.isFinite(bound.max)) {
@@ -352,9 +373,13 @@ function wireConsole() {
       }
       settings[name] = value;
     }
-    if (send(control.prompt(prompt, settings))) showMessage(`sent: “${prompt}”`, "info");
+    if (send(control.prompt(prompt, settings))) showMessage(`sent: “${prompt}”`, "info", true);
   });
-  for (const name of ["pause", "resume", "cancel"]) $(name).addEventListener("click", () => send(control.action(name)));
+  for (const name of ["pause", "resume", "cancel", "next"]) $(name).addEventListener("click", () => send(control.action(name)));
+  $("speed").addEventListener("change", () => {
+    const speed = Number($("speed").value);
+    if (send(control.speed(speed))) showMessage(`replay speed ×${speed}`, "info", true);
+  });
   $("cumulative").addEventListener("change", drawMaps);
   document.querySelectorAll("#controls input").forEach((input) => {
     const apply = () => { view.law[input.dataset.param] = Number(input.value); };

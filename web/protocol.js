@@ -78,4 +78,5 @@ export const control = {
   set: (settings) => JSON.stringify({ type: "set", ...settings }),
   select: (word) => JSON.stringify({ type: "select", word }),
   action: (name) => JSON.stringify({ type: name }),
+  speed: (speed) => JSON.stringify({ type: "speed", speed }),
 };
