@@ -34,7 +34,7 @@ DEFAULT_LIMITS = LIMITS
 SETTING_NAMES = ("prompt", "negative_prompt", "seed", "steps", "guidance", "width", "height")
 # Controls with no value.
 ACTIONS = ("pause", "resume", "cancel", "status", "next")
-KINDS = ("prompt", "set", "select", "preset", "subscribe", "speed", *ACTIONS)
+KINDS = ("prompt", "set", "select", "preset", "subscribe", "speed", "regions", *ACTIONS)
 MAX_SPEED = LIMITS.speed.hi  # replay speed factor bounds (speed → {"speed": float})
 MIN_SPEED = LIMITS.speed.lo
 
@@ -44,7 +44,8 @@ class Control:
     """One validated control: ``kind`` is one of :data:`KINDS`; ``values`` depends on it.
 
     prompt/set → settings dict (subset of :data:`SETTING_NAMES`); select → {"word": int|str};
-    preset → {"name": str}; subscribe → {"subscription": dict of given fields}; actions → {}.
+    preset → {"name": str}; subscribe → {"subscription": dict of given fields};
+    regions → {"regions": tuple of bridge.regions.Region}; actions → {}.
     """
 
     kind: str
@@ -196,6 +197,26 @@ def _json_speed(msg: dict, limits: Limits) -> Control:
     return Control("speed", {"speed": _speed(msg["speed"], limits)})
 
 
+def _json_regions(msg: dict, limits: Limits) -> Control:
+    from .regions import RegionError, from_dict, parse_list
+
+    if "regions" not in msg:
+        raise ControlError('regions needs a "regions" list, like [{"box": [20, 20, 40, 40]}] (empty: none)')
+    try:
+        return Control("regions", {"regions": parse_list(msg["regions"], from_dict)})
+    except RegionError as exc:
+        raise ControlError(str(exc)) from None
+
+
+def _osc_regions(address: str, args: list) -> Control:
+    from .regions import RegionError, from_text, parse_list
+
+    try:
+        return Control("regions", {"regions": parse_list(list(args), from_text)})
+    except RegionError as exc:
+        raise ControlError(f"{address}: {exc}", "bad_arguments") from None
+
+
 def _speed(value, limits: Limits) -> float:
     return _float("speed", value, limits.speed.lo, limits.speed.hi)
 
@@ -208,6 +229,7 @@ JSON_PARSERS = {
     "preset": _json_preset,
     "subscribe": _json_subscribe,
     "speed": _json_speed,
+    "regions": _json_regions,
     **{a: (lambda kind: lambda msg, limits: Control(kind))(a) for a in ACTIONS},
 }
 
@@ -232,6 +254,7 @@ OSC_CONTROLS = {
     "/select": ("select", None),
     "/preset": ("preset", None),
     "/speed": ("speed", None),
+    "/regions": ("regions", None),
     **{f"/{a}": (a, None) for a in ACTIONS},
 }
 
@@ -256,6 +279,8 @@ def parse_osc_control(address: str, args: list, prefix: str = "/daam", limits: L
         if args and args[0] == 0:
             return None
         return Control(kind)
+    if kind == "regions":  # any number of text regions, none clears them
+        return _osc_regions(address, args)
     if name == "size":
         if len(args) != 2:
             raise ControlError(f"{address} takes two numbers (width, height), got {len(args)} argument(s)", "bad_arguments")

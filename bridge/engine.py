@@ -50,6 +50,7 @@ class GenerationRequest:
     preview: str = "denoised"  # what previews show: the step's x̂₀ ("denoised", where the scheduler has one) or the "latents"
     include_special: bool = False  # also map <start>, <end> and <pad>
     layers: tuple | None = None  # cross-attention layer filter (see attention.LayerFilter)
+    regions: tuple = ()  # self-attention query regions (bridge/regions.py), in image pixels
 
 
 class _Cancelled(Exception):
@@ -164,7 +165,9 @@ class Engine:
             self._check_layers(req.layers)
         vae_every = self.loaded.defaults.get("vae_every", 0) if req.vae_every is None else req.vae_every
         self._check_words(req.prompt)
-        return replace(req, guidance=float(guidance), width=width, height=height, map_size=map_size, vae_every=vae_every)
+        req = replace(req, guidance=float(guidance), width=width, height=height, map_size=map_size, vae_every=vae_every)
+        self._check_regions(req)
+        return req
 
     @property
     def limits(self):
@@ -182,6 +185,33 @@ class Engine:
                 f"{self.device.upper() if self.device == 'cpu' else self.device} runs in reasonable time (about {side}×{side} "
                 "with this model); choose a smaller size, use a GPU, or give a larger --max-latent")
 
+    def fit_regions(self, regions, req: GenerationRequest) -> tuple:
+        """The regions that lie in this request's image (others are dropped with a log line: a
+        region set for an earlier, larger image must not end a run)."""
+        from .regions import RegionError
+
+        kept = []
+        for region in regions or ():
+            try:
+                region.check_inside(req.width, req.height)
+                kept.append(region)
+            except RegionError as exc:
+                log.warning("self-attention region dropped: %s", exc)
+        return tuple(kept)
+
+    def _check_regions(self, req: GenerationRequest) -> None:
+        from .regions import LIMITS as _L, RegionError
+
+        if not req.regions:
+            return
+        if not self.family.self_attention_sites():
+            raise InvalidRequest(f"self-attention maps are not available for {self.family.name} models yet; "
+                                 "send no regions")
+        if len(req.regions) > _L.regions:
+            raise RegionError(f"at most {_L.regions} regions at once, got {len(req.regions)}")
+        for region in req.regions:
+            region.check_inside(req.width, req.height)
+
     def _check_words(self, prompt: str) -> None:
         """A prompt whose first word alone is over the text encoder's limit would map nothing."""
         from .wiretext import quote
@@ -197,24 +227,27 @@ class Engine:
         LayerFilter(layers).check(self.family)
 
     # -- generation ---------------------------------------------------------------------
-    def generate(self, req: GenerationRequest, bus, should_stop=lambda: False, abort=None) -> RunEnd:
+    def generate(self, req: GenerationRequest, bus, should_stop=lambda: False, abort=None, regions=None) -> RunEnd:
         """Run one request; publishes RunStart, StepFrames and RunEnd on ``bus``; returns the RunEnd.
 
         ``should_stop`` is asked after every step (it may block, e.g. to pause); ``abort``, if
         given, is asked before every layer of the denoiser and the VAE and must be cheap: True
         ends the run at once, mid-step, so a new prompt does not wait for a whole step of a
-        large model (bridge/interrupt.py)."""
+        large model (bridge/interrupt.py).  ``regions``, if given, is asked at every step start
+        for the query regions of the self-attention maps (a control may change them mid-run);
+        without it the request's own regions hold for the whole run."""
         if not self._lock.acquire(blocking=False):
             raise InvalidRequest("the engine is busy with another run; wait for it or cancel it first")
         try:
-            return self._generate(self.validate(req), bus, should_stop, abort)
+            return self._generate(self.validate(req), bus, should_stop, abort, regions)
         finally:
             self._lock.release()
 
-    def _generate(self, req: GenerationRequest, bus, should_stop, abort) -> RunEnd:
+    def _generate(self, req: GenerationRequest, bus, should_stop, abort, regions) -> RunEnd:
         import torch
 
         from .attention import Aggregator, AttentionCapture
+        from .attention.selfagg import SelfAggregator
         from .interrupt import InterruptPoints, RunAborted
         from .denoised import DenoisedTap
         from .preview import upscale
@@ -241,6 +274,9 @@ class Engine:
         t0 = time.perf_counter()
         state = {"done": 0, "last": t0}
         aggregator = Aggregator(words.token_indices, words.sequence_length, latent_hw, req.map_size, cfg, self.device)
+        current_regions = regions or (lambda: req.regions)
+        regional = SelfAggregator((req.height, req.width), req.map_size, self.device)
+        regional.set_regions(self.fit_regions(current_regions(), req))
 
         def on_step_end(_pipe, i, t, kwargs):
             tc = time.perf_counter()
@@ -248,17 +284,23 @@ class Engine:
             if req.preview == "denoised" and tap.latest is not None:
                 latents = tap.latest  # this step's x̂₀: the picture, long before the latents show it
             step_maps, cumulative = aggregator.end_step()
+            step_kinds = {"maps": step_maps, "cumulative": cumulative}
+            step_regions = regional.regions
+            self_maps = regional.end_step()
+            if self_maps is not None:
+                step_kinds["self"] = self_maps
+            regional.set_regions(self.fit_regions(current_regions(), req))  # the next step's
             full = req.vae_every and ((i + 1) % req.vae_every == 0 or i + 1 == total)
             tp = time.perf_counter()
             preview = self.previewer.decode(pipe, latents) if full else self.previewer.linear(latents)
             # One device → host transfer per step: every map kind and the preview together.
-            host, small = to_host({"maps": step_maps, "cumulative": cumulative}, preview)
+            host, small = to_host(step_kinds, preview)
             rgb = upscale(small, req.height, req.width)
             now = time.perf_counter()
             frame = StepFrame(
                 run_id=run_id, step=i, total=total, timestep=timesteps[i] if i < total and timesteps[i] == timesteps[i] else float(t),
                 phase=req.phases.phase_at(i, total), phase_weights=req.phases.weights_at(i, total),
-                words=words.words, kinds=host,
+                words=words.words, kinds=host, regions=tuple(r.to_dict() for r in step_regions) if self_maps is not None else (),
                 mass=attention_mass(host["maps"]), preview=rgb, elapsed=now - t0,
                 timings={"step": tc - state["last"], "capture": tp - tc, "preview": now - tp},
             )
@@ -271,7 +313,7 @@ class Engine:
         try:
             with AttentionCapture(self.family, req.layers) as capture, DenoisedTap(pipe.scheduler) as tap, \
                     InterruptPoints([self.family.denoiser, self.family.vae], abort):
-                capture.begin(aggregator)
+                capture.begin(aggregator, regional)
                 kwargs = dict(
                     prompt=req.prompt, num_inference_steps=req.steps, guidance_scale=req.guidance,
                     width=req.width, height=req.height, output_type="np",

@@ -57,11 +57,12 @@ class StepFrame:
     preview: np.ndarray  # uint8 (H, W, 3)
     elapsed: float  # seconds since the run started, at the end of this step
     timings: dict = field(default_factory=dict)  # e.g. {"step": s, "capture": s, "preview": s}
+    regions: tuple = ()  # the query regions labelling kinds["self"] ({"id", shape: coords}, bridge/regions.py)
 
     # The word maps keep their positional places, so records read as they always did:
     # StepFrame(run, step, total, timestep, phase, weights, words, maps, cumulative, mass, preview, elapsed).
     def __init__(self, run_id, step, total, timestep, phase, phase_weights, words, maps=None, cumulative=None,
-                 mass=(), preview=None, elapsed=0.0, timings=None, *, kinds=None):
+                 mass=(), preview=None, elapsed=0.0, timings=None, *, kinds=None, regions=()):
         merged = dict(kinds or {})
         for name, array in (("maps", maps), ("cumulative", cumulative)):
             if array is not None:
@@ -69,7 +70,8 @@ class StepFrame:
         for name, value in (("run_id", run_id), ("step", step), ("total", total), ("timestep", timestep),
                             ("phase", phase), ("phase_weights", phase_weights), ("words", words),
                             ("kinds", MappingProxyType(merged)), ("mass", mass), ("preview", preview),
-                            ("elapsed", elapsed), ("timings", {} if timings is None else timings)):
+                            ("elapsed", elapsed), ("timings", {} if timings is None else timings),
+                            ("regions", tuple(regions))):
             object.__setattr__(self, name, value)
 
     @property

@@ -19,6 +19,8 @@ Why these values:
 - map side 1..1024: a heat map larger than the image it explains helps no one.
 - vae_every 0..steps: every step at most.
 - replay speed 0.001..1000 (× original timing).
+- self-attention regions: 8 at once (each costs its rows' attention per layer), polygons of
+  ≤ 64 vertices.
 - prompt ≤ 2000 characters and ≤ 200 words: the CLIP encoder keeps ~75 tokens; far beyond
   that is a mistake.
 - on a CPU, at most 64×64 latent positions (512² for SD, 256² for the built-in model):
@@ -66,10 +68,13 @@ class Limits:
     vae_every: Bound = Bound(0, 1000)
     speed: Bound = Bound(0.001, 1000.0)
     word: Bound = Bound(0, 9999)  # `select` by index
+    regions: int = 8  # self-attention query regions at once
+    region_points: int = 64  # vertices of one polygon region
 
     def to_dict(self) -> dict:
         """The JSON form sent in ``hello`` (docs/PROTOCOL.md)."""
-        out = {"prompt": {"max_chars": self.prompt_chars, "max_words": self.prompt_words}}
+        out = {"prompt": {"max_chars": self.prompt_chars, "max_words": self.prompt_words},
+               "regions": {"max": self.regions, "max_points": self.region_points}}
         for f in fields(self):
             value = getattr(self, f.name)
             if isinstance(value, Bound):

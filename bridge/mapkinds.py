@@ -46,6 +46,8 @@ KINDS: dict[str, MapKind] = {
                 description="this step's DAAM map per word (unnormalised, ≥ 0)"),
         MapKind("cumulative", 2, "cumulative", summary="daam.npy",
                 description="sum of the step maps over steps 0..n: the DAAM map so far"),
+        MapKind("self", 5, "self", labels="regions",
+                description="this step's self-attention of each query region: where its pixels look (DAAM-I2I)"),
     )
 }
 

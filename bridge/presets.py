@@ -81,6 +81,8 @@ FIELDS: tuple[Field, ...] = (
     Field("vae_every", "generation", "int", None, "full VAE preview every k steps (0: fast linear preview only; left out: "
           "the model's default, 1 for the built-in model, else 0)", L.vae_every.lo, L.vae_every.hi),
     Field("include_special", "generation", "bool", False, "also map the start/end/padding tokens"),
+    Field("regions", "generation", "list", [], "self-attention query regions in image pixels: box:X0,Y0,X1,Y1, "
+          "pixel:X,Y or polygon:X,Y,X,Y,X,Y (repeat the flag; at most 8)", flag="--region"),
     Field("autostart", "generation", "bool", False, "vj mode: generate `prompt` once at start-up"),
     # phases
     Field("noise", "phases", "float", 0.2, "fraction of the run in the noise phase", 0, 1, flag="--phase-noise"),
@@ -269,6 +271,13 @@ def check_consistency(values: dict, where: str) -> None:
                               f"to {bound.hi} (or 0), got {values[key]}")
     if values["mode"] == "installation" and not values["playlist"]:
         raise PresetError(f"{where}: installation mode needs a [installation] playlist of prompts")
+    if values.get("regions"):
+        from .regions import RegionError, from_text, parse_list
+
+        try:
+            parse_list(values["regions"], from_text)
+        except RegionError as exc:
+            raise PresetError(f"{where}: [generation] regions: {exc}") from None
     for folder in values.get("preset_dirs", ()):
         if not Path(folder).is_dir():
             raise PresetError(f"{where}: [server] preset_dirs names {folder}, which is not a folder")

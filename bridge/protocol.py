@@ -188,6 +188,8 @@ def step_message(frame: StepFrame, stats: list[dict] | None = None) -> dict:
         "phase_weights": [float(w) for w in frame.phase_weights],
         "mass": [float(m) for m in frame.mass],
     }
+    if frame.regions:  # the labels of this step's "self" maps, in their order
+        msg["regions"] = list(frame.regions)
     if stats is not None:
         msg["stats"] = stats
     return msg

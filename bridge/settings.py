@@ -52,6 +52,12 @@ class _SettingsMethods:
 
         return PhaseSchedule(self.noise, self.structure, self.detail, self.blend)
 
+    def query_regions(self) -> tuple:
+        """The ``regions`` texts as :class:`bridge.regions.Region` (validated with the preset)."""
+        from .regions import from_text, parse_list
+
+        return parse_list(list(self.regions), from_text)
+
 
 Settings = dataclasses.make_dataclass("Settings", [_field(f) for f in FIELDS], bases=(_SettingsMethods,), frozen=True)
 Settings.__module__ = __name__

@@ -17,10 +17,11 @@ import torch.nn.functional as F
 
 
 class QKRecorder:
-    """Forward hooks on every attn2's to_q / to_k and on each transformer's input."""
+    """Forward hooks on every ``attention`` module's to_q / to_k (attn2: cross-attention; attn1:
+    self-attention) and on each transformer's input."""
 
-    def __init__(self, unet):
-        self.unet = unet
+    def __init__(self, unet, attention: str = "attn2"):
+        self.unet, self.attention = unet, attention
         self.calls: list[dict] = []
         self.boundaries: list[int] = []
         self._hooks = []
@@ -30,7 +31,7 @@ class QKRecorder:
         for name, module in self.unet.named_modules():
             if type(module).__name__ == "Transformer2DModel":
                 self._hooks.append(module.register_forward_pre_hook(self._shape_hook(name), with_kwargs=True))
-            if name.endswith("attn2"):
+            if name.endswith(self.attention):
                 owner = name.split(".transformer_blocks")[0]
                 self._hooks.append(module.to_q.register_forward_hook(self._q_hook(name, owner, module.heads)))
                 self._hooks.append(module.to_k.register_forward_hook(self._k_hook()))

@@ -35,6 +35,9 @@ MUTATIONS = [
     ("the writer takes no hold on its run", "bridge/recording/writer.py",
      "        self.hold = take_hold(self.folder)  # before the manifest: no prune may take a run being written\n",
      "        pass\n", ["tests/test_retention_sessions.py"]),
+    ("region rows not weighted by coverage", "bridge/attention/selfagg.py",
+     "self._pending.setdefault(hw, []).append(weights @ rows)", "self._pending.setdefault(hw, []).append((weights > 0).float() @ rows)",
+     ["tests/test_capture_self.py"]),
     ("OSC errors answered to any source", "bridge/live/osc_in.py",
      "        return host in self.reply_hosts or _is_loopback(host)\n", "        return True\n", ["tests/test_hostile_input.py"]),
 ]

@@ -14,18 +14,23 @@ def _processors(unet):
     return {name: m.processor for name, m in unet.named_modules() if hasattr(m, "set_processor")}
 
 
-def test_only_cross_attention_gets_capture_processors(tiny_engine):
+def test_only_the_familys_sites_get_capture_processors(tiny_engine):
+    """Cross-attention (word maps) and self-attention (region maps, read only while regions are
+    set) are wrapped around their own processors; nothing else is touched, and all is restored."""
+    from bridge.families.unet import self_attention_modules
+
     unet = tiny_engine.pipe.unet
     before = _processors(unet)
     cross = {n for n, _ in cross_attention_modules(unet)}
-    assert cross and all(n.endswith("attn2") for n in cross)
+    own = {n for n, _ in self_attention_modules(unet)}
+    assert cross and all(n.endswith("attn2") for n in cross) and own and all(n.endswith("attn1") for n in own)
     with AttentionCapture(tiny_engine.family):
         during = _processors(unet)
         for name, proc in during.items():
-            if name in cross:
+            if name in cross | own:
                 assert isinstance(proc, CaptureProcessor) and proc.original is before[name]
             else:
-                assert proc is before[name]  # self-attention keeps its own (SDPA) processor
+                assert proc is before[name]
     assert _processors(unet) == before
 
 

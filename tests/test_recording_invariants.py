@@ -50,6 +50,17 @@ def fail_in_array_bytes(monkeypatch):
     FaultyDisk(monkeypatch).fail_from(errno.ENOSPC, lambda path: f"{os.sep}maps{os.sep}{FAIL_AT:06d}.npy" in path)
 
 
+def fail_in_array_bytes_and_cannot_tidy(monkeypatch):
+    """As above, and the half-written file cannot be removed either (a killed process, a disk
+    that turned read-only): only writing to a temporary name keeps the final names whole."""
+    fail_in_array_bytes(monkeypatch)
+
+    def cannot_remove(path):
+        raise OSError(errno.EROFS, "read-only file system (injected)")
+
+    monkeypatch.setattr(writer_mod, "_remove", cannot_remove)
+
+
 def fail_at_rename(monkeypatch):
     """The rename that puts step FAIL_AT's cumulative map in place fails (maps is already there)."""
     real_replace = os.replace
@@ -68,7 +79,8 @@ def complete_index_steps(folder) -> list[int]:
     return [json.loads(line)["step"] for line in lines if line.endswith("\n")]
 
 
-@pytest.mark.parametrize("inject", [fail_in_array_bytes, fail_at_rename], ids=["array-bytes", "rename"])
+@pytest.mark.parametrize("inject", [fail_in_array_bytes, fail_in_array_bytes_and_cannot_tidy, fail_at_rename],
+                         ids=["array-bytes", "array-bytes-untidy", "rename"])
 def test_a_write_failing_mid_step_leaves_a_consistent_prefix(tmp_path, monkeypatch, inject):
     inject(monkeypatch)
     folder = tmp_path / "run"

@@ -75,6 +75,8 @@ def live_capture(tiny_engine, tmp_path_factory):
         with live_session(tiny_engine, osc_out=[osc.target], record=str(root / "runs"), steps=6) as session:
             client = RawClient(session.websocket.url)
             assert client.greeted()
+            # a self-attention region too, so its frames (type 5) and step "regions" replay as well
+            client.send({"type": "regions", "regions": [{"id": "apple", "box": [16, 16, 48, 48]}]})
             client.send({"type": "prompt", "prompt": "a red apple on a wooden table", "seed": 7})
             assert client.ended.wait(120), "the live run did not end"
             assert osc.wait_for(lambda msgs: any(a == "/daam/run/status" for a, _ in msgs), 10)
@@ -123,6 +125,9 @@ def test_replay_is_byte_identical_to_live_and_imports_no_torch(live_capture):
     for i, (a, b) in enumerate(zip(live_ws, replay_ws)):
         assert type(a) is type(b) and a == b, f"message {i} differs"
     assert any(isinstance(m, bytes) for m in replay_ws)
+    assert sum(isinstance(m, bytes) and m[5] == 5 for m in replay_ws) == 6  # one self-attention frame per step
+    assert all('"regions":[{"id":"apple","box":[16.0,16.0,48.0,48.0]}]' in m
+               for m in replay_ws if isinstance(m, str) and '"type":"step"' in m)
     # OSC: every bundle both sides sent is byte-identical.  An OSC sink skips a stale step when the
     # machine is too busy to send it before the next one (newest step wins, live and replay
     # alike), so the comparison is per step, with most steps required on both sides.

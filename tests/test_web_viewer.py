@@ -257,6 +257,37 @@ def test_a_page_opened_after_a_run_shows_the_finished_run(live_bridge):
         save_screenshot(late, "viewer-late-joiner.png")
 
 
+def test_a_box_dragged_on_the_preview_gets_its_self_attention_map(live_bridge):
+    """A VJ drags a box on the preview: the bridge hears it in image pixels, the next run's steps
+    carry the box's self-attention map, the panel shows it and the particles can follow it."""
+    with browser_page() as page:
+        open_viewer(page, live_bridge.url)
+        submit(page, PROMPT, 2, seed=1)  # a run first, so the page knows the image size
+        page.wait_for_function("window.viewer.counts.final >= 1", timeout=60_000)
+        box = page.locator("#preview").bounding_box()
+        page.mouse.move(box["x"] + box["width"] * 0.25, box["y"] + box["height"] * 0.25)
+        page.mouse.down()
+        page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.6, steps=5)
+        page.mouse.up()
+        page.wait_for_function("window.viewer.regions.length === 1", timeout=10_000)
+        region = page.evaluate("window.viewer.regions[0]")
+        w, h = page.evaluate("[window.viewer.run.width, window.viewer.run.height]")
+        x0, y0, x1, y1 = region["box"]  # the drag, in the run's image pixels
+        assert abs(x0 - 0.25 * w) <= 1 and abs(y0 - 0.25 * h) <= 1 and abs(x1 - 0.5 * w) <= 1 and abs(y1 - 0.6 * h) <= 1
+        assert "box" in page.inner_text("#self-region")
+        page.check("#follow-region")
+        submit(page, PROMPT, STEPS, seed=2)
+        page.wait_for_function(f"window.viewer.counts.self >= {STEPS}", timeout=120_000)
+        shown = canvas_pixels(page, "#self")[..., :3].astype(float)
+        assert lit_fraction(shown) > LIT / 2
+        save_screenshot(page, "viewer-self-attention.png")
+        page.click("#clear-regions")
+        page.wait_for_function("window.viewer.regions.length === 0", timeout=10_000)
+        cleared = canvas_pixels(page, "#self")[..., :3].astype(float)
+        assert cleared.mean() < 0.6 * shown.mean()  # no region: the dimmed preview, no heat over it
+        assert not page.errors, page.errors
+
+
 def test_a_bad_value_is_refused_with_the_bridges_sentence(live_bridge):
     with browser_page() as page:
         open_viewer(page, live_bridge.url)

@@ -13,6 +13,8 @@ const view = {
   connection: "connecting",
   state: "idle",
   mode: "live", // or "replay" (status.mode)
+  regions: [], // self-attention query regions ({id, box | pixel | polygon} in image pixels), as the bridge reports them
+  drag: null, // a box being dragged on the preview: {x0, y0, x1, y1} in image pixels
   run: null, // the run_start message
   selected: 0,
   step: null, // last step message
@@ -23,7 +25,7 @@ const view = {
   get cumulative() { return this.kinds.cumulative || null; },
   preview: document.createElement("canvas"), // latest preview / final image at its own size
   hasPreview: false,
-  counts: { binary: 0, json: 0, maps: 0, cumulative: 0, preview: 0, final: 0, steps: 0, runs: 0 },
+  counts: { binary: 0, json: 0, maps: 0, cumulative: 0, self: 0, preview: 0, final: 0, steps: 0, runs: 0 },
   errors: [],
   particles: null, // ParticleSim, or null when WebGL2 float rendering is unavailable
   particleError: "",
@@ -123,6 +125,7 @@ function onJson(msg) {
     case "status":
       setState(msg.state);
       if (msg.mode) setMode(msg.mode);
+      if (msg.regions) setRegions(msg.regions);
       if (msg.replay && Number.isFinite(msg.replay.speed) && document.activeElement !== $("speed")) $("speed").value = msg.replay.speed;
       if (typeof msg.selected === "number") view.selectionRun = msg.run_id ?? null;
       if (typeof msg.selected === "number" && msg.selected !== view.selected) select(msg.selected, false);
@@ -156,14 +159,14 @@ function onBinary(frame) {
   if (kind) {
     view.kinds[kind.name] = mapsToUnit(frame);
     view.counts[kind.name] = (view.counts[kind.name] || 0) + 1;
-    if (kind.name === "cumulative") updateParticleAttention();
+    if (kind.name === "cumulative" || kind.name === "self") updateParticleAttention();
     drawMaps();
   } else if (frame.type === FRAME.PREVIEW || frame.type === FRAME.FINAL) {
     const [h, w] = frame.shape;
     rgbToCanvas(view.preview, frame.data, w, h);
     view.hasPreview = true;
     view.counts[frame.type === FRAME.PREVIEW ? "preview" : "final"]++;
-    drawFitted($("preview"), view.preview);
+    drawPreview();
     if (view.particles) view.particles.setPreview(frame.data, w, h);
     drawMaps();
   }
@@ -206,6 +209,7 @@ function startRun(msg) {
 
 function onStep(msg) {
   view.step = msg;
+  if (!msg.regions && view.kinds.self) delete view.kinds.self; // a step without regions has no self map
   view.counts.steps++;
   view.mass[msg.step] = msg.mass;
   view.phaseTarget = phaseWeight(msg.phase_weights, view.law.phaseGain);
@@ -270,10 +274,91 @@ function wordMap(source, i) {
   return k >= 0 && k < source.maps.length ? source.maps[k] : null;
 }
 
+// The preview shows the query regions; a drag on it sets a box, a click a pixel.
+function drawPreview() {
+  const canvas = $("preview");
+  drawFitted(canvas, view.hasPreview ? view.preview : null);
+  const ctx = canvas.getContext("2d");
+  ctx.lineWidth = 2;
+  const boxes = view.regions.filter((r) => r.box).map((r) => r.box);
+  if (view.drag) boxes.push([view.drag.x0, view.drag.y0, view.drag.x1, view.drag.y1]);
+  for (const [x0, y0, x1, y1] of boxes) {
+    const [a, b] = toCanvas(x0, y0), [c, d] = toCanvas(x1, y1);
+    ctx.strokeStyle = "#fff";
+    ctx.strokeRect(a, b, c - a, d - b);
+  }
+  for (const r of view.regions.filter((r) => r.pixel)) {
+    const [a, b] = toCanvas(...r.pixel);
+    ctx.strokeStyle = "#fff";
+    ctx.strokeRect(a - 4, b - 4, 8, 8);
+  }
+}
+
+// Image pixels ↔ preview canvas pixels: the image is drawn fitted (aspect kept) into the canvas.
+function imageFit() {
+  const canvas = $("preview");
+  const W = view.run ? view.run.width : canvas.width, H = view.run ? view.run.height : canvas.height;
+  const s = Math.min(canvas.width / W, canvas.height / H);
+  return { W, H, s, ox: (canvas.width - W * s) / 2, oy: (canvas.height - H * s) / 2 };
+}
+
+function toCanvas(x, y) {
+  const f = imageFit();
+  return [f.ox + x * f.s, f.oy + y * f.s];
+}
+
+function toImage(ev) {
+  const canvas = $("preview"), rect = canvas.getBoundingClientRect(), f = imageFit();
+  const cx = (ev.clientX - rect.left) * (canvas.width / rect.width), cy = (ev.clientY - rect.top) * (canvas.height / rect.height);
+  const clamp = (v, hi) => Math.round(Math.min(hi, Math.max(0, v)) * 10) / 10;
+  return [clamp((cx - f.ox) / f.s, f.W), clamp((cy - f.oy) / f.s, f.H)];
+}
+
+function wireRegions() {
+  const canvas = $("preview");
+  canvas.addEventListener("pointerdown", (ev) => {
+    if (view.mode === "replay") return;
+    const [x, y] = toImage(ev);
+    view.drag = { x0: x, y0: y, x1: x, y1: y };
+    canvas.setPointerCapture(ev.pointerId);
+  });
+  canvas.addEventListener("pointermove", (ev) => {
+    if (!view.drag) return;
+    [view.drag.x1, view.drag.y1] = toImage(ev);
+    drawPreview();
+  });
+  canvas.addEventListener("pointerup", (ev) => {
+    if (!view.drag) return;
+    const { x0, y0, x1, y1 } = view.drag;
+    view.drag = null;
+    const f = imageFit();
+    const region = Math.hypot(x1 - x0, y1 - y0) * f.s < 4
+      ? { id: "pixel", pixel: [x0, y0] }
+      : { id: "box", box: [Math.min(x0, x1), Math.min(y0, y1), Math.max(x0, x1), Math.max(y0, y1)] };
+    if (send(control.regions([region]))) showMessage(`self-attention of the ${region.id}: from the next step`, "info", true);
+    drawPreview();
+  });
+  $("clear-regions").addEventListener("click", () => send(control.regions([])));
+  $("follow-region").addEventListener("change", updateParticleAttention);
+}
+
+function setRegions(regions) {
+  if (!Array.isArray(regions)) return;
+  view.regions = regions;
+  const r = regions[0];
+  $("self-region").textContent = r ? (r.box ? `box ${r.box.map(Math.round).join(", ")}` : `pixel ${r.pixel ? r.pixel.map(Math.round).join(", ") : r.id}`)
+    : "drag a box on the preview";
+  drawPreview();
+  drawMaps();
+  updateParticleAttention();
+}
+
 function drawMaps() {
   const source = $("cumulative").checked ? view.cumulative || view.maps : view.maps || view.cumulative;
   const map = wordMap(source, view.selected);
   drawHeat($("heat"), view.hasPreview ? view.preview : null, map, source?.w, source?.h);
+  const self = view.kinds.self;
+  drawHeat($("self"), view.hasPreview ? view.preview : null, self && view.regions.length ? self.maps[0] : null, self?.w, self?.h);
   document.querySelectorAll("#grid canvas").forEach((canvas, i) => {
     drawCell(canvas, wordMap(source, i), source?.w, source?.h);
   });
@@ -317,8 +402,9 @@ function scatterParticles() {
 
 function updateParticleAttention() {
   const sim = view.particles;
-  const source = view.cumulative || view.maps;
-  const map = wordMap(source, view.selected);
+  const region = $("follow-region").checked && view.kinds.self && view.regions.length ? view.kinds.self : null;
+  const source = region || view.cumulative || view.maps;
+  const map = region ? region.maps[0] : wordMap(source, view.selected);
   if (sim && map) sim.setAttention(map, source.w, source.h);
 }
 
@@ -389,6 +475,7 @@ function wireConsole() {
 }
 
 wireConsole();
+wireRegions();
 redrawTimeline();
 drawMaps();
 startParticles();

@@ -8,6 +8,7 @@ export const FRAME = Object.freeze({ MAPS: 1, CUMULATIVE: 2, PREVIEW: 3, FINAL: 
 export const MAP_KINDS = Object.freeze([
   { name: "maps", code: 1, labels: "words", normalization: "peak" },
   { name: "cumulative", code: 2, labels: "words", normalization: "peak" },
+  { name: "self", code: 5, labels: "regions", normalization: "peak" },
 ]);
 
 /** Frame type code → map kind ({name, code, labels, …}), from hello.map_kinds when sent. */
@@ -79,4 +80,5 @@ export const control = {
   select: (word) => JSON.stringify({ type: "select", word }),
   action: (name) => JSON.stringify({ type: name }),
   speed: (speed) => JSON.stringify({ type: "speed", speed }),
+  regions: (regions) => JSON.stringify({ type: "regions", regions }),
 };

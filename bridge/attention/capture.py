@@ -68,6 +68,7 @@ class AttentionCapture:
         self.family = family
         self.filter = LayerFilter(layers)
         self.aggregator: Aggregator | None = None
+        self.self_aggregator = None  # a SelfAggregator when the run may have query regions
         self._wrapped: list[tuple[object, object, CaptureProcessor]] = []
         self._by_name: dict[str, bool] = {}  # site → kept by name alone (no factor needed)
         self._geometry: dict[int, tuple[int, int, int]] = {}  # positions → (h, w, factor), this run
@@ -78,6 +79,7 @@ class AttentionCapture:
         sites = self.family.attention_sites()
         if not sites:
             raise ValueError(f"this model has no {self.family.attention_kind} layers to capture")
+        sites = sites + self.family.self_attention_sites()  # read only while regions are set
         try:
             for site in sites:
                 original = site.module.processor
@@ -91,7 +93,7 @@ class AttentionCapture:
         return self
 
     def __exit__(self, *exc) -> None:
-        self.aggregator = None
+        self.aggregator = self.self_aggregator = None
         self._restore()
 
     def _restore(self) -> None:
@@ -101,14 +103,17 @@ class AttentionCapture:
             module.set_processor(original)
         self._by_name.clear()
 
-    def begin(self, aggregator: Aggregator) -> None:
-        """Feed ``aggregator`` from now on (a run can be stopped mid-step: bridge/interrupt.py)."""
-        self.aggregator = aggregator
+    def begin(self, aggregator: Aggregator, self_aggregator=None) -> None:
+        """Feed ``aggregator`` (and ``self_aggregator``'s regions, when it has any) from now on
+        (a run can be stopped mid-step: bridge/interrupt.py)."""
+        self.aggregator, self.self_aggregator = aggregator, self_aggregator
         self._geometry = {}
         self._batch = None
 
     def reads(self, site) -> bool:
         """Whether a call of ``site`` may feed the maps (False: its processor just runs)."""
+        if site.kind == "self" and not (self.self_aggregator is not None and self.self_aggregator.active):
+            return False
         return self._by_name.get(site.name, False) or bool(self.filter.factors)
 
     def observe(self, site, call) -> None:
@@ -121,6 +126,8 @@ class AttentionCapture:
             # another pass in the same step: SD3's skip-layer guidance reruns the denoiser on
             # the conditional half alone; its rows are neither the CFG pair nor the model's plain pass
             return
+        if site.kind == "self":
+            return self._observe_self(site, call)
         probs = self.family.probabilities(site, call, aggregator.cfg)
         if probs is None:
             if site.name not in self._silent:
@@ -134,3 +141,20 @@ class AttentionCapture:
         h, w, factor = geometry
         if self._by_name[site.name] or factor in self.filter.factors:
             aggregator.add(probs, (h, w))
+
+    def _observe_self(self, site, call) -> None:
+        """A self-attention call: only the rows the regions cover, if the layer passes the filter."""
+        tap = call.taps.get("q", call.taps.get("qkv"))
+        if tap is None:
+            return
+        n = tap.shape[1]
+        geometry = self._geometry.get(n)
+        if geometry is None:
+            geometry = self._geometry[n] = self.family.layer_geometry(n, self.aggregator.latent_hw)
+        h, w, factor = geometry
+        if not (self._by_name[site.name] or factor in self.filter.factors):
+            return
+        agg = self.self_aggregator
+        probs = self.family.self_probabilities(site, call, self.aggregator.cfg, agg.rows(h, w))
+        if probs is not None:
+            agg.add(probs, (h, w))

@@ -37,6 +37,7 @@ class Site:
     name: str  # the module's name in the denoiser, e.g. "up_blocks.1.attentions.0.transformer_blocks.0.attn2"
     module: Any  # the attention module; its ``processor`` is wrapped, never replaced
     taps: dict[str, Any] = field(default_factory=dict)  # role → submodule whose output the probe reads
+    kind: str = "cross"  # "cross": image queries × text keys (word maps); "self": image × image (region maps)
 
 
 @dataclass
@@ -115,6 +116,16 @@ class ModelFamily:
 
     # -- locator and probe ----------------------------------------------------------------
     def attention_sites(self) -> list[Site]:
+        raise NotImplementedError
+
+    def self_attention_sites(self) -> list[Site]:
+        """Sites (``kind="self"``) whose image × image attention gives region maps; [] where
+        this family has none yet (a request with regions is then refused)."""
+        return []
+
+    def self_probabilities(self, site: Site, call: Call, cfg: bool, rows):
+        """(B, heads, len(rows), positions) float32: the softmax rows of the image queries at
+        ``rows`` over all image keys, conditional rows only; None when the taps did not fire."""
         raise NotImplementedError
 
     @property

@@ -13,6 +13,14 @@ from .base import Call, ModelFamily, Site
 DAAM_LEVELS = 4  # DAAM's layer vocabulary: factors 8, 16, 32 and 64 for SD's 8× VAE
 
 
+def self_attention_modules(unet) -> list[tuple[str, object]]:
+    """(name, module) for every self-attention module (``attn1``) of a UNet's transformer blocks."""
+    from diffusers.models.attention_processor import Attention
+
+    return [(name, module) for name, module in unet.named_modules()
+            if isinstance(module, Attention) and name.endswith("attn1") and not getattr(module, "is_cross_attention", False)]
+
+
 def cross_attention_modules(unet) -> list[tuple[str, object]]:
     """(name, module) for every cross-attention module of a UNet."""
     from diffusers.models.attention_processor import Attention
@@ -98,6 +106,15 @@ class UNetFamily(ModelFamily):
             sites.append(Site(name, module, taps))
         return sites
 
+    def self_attention_sites(self) -> list[Site]:
+        sites = []
+        for name, module in self_attention_modules(self.unet):
+            taps = {"q": module.to_q, "k": module.to_k}
+            if getattr(module, "to_qkv", None) is not None:  # fused: q, k, v are to_qkv's thirds
+                taps["qkv"] = module.to_qkv
+            sites.append(Site(name, module, taps, kind="self"))
+        return sites
+
     @property
     def layer_factors(self) -> tuple[int, ...]:
         return tuple(self.vae_factor * 2**k for k in range(DAAM_LEVELS))
@@ -107,18 +124,30 @@ class UNetFamily(ModelFamily):
         heads split from the projections, the module's own q/k norms and scale, its mask;
         scores in float32 where the model asks for upcast attention (SD 2.x), the softmax
         always in float32."""
+        return self._softmax(site, call, cfg, None)
+
+    def self_probabilities(self, site: Site, call: Call, cfg: bool, rows):
+        """The same softmax for the image queries at ``rows`` only (keys: every image position)."""
+        return self._softmax(site, call, cfg, rows)
+
+    def _softmax(self, site: Site, call: Call, cfg: bool, query_rows):
         import torch
 
         q, k = call.taps.get("q"), call.taps.get("k")
         if k is None and "kv" in call.taps:
             kv = call.taps["kv"]
             k = kv[..., : kv.shape[-1] // 2]
+        if (q is None or k is None) and "qkv" in call.taps:
+            q, k, _ = call.taps["qkv"].chunk(3, dim=-1)
         if q is None or k is None:
             return None
         attn = site.module
         batch, heads = q.shape[0], attn.heads
         rows = self.conditional_rows(batch, cfg)
-        q = q[rows].unflatten(-1, (heads, -1)).transpose(1, 2)
+        q = q[rows]
+        if query_rows is not None:
+            q = q.index_select(1, query_rows)
+        q = q.unflatten(-1, (heads, -1)).transpose(1, 2)
         k = k[rows].unflatten(-1, (heads, -1)).transpose(1, 2)
         if attn.norm_q is not None:
             q = attn.norm_q(q)

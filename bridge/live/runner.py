@@ -73,10 +73,12 @@ class Playlist:
 class Runner:
     """Owns the generation thread.  ``make_request(prompt=None, seed=None)`` builds a validated
     request from the current settings; ``on_error(code, message)`` reports refused or failed
-    runs; ``on_state()`` is called whenever :attr:`state` changes."""
+    runs; ``on_state()`` is called whenever :attr:`state` changes; ``regions()``, if given,
+    tells the engine the self-attention query regions at every step start."""
 
-    def __init__(self, engine, bus, make_request, on_error=None, on_state=None):
+    def __init__(self, engine, bus, make_request, on_error=None, on_state=None, regions=None):
         self.engine, self.bus = engine, bus
+        self.regions = regions
         self.make_request = make_request
         self.on_error = on_error or (lambda code, message: None)
         self.on_state = on_state or (lambda: None)
@@ -218,7 +220,7 @@ class Runner:
     def _run(self, request) -> None:
         self._set_state("running")
         try:
-            end = self.engine.generate(request, self.bus, self.should_stop, self.interrupted)
+            end = self.engine.generate(request, self.bus, self.should_stop, self.interrupted, regions=self.regions)
         except UserError as exc:  # refused before it started (engine busy, invalid request)
             log.error("run refused: %s", exc)
             self.on_error("invalid_value", str(exc))

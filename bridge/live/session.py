@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 SETTINGS = ("prompt", "negative_prompt", "seed", "steps", "guidance", "width", "height")
 # Preset keys a runtime preset switch applies (server, model and OSC wiring stay as started).
 SWITCHABLE = ("mode", *SETTINGS, "map_size", "vae_every", "preview", "include_special", "noise", "structure", "detail",
-              "blend", "playlist", "pause", "seeds", "loops")
+              "blend", "playlist", "pause", "seeds", "loops", "regions")
 
 
 class LiveSession(Wired):
@@ -38,15 +38,16 @@ class LiveSession(Wired):
         self.wire = Wire(self.values, self.control, self.status, progress=progress, limits=getattr(engine, "limits", None))
         self.bus = Bus([self])  # first sink: knows the run before any client hears of it
         self.current_run = None
+        self.regions = self.values.query_regions()  # self-attention query regions: a run follows them from its next step
         self.runner = Runner(engine, self.bus, self.make_request, on_error=self.wire.report_error,
-                             on_state=self.wire.broadcast_status)
+                             on_state=self.wire.broadcast_status, regions=lambda: self.regions)
         self._lock = threading.Lock()
         self.handlers = {
             "prompt": self._prompt, "set": self._set, "select": lambda v: self.selection.select(v["word"]),
             "pause": lambda v: self.runner.pause(), "resume": lambda v: self.runner.resume(),
             "cancel": lambda v: self.runner.cancel(), "next": lambda v: self.runner.next(),
             "preset": lambda v: self.switch_preset(v["name"]), "status": lambda v: self._osc_status(),
-            "speed": self._speed,
+            "speed": self._speed, "regions": self._regions,
         }
 
     # ------------------------------------------------------------------ lifecycle
@@ -103,6 +104,17 @@ class LiveSession(Wired):
     def _prompt(self, values: dict) -> None:
         self.runner.submit(self._set(values))
 
+    def _regions(self, values: dict) -> None:
+        regions = values["regions"]
+        if regions:
+            request = self.make_request()  # the size the next run draws at
+            if not self.engine.family.self_attention_sites():
+                raise ControlError(f"self-attention maps are not available for {self.engine.family.name} models yet")
+            for region in regions:
+                region.check_inside(request.width, request.height)
+        self.regions = regions
+        log.info("self-attention regions: %s", ", ".join(f"{r.id} {r.shape}" for r in regions) or "none")
+
     def _speed(self, values: dict) -> None:
         raise ControlError("speed applies to replayed recordings only; the live bridge runs as fast as the model", "unknown_type")
 
@@ -114,6 +126,7 @@ class LiveSession(Wired):
         with self._lock:
             self.values = self.values.replace(**{key: preset.values[key] for key in SWITCHABLE})
             self.settings = {k: getattr(self.values, k) for k in SETTINGS}
+            self.regions = self.values.query_regions()
             self.preset = preset.name
         self._apply_mode(self.values)
         log.info("preset switched to %s (%s mode)", preset.name, self.values.mode)
@@ -129,7 +142,7 @@ class LiveSession(Wired):
     def status(self) -> dict:
         r = self.runner
         fields = {"state": r.state, "mode": r.mode, "preset": self.preset, "run_id": self.current_run.run_id if self.current_run else "",
-                  "settings": dict(self.settings)}
+                  "settings": dict(self.settings), "regions": [region.to_dict() for region in self.regions]}
         if r.playlist is not None:
             fields["playlist"] = {"position": r.playlist.position, "length": len(r.playlist.prompts),
                                   "loops_done": r.playlist.loops_done}

@@ -120,6 +120,7 @@ class Recording:
             preview=preview,
             elapsed=float(line["elapsed"]),
             timings=dict(line.get("timings", {})),
+            regions=tuple(line.get("regions", ())),
         )
 
     def frames(self) -> Iterator[StepFrame]:

@@ -149,6 +149,8 @@ def index_line(frame: StepFrame, kinds: list[str]) -> dict:
     }
     if set(kinds) != set(mapkinds.V1_KINDS):  # version-1 lines without "kinds" hold exactly those
         line["kinds"] = kinds
+    if frame.regions:  # what labels the "self" maps of this step
+        line["regions"] = list(frame.regions)
     return line
 
 
