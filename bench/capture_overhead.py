@@ -7,7 +7,9 @@
 "plain" is the bare diffusers pipeline call (SDPA everywhere, no callback).  "captured" is
 ``Engine.generate`` on the same pipeline object: capture processors on every cross-attention
 layer, per-step DAAM aggregation, the linear preview, the one device→host transfer per step and
-the StepFrame records (published to an empty bus, so no sink cost is counted).
+the StepFrame records (published to an empty bus, so no sink cost is counted).  "box" is the
+captured run with one self-attention query region, a box of 8 × 8 = 64 latent pixels in the
+image's centre (``--no-box`` leaves it out): its map costs the box's rows of every attn1 layer.
 
 The UNet is the published Stable Diffusion 1.5 architecture (config below) with random
 weights: weights do not change the cost.  The text encoder is a 1-layer CLIP with SD's 768-wide
@@ -118,6 +120,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256, help="image side in pixels (default: %(default)s)")
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each variant (default: %(default)s)")
+    parser.add_argument("--no-box", dest="box", action="store_false", help="leave out the self-attention box variant")
     parser.add_argument("--threads", type=int, default=0,
                         help="CPU threads for torch (default: torch's choice); 1 makes CPU time a steady measure of work on a busy machine")
     args = parser.parse_args()
@@ -156,7 +159,19 @@ def main() -> None:
         assert end.status == "completed", end.error
         return end.image
 
-    variants = {"plain": plain, "captured": captured}
+    from dataclasses import replace
+
+    from bridge.regions import from_text
+
+    side, c = 8 * engine.family.vae_factor, args.size // 2  # 8 × 8 latent pixels, centred
+    box_req = engine.validate(replace(req, regions=(from_text(f"box:{c - side // 2},{c - side // 2},{c + side // 2},{c + side // 2}"),)))
+
+    def box():
+        end = engine.generate(box_req, Bus())
+        assert end.status == "completed", end.error
+        return end.image
+
+    variants = {"plain": plain, "captured": captured, **({"box": box} if args.box else {})}
     times = {k: [] for k in variants}
     cpu = {k: [] for k in variants}
     peaks = {k: [] for k in variants}
@@ -192,6 +207,12 @@ def main() -> None:
           f"process CPU time ×{statistics.median(cpu['captured']) / statistics.median(cpu['plain']):.3f}; peak memory ×{m_ratio:.3f}; working memory above the model: {max(growth['plain']) * mb:.1f} → "
           f"{max(growth['captured']) * mb:.1f} MiB")
     print(f"final images: max pixel difference plain vs captured = {diff} (of 255)")
+    if args.box:
+        b_ratio = statistics.median(times["box"]) / statistics.median(times["plain"])
+        b_cpu = statistics.median(cpu["box"]) / statistics.median(cpu["plain"])
+        b_diff = int(np.abs(plain_img.astype(int) - images["box"].astype(int)).max())
+        print(f"box/plain (one 64-latent-pixel self-attention region): wall time ×{b_ratio:.3f} (median), process CPU "
+              f"time ×{b_cpu:.3f}; peak memory ×{max(peaks['box']) / max(peaks['plain']):.3f}; max pixel difference {b_diff}")
 
 
 if __name__ == "__main__":

@@ -58,6 +58,25 @@ def test_bad_regions_are_refused_in_one_sentence_and_change_nothing(server, clie
     assert server.regions == before
 
 
+def test_osc_out_carries_each_regions_statistics(tiny_engine):
+    from tests._live import OscCollector
+
+    out = OscCollector()
+    try:
+        with live_session(tiny_engine, steps=2, osc_out=[out.target], regions=["box:0,0,32,32", "pixel:50,50"]) as s:
+            c = WsClient(s.websocket.url)
+            c.send({"type": "prompt", "prompt": "a red square"})
+            assert out.wait_for(lambda m: sum(a == "/daam/region/1" for a, _ in m) == 2, 60)
+            c.close()
+        assert out.addresses("/daam/regions") == [["r0", "r1"], ["r0", "r1"]]
+        first, second = out.addresses("/daam/region/0")
+        assert len(first) == 6 and 0 <= first[2] <= 1 and 0 <= first[3] <= 1  # mass, peak, x, y, spread, change
+        mass = [out.addresses(f"/daam/region/{i}")[0][0] for i in (0, 1)]
+        assert abs(sum(mass) - 1) < 1e-5 and first[5] == 0 and second[5] > 0  # change from the second step on
+    finally:
+        out.close()
+
+
 def test_osc_sets_and_clears_regions(server):
     osc = SimpleUDPClient("127.0.0.1", server.osc_in.port)
     osc.send_message("/daam/regions", ["box:0,0,32,32", "pixel:50,10"])

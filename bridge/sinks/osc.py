@@ -13,9 +13,9 @@ import socket
 import struct
 
 from ..errors import UserError
-from ..frames import RunEnd, RunStart, StepFrame
+from ..frames import RunEnd, RunStart, StepFrame, attention_mass
 from ..phases import PHASE_NAMES
-from ..wordstats import StatsTracker
+from ..wordstats import StatsTracker, word_stats
 from .mailbox import ThreadedSink
 from .selection import Selection
 
@@ -84,6 +84,7 @@ class OscSink(ThreadedSink):
         self.prefix = prefix.rstrip("/")
         self.selection = selection or Selection()
         self.tracker = StatsTracker()
+        self._previous_regions = None  # the last step's normalised region maps (for "change")
         self.sent = 0
         self.last_step_bytes = 0  # size of the last step's bundles, per target
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -142,12 +143,23 @@ class OscSink(ThreadedSink):
                 self.msg("/phase/weights", *(float(w) for w in event.phase_weights)),
             ]
             msgs += [self.msg(f"/word/{i}", *(float(v) for v in row)) for i, row in enumerate(stats)]
+            msgs += self._region_messages(event)
             self.last_step_bytes = self.send(msgs)
         elif isinstance(event, RunEnd):
             self.send([
                 self.msg("/run/end", event.steps_done, STATUS_CODES.get(event.status, 2)),
                 self.msg("/run/status", event.status),
             ])
+
+    def _region_messages(self, event: StepFrame) -> list:
+        """Per query region, the word statistics of its self-attention map (mass: its share)."""
+        maps = event.kinds.get("self")
+        if maps is None or not event.regions:
+            self._previous_regions = None
+            return []
+        stats, self._previous_regions = word_stats(maps, attention_mass(maps), self._previous_regions)
+        return [self.msg("/regions", *(str(r.get("id", "")) for r in event.regions)),
+                *(self.msg(f"/region/{i}", *(float(v) for v in row)) for i, row in enumerate(stats))]
 
     def close(self) -> None:
         super().close()
