@@ -86,7 +86,7 @@ def main(argv=None) -> int:
 
     engine = Engine.load(args.model, device=args.device, progress=False)
     sink = Frames()
-    shares, areas, self_steps, word_steps = [], [], [], []
+    shares, last_shares, areas, self_steps, word_steps = [], [], [], [], []
     for i, scene in enumerate(tqdm(A.sd.sample_scenes(A.BENCH_SEED, args.prompts), desc="self-attention")):
         base = GenerationRequest(scene.caption, seed=i, steps=args.steps)
         image = A.render(engine, base, Bus([sink])).image
@@ -105,6 +105,7 @@ def main(argv=None) -> int:
             per_step = [share(self_maps[s, r], mask) for s in range(len(self_maps))]
             final = share(self_maps[:, r].sum(axis=0), mask)
             shares.append(final)
+            last_shares.append(per_step[-1])
             areas.append(float(mask.mean()))
             self_steps.append(first_settled(per_step, per_step[-1]))
             noun = A.word_index(words, scene, j, "shape")
@@ -115,6 +116,7 @@ def main(argv=None) -> int:
     print(f"{args.model}, {args.prompts} prompts, {args.steps} steps: {n} drawn objects, a {BOX}×{BOX} px box in each")
     print(f"share of a box's self-attention on its own object: mean {statistics.mean(shares):.3f}, "
           f"median {statistics.median(shares):.3f}, 10th percentile {np.percentile(shares, 10):.3f} (target ≥ 0.7); "
+          f"the last step's map alone: mean {statistics.mean(last_shares):.3f}; "
           f"the object's area fraction (an even spread): mean {statistics.mean(areas):.3f}")
     print(f"step from which the box's per-step share stays ≥ {SETTLED:.0%} of its last: median {statistics.median(self_steps):.0f}; "
           f"step from which the shape word's mask stays ≥ 0.9 IoU with its last: median {statistics.median(word_steps):.0f} "

@@ -176,3 +176,43 @@ def test_single_side_and_particles_start_on_the_focus_word_as_the_viewer_does():
     assert choose_words(start, (), "single", mass) == ((2, "star"),)
     assert choose_words(start, (), "particles", mass) == ((2, "star"),)
     assert choose_words(start, (), "side", mass) == ((2, "star"), (6, "circle"))  # never "a"
+
+
+def test_a_timelapse_of_a_self_attention_region(tiny_engine, tmp_path, capsys):
+    """`--map self` draws a recorded region's self-attention over the preview; a step without
+    the region (regions change mid-run) shows the bare preview, and a run without regions says so."""
+    from bridge.bus import Bus
+    from bridge.engine import GenerationRequest
+    from bridge.recording import Recorder
+    from bridge.regions import from_text
+
+    frames_done = []
+
+    def regions():  # the box from the second step on, as a VJ would drag it mid-run
+        return (from_text("box:8,8,40,40"),) if len(frames_done) else ()
+
+    class Count:
+        def on_step(self, frame):
+            frames_done.append(frame.step)
+
+    folder = tmp_path / "self-run"
+    rec = Recorder(folder)
+    tiny_engine.generate(GenerationRequest("a red apple", steps=4), Bus([Count(), rec]), regions=regions)
+    rec.close()
+    out = tmp_path / "self.mp4"
+    assert main(["timelapse", str(folder), "-o", str(out), "--map", "self", "--layout", "side", "--size", "96",
+                 "--no-progress", "--hold", "0"]) == 0
+    video = video_frames(out)
+    assert len(video) == 4
+    tile = slice(30, 90)  # inside the 96-pixel tiles, below their labels (caption and timeline follow)
+    right = [f[tile, f.shape[1] // 2:].astype(int) for f in video]  # the region's tile
+    left = [f[tile, : f.shape[1] // 2].astype(int) for f in video]  # the bare preview
+    assert np.abs(right[0] - left[0]).mean() < 3  # step 0 had no region: no heat over it
+    assert np.abs(right[-1] - left[-1]).mean() > 10  # later steps: the box's map over the preview
+    assert main(["timelapse", str(folder), "-o", str(out), "--map", "self", "--words", "nope", "--no-progress"]) == 2
+    assert "region 'nope' is not in this run; its regions are: r0" in capsys.readouterr().err
+
+
+def test_a_self_timelapse_of_a_run_without_regions_says_how_to_get_one(run, tmp_path, capsys):
+    assert main(["timelapse", str(run), "-o", str(tmp_path / "x.mp4"), "--map", "self", "--no-progress"]) == 2
+    assert "has no self-attention maps; record one with --region" in capsys.readouterr().err

@@ -27,9 +27,9 @@ log = logging.getLogger(__name__)
 
 
 def map_kinds() -> tuple[str, ...]:
-    """The `--map` names of the word map kinds (bridge/mapkinds.py), read when asked so new
-    kinds show; layouts pick maps by word, so kinds with other labels are not offered."""
-    return tuple(k.cli_name for k in mapkinds.kinds() if k.labels == "words")
+    """The `--map` names of the map kinds (bridge/mapkinds.py), read when asked so new kinds
+    show: word kinds pick maps by word, ``self`` by query region."""
+    return tuple(k.cli_name for k in mapkinds.kinds() if k.labels in ("words", "regions"))
 
 
 class TimelapseError(UserError):
@@ -120,14 +120,41 @@ def choose_words(start: RunStart, requested: tuple[str, ...], layout: str, mass:
     return tuple((i, w) for i, w in enumerate(words[:16]))
 
 
+def choose_regions(rec: Recording, requested: tuple[str, ...], layout: str):
+    """(every region id of the run, the (index, id) pairs to show): requested ids or 0-based
+    indices; by default every region for grid (up to 16), else the first."""
+    ids = tuple(dict.fromkeys(r.get("id", "") for line in rec.steps for r in line.get("regions", ())))
+    if not ids:
+        raise TimelapseError("this recording has no self-attention maps; record one with --region "
+                             "(render) or the regions control (live)")
+    if requested:
+        chosen = []
+        for r in requested:
+            if r.isdigit() and int(r) < len(ids):
+                chosen.append((int(r), ids[int(r)]))
+            elif r in ids:
+                chosen.append((ids.index(r), r))
+            else:
+                raise TimelapseError(f"region {r!r} is not in this run; its regions are: {' '.join(ids)}")
+        return ids, tuple(dict.fromkeys(chosen))
+    if LAYOUTS[layout].words == "focus" or layout != "grid":
+        return ids, ((0, ids[0]),)
+    return ids, tuple(enumerate(ids[:16]))
+
+
 def render_timelapse(recording: str | Path | Recording, out: str | Path, options: TimelapseOptions = TimelapseOptions(),
                      progress: bool = True) -> dict:
     """Write the video; returns a summary (frames, size, steps, seconds, truncated)."""
     options.check()
     rec = recording_with_steps(recording, "render", TimelapseError)
     mass = np.array([line["mass"] for line in rec.steps], dtype=np.float64)
-    words = choose_words(rec.start, options.words, options.layout, mass)
-    style = Style(tile_size(rec.start, options.size), words, options.colormap, options.opacity, options.resolved_map_kind)
+    region_ids: tuple[str, ...] = ()
+    if mapkinds.by_cli_name(options.resolved_map_kind).labels == "regions":
+        region_ids, words = choose_regions(rec, options.words, options.layout)
+    else:
+        words = choose_words(rec.start, options.words, options.layout, mass)
+    style = Style(tile_size(rec.start, options.size), words, options.colormap, options.opacity, options.resolved_map_kind,
+                  region_ids)
     extra = {name: getattr(options, name) for name in LAYOUTS[options.layout].options}
     layout = make_layout(options.layout, rec.start, style, **extra)
     per_step = getattr(layout, "frames_per_step", 1)  # animated layouts give several frames per step

@@ -15,10 +15,11 @@ from .caption import font, font_size_for
 @dataclass(frozen=True)
 class Style:
     tile: tuple[int, int]  # (height, width) of one image tile
-    words: tuple[tuple[int, str], ...]  # (index in the run's words, word) to show
+    words: tuple[tuple[int, str], ...]  # (index in the run's words — or region ids —, its label) to show
     colormap: str = "inferno"
     opacity: float = 0.6
-    map_kind: str = "step"  # a map kind's `timelapse --map` name (bridge/mapkinds.py): step, cumulative
+    map_kind: str = "step"  # a map kind's `timelapse --map` name (bridge/mapkinds.py): step, cumulative, self
+    region_ids: tuple[str, ...] = ()  # for a kind labelled by regions: every region id of the run, in order
 
 
 def tile_size(start: RunStart, longest: int) -> tuple[int, int]:
@@ -28,9 +29,20 @@ def tile_size(start: RunStart, longest: int) -> tuple[int, int]:
     return (max(2, round(h * scale)), max(2, round(w * scale)))
 
 
-def frame_maps(frame: StepFrame, map_kind: str) -> np.ndarray:
-    """The frame's array of the map kind named ``map_kind`` on the command line."""
-    return frame.kinds[mapkinds.by_cli_name(map_kind).name]
+def frame_maps(frame: StepFrame, map_kind: str, region_ids: tuple[str, ...] = ()) -> np.ndarray:
+    """The frame's array of the map kind named ``map_kind`` on the command line.  A kind labelled
+    by regions is aligned to ``region_ids`` (regions may change between steps): a region this
+    step did not have gets an empty map."""
+    kind = mapkinds.by_cli_name(map_kind)
+    maps = frame.kinds.get(kind.name)
+    if kind.labels != "regions":
+        return maps
+    have = [r.get("id") for r in frame.regions] if maps is not None else []
+    out = np.zeros((len(region_ids), *frame.kinds["maps"].shape[1:]), np.float32)
+    for k, rid in enumerate(region_ids):
+        if rid in have:
+            out[k] = maps[have.index(rid)]
+    return out
 
 
 def label(tile: np.ndarray, text: str) -> np.ndarray:
