@@ -204,7 +204,7 @@ class Engine:
 
         if not req.regions:
             return
-        if not self.family.self_attention_sites():
+        if not self.family.has_region_maps:
             raise InvalidRequest(f"self-attention maps are not available for {self.family.name} models yet; "
                                  "send no regions")
         if len(req.regions) > _L.regions:

@@ -100,3 +100,42 @@ def daam_reference(steps, token_indices, map_hw) -> list[tuple[np.ndarray, np.nd
         cumulative = words.copy() if cumulative is None else cumulative + words
         out.append((words, cumulative.copy()))
     return out
+
+
+# --------------------------------------------------------------------------- query regions
+
+
+def _winding_inside(px, py, poly) -> bool:
+    wn = 0
+    for (x0, y0), (x1, y1) in zip(poly, poly[1:] + poly[:1]):
+        cross = (x1 - x0) * (py - y0) - (px - x0) * (y1 - y0)
+        if y0 <= py < y1 and cross > 0:
+            wn += 1
+        elif y1 <= py < y0 and cross < 0:
+            wn -= 1
+    return wn != 0
+
+
+def reference_coverage(spec: dict, h: int, w: int, image_hw) -> np.ndarray:
+    """A region's weights over an h × w layer grid, by its own point sampling (the definition
+    bridge/regions.py documents: 4 × 4 samples per cell for polygons; a box sampled finely
+    enough to be exact on the test grids), normalised to sum to 1."""
+    H, W = image_hw
+    cy, cx = H / h, W / w
+    cover = np.zeros((h, w))
+    if "pixel" in spec:
+        x, y = spec["pixel"]
+        cover[min(int(y // cy), h - 1), min(int(x // cx), w - 1)] = 1.0
+    else:
+        if "box" in spec:
+            x0, y0, x1, y1 = spec["box"]
+            inside = lambda px, py: x0 <= px <= x1 and y0 <= py <= y1  # noqa: E731
+        else:
+            poly = [tuple(p) for p in spec["polygon"]]
+            inside = lambda px, py: _winding_inside(px, py, poly)  # noqa: E731
+        s = 4 if "polygon" in spec else 16  # a box: fine enough to be exact on these grids
+        for i in range(h):
+            for j in range(w):
+                hits = sum(inside((j + (b + 0.5) / s) * cx, (i + (a + 0.5) / s) * cy) for a in range(s) for b in range(s))
+                cover[i, j] = hits / (s * s)
+    return cover.reshape(-1) / cover.sum()

@@ -86,7 +86,8 @@ class JointReference:
         d = joint_q.shape[-1]
         probs = torch.softmax(joint_q @ joint_k.transpose(-1, -2) / math.sqrt(d), dim=-1)  # (B, H, N+T, N+T)
         n = x.shape[1]
-        self.calls.append({"block": probs[:, :, :n, n:].mean(dim=1), "grid": self._grid})  # image × text, heads averaged
+        self.calls.append({"block": probs[:, :, :n, n:].mean(dim=1), "grid": self._grid,  # image × text, heads averaged
+                           "image": probs[:, :, :n, :n].mean(dim=1)})  # image × image: the region maps' block
 
     def mark_step(self):
         self.boundaries.append(len(self.calls))
@@ -287,3 +288,39 @@ def test_chunked_normaliser_equals_one_softmax_over_all_keys(monkeypatch):
         monkeypatch.setattr(sd3, "CHUNK_BYTES", budget)
         got = sd3.joint_text_probabilities(q, k, tk, 0.35)
         assert got.shape == (2, 1, 20, 7) and torch.allclose(got.double(), expected, atol=1e-6)
+
+
+def test_region_maps_are_the_image_block_of_the_joint_softmax(sd3_engine, collect):
+    """A box and a pixel on SD3: each region's rows of the image × image block of the joint
+    softmax (normalised over image and text keys), weighted by its coverage, heads averaged,
+    upsampled and summed over blocks, as the reference computes them in float64."""
+    import torch.nn.functional as F
+
+    from _qk_reference import reference_coverage
+    from bridge.regions import from_dict, parse_list
+
+    specs = [{"id": "box", "box": [8, 8, 40, 24]}, {"id": "dot", "pixel": [50, 50]}]
+    req = sd3_engine.validate(GenerationRequest(PROMPT, seed=2, steps=2, guidance=5.0, width=64, height=64,
+                                                regions=parse_list(specs, from_dict)))
+
+    class Marker:
+        def on_step(self, frame):
+            rec.mark_step()
+
+    with JointReference(sd3_engine.pipe.transformer) as rec:
+        end = sd3_engine.generate(req, Bus([Marker(), collect]))
+    assert end.status == "completed", end.error
+    map_hw = collect.start.map_size
+    start = 0
+    for frame, stop in zip(collect.frames, rec.boundaries):
+        want = torch.zeros(len(specs), *map_hw, dtype=torch.float64)
+        for call in rec.calls[start:stop]:
+            h, w = call["grid"]
+            weights = torch.from_numpy(np.stack([reference_coverage(s, h, w, (64, 64)) for s in specs]))
+            block = call["image"]
+            rows = block[block.shape[0] // 2:].sum(0)  # CFG: the conditional half
+            layer = (weights @ rows).reshape(1, len(specs), h, w)
+            want += F.interpolate(layer, size=map_hw, mode="bicubic", align_corners=False)[0].clamp(min=0)
+        start = stop
+        assert [r["id"] for r in frame.regions] == ["box", "dot"]
+        np.testing.assert_allclose(frame.kinds["self"].astype(np.float64), want.numpy(), rtol=2**-10, atol=1e-4)

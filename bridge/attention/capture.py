@@ -112,9 +112,13 @@ class AttentionCapture:
 
     def reads(self, site) -> bool:
         """Whether a call of ``site`` may feed the maps (False: its processor just runs)."""
-        if site.kind == "self" and not (self.self_aggregator is not None and self.self_aggregator.active):
+        if site.kind == "self" and not self._regions_active:
             return False
         return self._by_name.get(site.name, False) or bool(self.filter.factors)
+
+    @property
+    def _regions_active(self) -> bool:
+        return self.self_aggregator is not None and self.self_aggregator.active
 
     def observe(self, site, call) -> None:
         """One call's taps → probabilities → the aggregator, if the layer passes the filter."""
@@ -128,6 +132,8 @@ class AttentionCapture:
             return
         if site.kind == "self":
             return self._observe_self(site, call)
+        if site.kind == "joint" and self._regions_active:
+            self._observe_self(site, call)
         probs = self.family.probabilities(site, call, aggregator.cfg)
         if probs is None:
             if site.name not in self._silent:

@@ -37,7 +37,8 @@ class Site:
     name: str  # the module's name in the denoiser, e.g. "up_blocks.1.attentions.0.transformer_blocks.0.attn2"
     module: Any  # the attention module; its ``processor`` is wrapped, never replaced
     taps: dict[str, Any] = field(default_factory=dict)  # role → submodule whose output the probe reads
-    kind: str = "cross"  # "cross": image queries × text keys (word maps); "self": image × image (region maps)
+    kind: str = "cross"  # "cross": image queries × text keys (word maps); "self": image × image (region
+    # maps); "joint": one joint attention giving both
 
 
 @dataclass
@@ -122,6 +123,11 @@ class ModelFamily:
         """Sites (``kind="self"``) whose image × image attention gives region maps; [] where
         this family has none yet (a request with regions is then refused)."""
         return []
+
+    @property
+    def has_region_maps(self) -> bool:
+        """Whether this family gives self-attention maps of query regions."""
+        return bool(self.self_attention_sites())
 
     def self_probabilities(self, site: Site, call: Call, cfg: bool, rows):
         """(B, heads, len(rows), positions) float32: the softmax rows of the image queries at

@@ -37,24 +37,27 @@ def joint_attention_modules(transformer) -> list[tuple[str, object]]:
             if getattr(block.attn, "add_k_proj", None) is not None]
 
 
-def joint_text_probabilities(q, k, text_k, scale: float):
-    """Mean over heads of softmax([q·kᵀ, q·text_kᵀ]·scale) restricted to the text keys.
+def joint_text_probabilities(q, k, text_k, scale: float, block: str = "text"):
+    """Mean over heads of softmax([q·kᵀ, q·text_kᵀ]·scale) restricted to the text keys
+    (``block="image"``: to the image keys, for the self-attention maps of query regions).
 
-    q, k: (rows, heads, N, d) image queries and keys; text_k: (rows, heads, T, d).
-    Returns (rows, 1, N, T) float32.  The log-sum-exp over all N + T keys is taken per chunk
-    of queries, so at most ``CHUNK_BYTES`` of scores exist at once.
+    q: (rows, heads, Q, d) image queries (all N of them, or a region's rows); k: (rows, heads,
+    N, d) image keys; text_k: (rows, heads, T, d).  Returns (rows, 1, Q, T or N) float32.  The
+    log-sum-exp over all N + T keys is taken per chunk of queries, so at most ``CHUNK_BYTES``
+    of scores exist at once.
     """
     import torch
 
     rows, heads, n, _ = q.shape
-    chunk = max(1, CHUNK_BYTES // (4 * rows * heads * (n + text_k.shape[2])))
+    chunk = max(1, CHUNK_BYTES // (4 * rows * heads * (k.shape[2] + text_k.shape[2])))
     q, k, text_k = q.float(), k.float().transpose(-1, -2), text_k.float().transpose(-1, -2)
     out = []
     for start in range(0, n, chunk):  # over query chunks, not tokens: a few per layer
         qc = q[:, :, start:start + chunk] * scale
-        text_scores = torch.matmul(qc, text_k)
-        lse = torch.logaddexp(torch.matmul(qc, k).logsumexp(-1), text_scores.logsumexp(-1))
-        out.append((text_scores - lse.unsqueeze(-1)).exp_().mean(dim=1, keepdim=True))
+        text_scores, image_scores = torch.matmul(qc, text_k), torch.matmul(qc, k)
+        lse = torch.logaddexp(image_scores.logsumexp(-1), text_scores.logsumexp(-1))
+        kept = text_scores if block == "text" else image_scores
+        out.append((kept - lse.unsqueeze(-1)).exp_().mean(dim=1, keepdim=True))
     return torch.cat(out, dim=2)
 
 
@@ -137,8 +140,13 @@ class SD3Family(ModelFamily):
 
     # -- locator and probe ----------------------------------------------------------------
     def attention_sites(self) -> list[Site]:
-        return [Site(name, module, {"q": module.to_q, "k": module.to_k, "text_k": module.add_k_proj})
+        # "joint": one call gives the word maps and, while regions are set, the region maps
+        return [Site(name, module, {"q": module.to_q, "k": module.to_k, "text_k": module.add_k_proj}, kind="joint")
                 for name, module in joint_attention_modules(self.transformer)]
+
+    @property
+    def has_region_maps(self) -> bool:
+        return True
 
     @property
     def layer_factors(self) -> tuple[int, ...]:
@@ -159,6 +167,21 @@ class SD3Family(ModelFamily):
 
         return joint_text_probabilities(heads(q, attn.norm_q), heads(k, attn.norm_k),
                                         heads(text_k, attn.norm_added_k), attn.scale)
+
+    def self_probabilities(self, site: Site, call: Call, cfg: bool, rows):
+        """The image × image block of the joint softmax for the image queries at ``rows``."""
+        q, k, text_k = call.taps.get("q"), call.taps.get("k"), call.taps.get("text_k")
+        if q is None or k is None or text_k is None:
+            return None
+        attn = site.module
+        cond = self.conditional_rows(q.shape[0], cfg)
+
+        def heads(x, norm):
+            x = x[cond].unflatten(-1, (attn.heads, -1)).transpose(1, 2)
+            return x if norm is None else norm(x)
+
+        return joint_text_probabilities(heads(q, attn.norm_q).index_select(2, rows), heads(k, attn.norm_k),
+                                        heads(text_k, attn.norm_added_k), attn.scale, block="image")
 
     def layer_geometry(self, positions: int, latent_hw: tuple[int, int]) -> tuple[int, int, int]:
         h, w = latent_hw[0] // self.patch, latent_hw[1] // self.patch

@@ -108,7 +108,7 @@ class LiveSession(Wired):
         regions = values["regions"]
         if regions:
             request = self.make_request()  # the size the next run draws at
-            if not self.engine.family.self_attention_sites():
+            if not self.engine.family.has_region_maps:
                 raise ControlError(f"self-attention maps are not available for {self.engine.family.name} models yet")
             for region in regions:
                 region.check_inside(request.width, request.height)
