@@ -76,7 +76,9 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--model", default="builtin")
     p.add_argument("--device", default="auto")
+    p.add_argument("--layers", default=None, help="layer filter, as render --layers (default: every layer)")
     args = p.parse_args(argv)
+    layers = tuple(x.strip() for x in args.layers.split(",")) if args.layers else None
 
     from tqdm import tqdm
 
@@ -88,7 +90,7 @@ def main(argv=None) -> int:
     sink = Frames()
     shares, last_shares, areas, self_steps, word_steps = [], [], [], [], []
     for i, scene in enumerate(tqdm(A.sd.sample_scenes(A.BENCH_SEED, args.prompts), desc="self-attention")):
-        base = GenerationRequest(scene.caption, seed=i, steps=args.steps)
+        base = GenerationRequest(scene.caption, seed=i, steps=args.steps, layers=layers)
         image = A.render(engine, base, Bus([sink])).image
         objects = [(j, m) for j, m in enumerate(A.object_masks(image, scene)) if m is not None]
         if not objects:
@@ -113,7 +115,8 @@ def main(argv=None) -> int:
             word_steps.append(masks.stabilisation_steps(ious, np.arange(len(ious)), 0.9)[0] or 0)
 
     n = len(shares)
-    print(f"{args.model}, {args.prompts} prompts, {args.steps} steps: {n} drawn objects, a {BOX}×{BOX} px box in each")
+    print(f"{args.model}, {args.prompts} prompts, {args.steps} steps, layers {args.layers or 'all'}: {n} drawn objects, "
+          f"a {BOX}×{BOX} px box in each")
     print(f"share of a box's self-attention on its own object: mean {statistics.mean(shares):.3f}, "
           f"median {statistics.median(shares):.3f}, 10th percentile {np.percentile(shares, 10):.3f} (target ≥ 0.7); "
           f"the last step's map alone: mean {statistics.mean(last_shares):.3f}; "

@@ -7,6 +7,8 @@
     curves.png              the mass curves, with each word's stabilisation step marked
     stability.csv           per word: stabilisation step (see bridge/masks.py), the fraction of the
                             run it came at, the lowest IoU with the final mask from then on, final mass
+    self/     ID.png        per self-attention query region (render --region): its map summed over the
+                            steps that had it, over the final image, the region outlined
 
 Images are ``size`` pixels on the long side (default 512: the built-in model draws 64×64, too
 small to look at), the final image resized with Lanczos.  The DAAM map is the cumulative map of
@@ -35,7 +37,7 @@ from .timelapse.plot import LinePlot
 
 log = logging.getLogger(__name__)
 
-WHAT = ("maps", "overlays", "masks", "curves")
+WHAT = ("maps", "overlays", "masks", "curves", "self")
 MAX_SIZE = 8192
 
 
@@ -105,9 +107,48 @@ def export(recording: str | Path | Recording, out: str | Path, options: ExportOp
                 m = masks.daam_mask(d, options.tau).astype(np.uint8) * 255
                 _save(out / "masks" / stem, m, written, "masks")
     result: dict = {"files": written, "truncated": rec.truncated, "steps": len(rec)}
+    if "self" in options.what:
+        _regions(rec, out, image, options, written)
     if "curves" in options.what:
         result["stability"] = _curves(rec, out, options, written)
     return result
+
+
+def _regions(rec: Recording, out: Path, image: np.ndarray, options: ExportOptions, written: dict) -> None:
+    """One overlay per query region the run recorded (none: nothing is written)."""
+    from PIL import ImageDraw
+
+    from .regions import from_dict
+
+    sums: dict[str, np.ndarray] = {}
+    shapes: dict[str, dict] = {}
+    for i, line in enumerate(rec.steps):
+        regions = line.get("regions") or ()
+        if not regions:
+            continue
+        maps = np.asarray(rec.map_array("self", i), dtype=np.float32)
+        for k, region in enumerate(regions):
+            rid = str(region.get("id", k))
+            sums[rid] = sums.get(rid, 0) + maps[k]
+            shapes[rid] = region
+    if not sums:
+        return
+    (out / "self").mkdir(exist_ok=True)
+    scale = image.shape[1] / rec.start.width
+    for rid, total in sums.items():
+        picture = Image.fromarray(heatmap.overlay(image, heatmap.normalized(heatmap.upsample(total, image.shape[:2])),
+                                                  options.colormap, options.opacity))
+        region = from_dict(shapes[rid])
+        points = [(x * scale, y * scale) for x, y in region.points]
+        draw = ImageDraw.Draw(picture)
+        if region.shape == "box":
+            draw.rectangle([*points[0], *points[1]], outline=(255, 255, 255), width=2)
+        elif region.shape == "polygon":
+            draw.polygon(points, outline=(255, 255, 255))
+        else:
+            (x, y), r = points[0], 4
+            draw.rectangle([x - r, y - r, x + r, y + r], outline=(255, 255, 255), width=2)
+        _save(out / "self" / (file_stem(0, rid)[3:] + ".png"), np.asarray(picture), written, "self")
 
 
 def _final_image(rec: Recording) -> np.ndarray:

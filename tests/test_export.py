@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from pathlib import Path
 import json
 
 import numpy as np
@@ -144,7 +145,7 @@ def test_cli_exports_everything_by_default(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--what", "maps,videos"], "--what takes a comma-separated list of maps, overlays, masks, curves"),
+    (["--what", "maps,videos"], "--what takes a comma-separated list of maps, overlays, masks, curves, self"),
     (["--tau", "1.5"], "tau must be within 0..1"),
     (["--opacity", "-1"], "opacity must be within 0..1"),
     (["--size", "-5"], "size must be a whole number of pixels within 0..8192"),
@@ -197,3 +198,22 @@ def test_export_of_a_real_engine_run(tiny_engine, tmp_path_factory, tmp_path):
     rows = list(csv.DictReader(open(tmp_path / "out" / "curves.csv")))
     assert [int(r["step"]) for r in rows] == list(range(manifest["steps_done"]))
     assert all(s["stable_step"] is not None for s in result["stability"])
+
+
+def test_self_attention_regions_export_one_overlay_each(tiny_engine, tmp_path):
+    from bridge.bus import Bus
+    from bridge.engine import GenerationRequest
+    from bridge.recording import Recorder
+    from bridge.regions import from_text, parse_list
+
+    rec = Recorder(tmp_path / "run")
+    regions = parse_list(["box:8,8,40,40", "pixel:50,12"], from_text)
+    tiny_engine.generate(GenerationRequest("a red apple", steps=2, regions=regions), Bus([rec]))
+    rec.close()
+    result = export(tmp_path / "run", tmp_path / "out", ExportOptions(what=("self",), size=256), progress=False)
+    assert sorted(Path(p).name for p in result["files"]["self"]) == ["r0.png", "r1.png"]
+    box = np.asarray(Image.open(tmp_path / "out" / "self" / "r0.png"))
+    assert box.shape == (256, 256, 3)
+    assert (box[32, 32:160] == 255).all()  # the box's outline, at the export's scale (×4)
+    plain = export(synthetic_recording(tmp_path / "plain", steps=2), tmp_path / "out2", progress=False)
+    assert "self" not in plain["files"] and not (tmp_path / "out2" / "self").exists()
