@@ -130,6 +130,16 @@ def wait_run_end(page, prompt: str, timeout: float = 120_000) -> None:
                            arg=[prompt], timeout=timeout)
 
 
+def submit_ws(bridge, prompt: str, steps: int) -> None:
+    """Start a run as another client would (the stage view has no console)."""
+    client = WsClient(bridge.url.replace("http://", "ws://"))
+    try:
+        client.send({"type": "prompt", "prompt": prompt, "steps": steps})
+        client.until(lambda m: isinstance(m, dict) and m.get("type") == "run_start", 60)
+    finally:
+        client.close()
+
+
 def counts(page) -> dict:
     return page.evaluate("({...window.viewer.counts})")
 
@@ -286,6 +296,54 @@ def test_a_box_dragged_on_the_preview_gets_its_self_attention_map(live_bridge):
         cleared = canvas_pixels(page, "#self")[..., :3].astype(float)
         assert cleared.mean() < 0.6 * shown.mean()  # no region: the dimmed preview, no heat over it
         assert not page.errors, page.errors
+
+
+def test_the_stage_view_fills_the_window_and_answers_its_keys(live_bridge):
+    """What an installation puts on the projector: ?stage shows only the particle morph, the
+    whole window, no cursor; keys pick the word (the bridge hears it), the view and the law."""
+    with browser_page() as page:
+        page.set_viewport_size({"width": 1280, "height": 720})
+        page.goto(f"{live_bridge.url}?particles={PARTICLES}&stage")
+        page.wait_for_function("window.viewer && window.viewer.connection === 'open'", timeout=20_000)
+        box = page.locator("#particles").bounding_box()
+        assert (box["x"], box["y"], box["width"], box["height"]) == (0, 0, 1280, 720)
+        for chrome in ("header", "#console", "#words", "#timeline", "#preview", "#heat"):
+            assert not page.is_visible(chrome), chrome
+        assert page.evaluate("getComputedStyle(document.body).cursor") == "none"
+        assert page.evaluate("[document.getElementById('particles').width, document.getElementById('particles').height]") == [1280, 720]
+        submit_ws(live_bridge, PROMPT, STEPS)
+        page.wait_for_function("window.viewer.counts.final >= 1", timeout=120_000)
+        start = page.evaluate("window.viewer.selected")
+        page.keyboard.press("ArrowRight")
+        page.wait_for_function(f"window.viewer.selected === {(start + 1) % 7}", timeout=5_000)
+        attraction = page.evaluate("window.viewer.law.attraction")
+        page.keyboard.press("]")
+        assert page.evaluate("window.viewer.law.attraction") == attraction + 1
+        page.keyboard.press("h")
+        assert page.is_visible("#stage-help") and "previous / next word" in page.inner_text("#stage-help")
+        page.keyboard.press("p")  # the heat map over the image instead of the particles
+        assert page.locator("#heat").bounding_box()["width"] == 1280 and not page.is_visible("#particles")
+        assert lit_fraction(canvas_pixels(page, "#heat")) > LIT / 4
+        save_screenshot(page, "viewer-stage.png")
+        page.keyboard.press("Escape")
+        assert page.is_visible("header") and page.locator("#heat").bounding_box()["width"] == 384
+        assert not page.errors, page.errors
+
+
+def test_the_particle_morph_runs_on_real_time_not_on_drawn_frames(live_bridge):
+    """A page drawing few frames takes several simulation steps per frame: in one real second
+    the simulation advances about one second (60 steps of 1/60 s), whatever the frame rate."""
+    with browser_page() as page:
+        open_viewer(page, live_bridge.url)
+        page.wait_for_function("window.viewer.counts.particleFrames > 10", timeout=20_000)
+        steps = page.evaluate("""() => new Promise((done) => {
+            const v = window.viewer, s0 = v.counts.simSteps, t0 = performance.now();
+            const busy = () => { const until = performance.now() + 40; while (performance.now() < until) {} };
+            const id = setInterval(busy, 45);  // a page that can draw only a few frames a second
+            setTimeout(() => { clearInterval(id); done([v.counts.simSteps - s0, performance.now() - t0]); }, 1500);
+        })""")
+        simulated, elapsed_ms = steps
+        assert simulated / 60 == pytest.approx(elapsed_ms / 1000, rel=0.35), steps
 
 
 def test_a_bad_value_is_refused_with_the_bridges_sentence(live_bridge):

@@ -408,17 +408,103 @@ function updateParticleAttention() {
   if (sim && map) sim.setAttention(map, source.w, source.h);
 }
 
+// The morph runs on real time: a browser that draws 15 frames a second takes 4 simulation
+// steps per frame (at most MAX_STEPS_PER_FRAME), so the star forms as fast as on a fast one.
+const MAX_STEPS_PER_FRAME = 8;
 let last = 0;
+let owed = 0; // simulated seconds not yet stepped
 function animate(now) {
   const sim = view.particles;
-  const elapsed = last ? Math.min(0.1, (now - last) / 1000) : 0;
+  const elapsed = last ? Math.min(0.25, (now - last) / 1000) : view.law.dt;
   last = now;
   // Ease w towards the newest phase weight (time constant 0.5 s): no hard cuts between steps.
   view.phaseSmooth += (view.phaseTarget - view.phaseSmooth) * (1 - Math.exp(-elapsed / 0.5));
-  sim.step(view.law, view.phaseSmooth);
+  owed = Math.min(owed + elapsed, MAX_STEPS_PER_FRAME * view.law.dt);
+  let steps = 0;
+  while (owed >= view.law.dt * 0.999 && steps < MAX_STEPS_PER_FRAME) {
+    sim.step(view.law, view.phaseSmooth);
+    owed -= view.law.dt;
+    steps++;
+  }
+  view.counts.simSteps = (view.counts.simSteps || 0) + steps;
   sim.draw({ aspect: view.run ? view.run.width / view.run.height : 1 });
   view.counts.particleFrames = (view.counts.particleFrames || 0) + 1;
   requestAnimationFrame(animate);
+}
+
+// ------------------------------------------------------------------ stage view
+
+// ?stage (or the S key): one full-window picture for a projector — the particle morph, or the
+// heat map over the image — no chrome, no cursor.  Keys: ←/→ word, P particles/heat,
+// C cumulative/step map, [ ] attraction, - = wind, R scatter, H help, Esc or S leave.
+const PANEL_SIZE = 384; // the panels' canvas size outside the stage (index.html)
+const STAGE_KEYS = [
+  ["← →", "previous / next word"], ["P", "particles or heat map"], ["C", "cumulative or this step's map"],
+  ["[ ]", "attraction − / +"], ["- =", "wind − / +"], ["R", "scatter the particles"], ["H", "this help"], ["S, Esc", "leave the stage"],
+];
+
+function setStage(on, what = view.stage || "particles") {
+  view.stage = on ? what : null;
+  document.body.dataset.stage = on ? what : "";
+  if (on) fitStage();
+  else {
+    for (const id of ["particles", "heat"]) $(id).width = $(id).height = PANEL_SIZE;
+    drawMaps();
+  }
+}
+
+// The stage canvas fills the window (aspect kept by the drawing code), at the screen's pixels.
+function fitStage() {
+  const canvas = $(view.stage === "heat" ? "heat" : "particles");
+  const dpr = window.devicePixelRatio || 1;
+  canvas.width = Math.round(window.innerWidth * dpr);
+  canvas.height = Math.round(window.innerHeight * dpr);
+  drawMaps();
+}
+
+function nudge(name, delta, lo, hi) {
+  view.law[name] = Math.min(hi, Math.max(lo, view.law[name] + delta));
+  const input = document.querySelector(`#controls input[data-param="${name}"]`);
+  if (input) input.value = view.law[name];
+  showStageNote(`${name} ${view.law[name].toFixed(2)}`);
+}
+
+function showStageNote(text) {
+  const note = $("stage-note");
+  note.textContent = text;
+  note.dataset.shown = String(performance.now());
+  setTimeout(() => { if (performance.now() - Number(note.dataset.shown) >= 1900) note.textContent = ""; }, 2000);
+}
+
+function wireStage() {
+  $("stage-help").innerHTML = STAGE_KEYS.map(([k, v]) => `<div><b>${k}</b> ${v}</div>`).join("");
+  window.addEventListener("resize", () => { if (view.stage) fitStage(); });
+  document.addEventListener("keydown", (ev) => {
+    if (ev.target instanceof HTMLInputElement) return; // typing a prompt is not a shortcut
+    const key = ev.key;
+    if (!view.stage) {
+      if (key === "s" || key === "S") setStage(true);
+      return;
+    }
+    const words = view.run ? view.run.words.length : 0;
+    if (key === "Escape" || key === "s" || key === "S") setStage(false);
+    else if ((key === "ArrowRight" || key === "ArrowLeft") && words) {
+      select((view.selected + (key === "ArrowRight" ? 1 : words - 1)) % words, true);
+      showStageNote(view.run.words[view.selected]);
+    } else if (key === "p" || key === "P") {
+      setStage(false);
+      setStage(true, view.stage === "heat" ? "particles" : "heat");
+    } else if (key === "c" || key === "C") {
+      $("cumulative").checked = !$("cumulative").checked;
+      drawMaps();
+    } else if (key === "[" || key === "]") nudge("attraction", key === "]" ? 1 : -1, 0, 30);
+    else if (key === "-" || key === "=") nudge("wind", key === "=" ? 0.25 : -0.25, 0, 5);
+    else if (key === "r" || key === "R") scatterParticles();
+    else if (key === "h" || key === "H") $("stage-help").hidden = !$("stage-help").hidden;
+    else return;
+    ev.preventDefault();
+  });
+  if (params.has("stage")) setStage(true, params.get("stage") === "heat" ? "heat" : "particles");
 }
 
 // ------------------------------------------------------------------ console
@@ -476,6 +562,7 @@ function wireConsole() {
 
 wireConsole();
 wireRegions();
+wireStage();
 redrawTimeline();
 drawMaps();
 startParticles();
