@@ -62,6 +62,19 @@ def load_limits():
 
 LIMITS = load_limits()
 
+
+def load_palette():
+    """The product's colours (bridge/palette.py, standard library only), loaded by path."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("attention_bridge_palette", os.path.join(REPO, "bridge", "palette.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+PALETTE = load_palette()
+
 # Uniforms of shaders/particle_step.glsl and the expressions that feed them (Vectors page).
 UNIFORMS = (
     ("uAttraction", "parent().par.Attraction"),
@@ -250,10 +263,9 @@ def build(root=None):
     render.par.outputresolution = "custom"
     render.par.resolutionw = render.par.resolutionh = 1024
 
-    # Heat map colours: the attention map looked up in the viewer's inferno-like ramp.
+    # Heat map colours: the attention map looked up in the product's heat ramp (bridge/palette.py).
     keys = table_dat(comp, "heat_ramp_keys", [["pos", "r", "g", "b", "a"]] + [
-        [pos, r / 255, g / 255, b / 255, 1] for pos, (r, g, b) in
-        ((0.0, (0, 0, 4)), (0.25, (87, 16, 110)), (0.5, (188, 55, 84)), (0.75, (249, 142, 9)), (1.0, (252, 255, 164)))], 6, 0)
+        [pos, r / 255, g / 255, b / 255, 1] for pos, (r, g, b) in PALETTE.heat_stops()], 6, 0)
     ramp = place(comp.create(td.rampTOP, "heat_ramp"), 6, 1)
     ramp.par.dat = keys.name
     heat = place(comp.create(td.lookupTOP, "heat_colors"), 7, 0)

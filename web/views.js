@@ -1,14 +1,11 @@
 // Drawing for the viewer's 2-D panels: preview, heat map, word grid, attention-mass timeline.
 // Pure functions of (canvas, data); app.js decides when to call them.
 
-// Inferno-like colour map, piecewise linear through a few stops (0..1 → [r, g, b]).
-const STOPS = [
-  [0.0, [0, 0, 4]],
-  [0.25, [87, 16, 110]],
-  [0.5, [188, 55, 84]],
-  [0.75, [249, 142, 9]],
-  [1.0, [252, 255, 164]],
-];
+import { HEAT, WORDS } from "./palette.js";
+
+// The product's heat ramp (bridge/palette.py, also TouchDesigner's and the timelapse's):
+// evenly spaced stops, piecewise linear (0..1 → [r, g, b]).
+const STOPS = HEAT.map((rgb, i) => [i / (HEAT.length - 1), rgb]);
 export const LUT = (() => {
   const lut = new Uint8ClampedArray(256 * 3);
   for (let i = 0; i < 256; i++) {
@@ -23,9 +20,10 @@ export const LUT = (() => {
   return lut;
 })();
 
-// Distinct colours for words in the timeline and chips (golden-angle hues).
+// Word i's colour in the timeline and chips: the product's word colours (bridge/palette.py).
 export function wordColor(i, alpha = 1) {
-  return `hsla(${(i * 137.508) % 360}, 75%, 62%, ${alpha})`;
+  const [r, g, b] = WORDS[i % WORDS.length];
+  return `rgba(${r}, ${g}, ${b}, ${alpha})`;
 }
 
 const scratch = document.createElement("canvas");

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..palette import HEAT, WORDS
+
 _STOPS: dict[str, list[tuple[int, int, int]]] = {
-    "inferno": [(0, 0, 4), (31, 12, 72), (85, 15, 109), (136, 34, 106), (186, 54, 85),
-                (227, 89, 51), (249, 140, 10), (249, 201, 50), (252, 255, 164)],
+    "inferno": list(HEAT),  # the product's heat ramp (bridge/palette.py): viewer and TouchDesigner too
     "magma": [(0, 0, 4), (28, 16, 68), (79, 18, 123), (129, 37, 129), (181, 54, 122),
               (229, 80, 100), (251, 135, 97), (254, 194, 135), (252, 253, 191)],
     "viridis": [(68, 1, 84), (71, 45, 123), (59, 82, 139), (44, 114, 142), (33, 145, 140),
@@ -25,12 +26,7 @@ _STOPS: dict[str, list[tuple[int, int, int]]] = {
 
 COLORMAPS = tuple(_STOPS)
 
-# Distinct, colour-blind-friendly hues (Okabe–Ito order, then a few more) for word curves.
-WORD_COLORS = (
-    (230, 159, 0), (86, 180, 233), (0, 158, 115), (240, 228, 66), (0, 114, 178),
-    (213, 94, 0), (204, 121, 167), (255, 255, 255), (160, 160, 160), (153, 0, 0),
-    (102, 204, 102), (153, 102, 255),
-)
+WORD_COLORS = WORDS  # the product's word colours (bridge/palette.py)
 
 
 def lut(name: str) -> np.ndarray:
