@@ -27,10 +27,10 @@ With no command the live bridge starts (same as `serve`) on the built-in offline
 EPILOG = """\
 examples:
   python run_bridge.py                                 live bridge, built-in model, preset "live"
-  python run_bridge.py render --prompt "a red apple on a wooden table" --steps 20 --seed 7 --out runs/apple
-  python run_bridge.py replay runs/apple --loop        stream a saved run (no GPU, no torch)
-  python run_bridge.py timelapse runs/apple -o apple.mp4
-  python run_bridge.py export runs/apple --what maps,overlays,masks,curves
+  python run_bridge.py render --prompt "a yellow star and a green circle" --steps 20 --seed 7 --out runs/star
+  python run_bridge.py replay runs/star --loop        stream a saved run (no GPU, no torch)
+  python run_bridge.py timelapse runs/star -o star.mp4
+  python run_bridge.py export runs/star --what maps,overlays,masks,curves
 
 `python run_bridge.py COMMAND --help` explains each command.
 """

@@ -1,7 +1,7 @@
 """The engine: one loaded pipeline that turns generation requests into run events on a bus.
 
     engine = Engine.load("builtin")                      # ModelError on failure
-    req = engine.validate(GenerationRequest("a red apple on a wooden table", seed=7))
+    req = engine.validate(GenerationRequest("a yellow star and a green circle", seed=7))
     end = engine.generate(req, bus)                      # RunStart, one StepFrame per step, RunEnd
 
 Per step (in ``callback_on_step_end``) the attention aggregator closes the step on the device,

@@ -67,7 +67,7 @@ FIELDS: tuple[Field, ...] = (
     Field("dtype", "model", "str", "auto", "auto, float32, float16, bfloat16 (or fp32, fp16, bf16)",
           choices=("auto", "float32", "float16", "bfloat16", "fp32", "fp16", "bf16")),
     # generation
-    Field("prompt", "generation", "str", "a red apple on a wooden table", "prompt of the first run"),
+    Field("prompt", "generation", "str", "a yellow star and a green circle", "prompt of the first run"),
     Field("negative_prompt", "generation", "str", "", "negative prompt", aliases=("--negative",)),
     Field("seed", "generation", "int", 0, "seed of the first run", L.seed.lo, L.seed.hi),
     Field("steps", "generation", "int", 20, "denoising steps per run", L.steps.lo, L.steps.hi),

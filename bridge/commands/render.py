@@ -18,7 +18,7 @@ The recording (docs/RECORDING.md) can be replayed live, turned into a timelapse 
 """
 EPILOG = """\
 examples:
-  python run_bridge.py render --prompt "a red apple on a wooden table" --steps 20 --seed 7 --out runs/apple
+  python run_bridge.py render --prompt "a yellow star and a green circle" --steps 20 --seed 7 --out runs/star
   python run_bridge.py render --prompt "a cat in a hat" --model stable-diffusion-v1-5/stable-diffusion-v1-5 --out runs/cat
   python run_bridge.py render --prompt "a castle" --model ~/models/sd15.safetensors --width 768 --height 512 --out runs/castle
   python run_bridge.py render --prompt "neon city" --phases 0.1,0.5,0.4 --vae-every 5 --layers 16,32 --out runs/city

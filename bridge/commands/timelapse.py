@@ -43,13 +43,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         + " (default auto: the layout's own, step for overlays, cumulative for particles)")
     p.add_argument("--size", type=int, default=384, help="pixels on the long side of one image tile (default: 384)")
     p.add_argument("--fps", type=float, default=8.0, help="video frames per second (default: 8)")
-    p.add_argument("--hold", type=float, default=1.0, help="seconds the final image stays on screen (default: 1)")
+    p.add_argument("--hold", type=float, default=None,
+                   help="seconds the final image stays on screen (default: 1; particles 4, while the morph settles)")
     p.add_argument("--no-caption", dest="caption", action="store_false", help="leave out the caption")
     p.add_argument("--no-timeline", dest="timeline", action="store_false", help="leave out the mass timeline")
     p.add_argument("--particles", type=int, default=0,
                    help="particles layout: particle count (default: one per pixel of a half-size tile)")
-    p.add_argument("--frames-per-step", type=int, default=3,
-                   help="particles layout: video frames per recorded step (default: 3)")
+    p.add_argument("--frames-per-step", type=int, default=6,
+                   help="particles layout: video frames per recorded step (default: 6)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
 

@@ -27,6 +27,7 @@ class Layout:
     map_kind: str  # map kind under `--map auto` (a `timelapse --map` name, bridge/mapkinds.py)
     help: str  # one line for `timelapse --help`
     options: tuple[str, ...] = ()  # TimelapseOptions fields handed to ``make``
+    hold: float = 1.0  # seconds the end stays on screen unless --hold says otherwise
 
 
 LAYOUTS: dict[str, Layout] = {
@@ -39,7 +40,7 @@ LAYOUTS: dict[str, Layout] = {
                "the plain preview next to one overlay per word (default: the focus word and the strongest other)"),
         Layout("particles", Particles, "focus", "cumulative",
                "the particle force law of docs/PARTICLES.md driven by one word's attention",
-               ("particles", "frames_per_step", "fps")),
+               ("particles", "frames_per_step", "fps"), hold=4.0),  # the morph goes on settling after the last step
     )
 }
 

@@ -45,12 +45,12 @@ class TimelapseOptions:
     map_kind: str = "auto"  # auto: "step" for overlays, "cumulative" for particles (as the viewer)
     size: int = 384  # pixels on the long side of one image tile
     fps: float = 8.0
-    hold: float = 1.0  # seconds the final image stays on screen
+    hold: float | None = None  # seconds the final image stays on screen (None: the layout's, 1 s; particles 4 s)
     caption: bool = True
     timeline: bool = True
     timeline_height: int = 72
     particles: int = 0  # particles layout: how many (0: one per pixel of a half-size tile)
-    frames_per_step: int = 3  # particles layout: video frames per recorded step
+    frames_per_step: int = 6  # particles layout: video frames per recorded step (enough for the morph to follow)
 
     def check(self) -> None:
         if self.layout not in LAYOUTS:
@@ -65,12 +65,16 @@ class TimelapseOptions:
             raise TimelapseError(f"size must be 16..4096 pixels, got {self.size}")
         if not 0.1 <= self.fps <= 120:
             raise TimelapseError(f"fps must be within 0.1..120, got {self.fps}")
-        if self.hold < 0:
+        if self.hold is not None and self.hold < 0:
             raise TimelapseError(f"hold must be ≥ 0 seconds, got {self.hold}")
         if self.particles < 0 or self.particles > 1_000_000:
             raise TimelapseError(f"particles must be 0 (automatic) .. 1000000, got {self.particles}")
         if not 1 <= self.frames_per_step <= 60:
             raise TimelapseError(f"frames per step must be 1..60, got {self.frames_per_step}")
+
+    @property
+    def resolved_hold(self) -> float:
+        return LAYOUTS[self.layout].hold if self.hold is None else self.hold
 
     @property
     def resolved_map_kind(self) -> str:
@@ -160,7 +164,7 @@ def render_timelapse(recording: str | Path | Recording, out: str | Path, options
     per_step = getattr(layout, "frames_per_step", 1)  # animated layouts give several frames per step
 
     final = rec.final_image() if not rec.truncated else None
-    hold_frames = round(options.hold * options.fps)
+    hold_frames = round(options.resolved_hold * options.fps)
     total_frames = len(rec) * per_step + hold_frames
     t0 = time.perf_counter()
     Path(out).parent.mkdir(parents=True, exist_ok=True)
