@@ -26,8 +26,12 @@ def test_the_viewer_draws_the_same_256_levels_as_the_timelapse():
         page.goto(f"{base}/index.html?ws=ws://127.0.0.1:9/")  # no bridge needed: only the module's table
         lut = page.evaluate("async () => Array.from((await import('/views.js')).LUT)")
         word = page.evaluate("async () => (await import('/views.js')).wordColor(13)")
+        page.wait_for_function("document.getElementById('legend-ramp').getContext('2d').getImageData(159, 5, 1, 1).data[0] > 0")
+        ends = page.evaluate("""() => { const c = document.getElementById('legend-ramp').getContext('2d');
+            return [Array.from(c.getImageData(0, 5, 1, 1).data.slice(0, 3)), Array.from(c.getImageData(159, 5, 1, 1).data.slice(0, 3))]; }""")
     js = np.array(lut, np.int64).reshape(256, 3)
     assert np.abs(js - colormaps.lut("inferno").astype(np.int64)).max() <= 1  # rounding only
+    assert [tuple(e) for e in ends] == [palette.HEAT[0], palette.HEAT[-1]]  # the legend: no attention → peak
     r, g, b = palette.WORDS[13 % len(palette.WORDS)]
     assert word == f"rgba({r}, {g}, {b}, 1)"
 

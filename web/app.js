@@ -2,7 +2,7 @@
 // frames arrive, a console that sends prompts and selections back.  docs/PROTOCOL.md.
 
 import { FRAME, control, decodeFrame, kindTable, mapsToUnit } from "./protocol.js";
-import { drawCell, drawFitted, drawHeat, drawTimeline, rgbToCanvas, wordColor } from "./views.js";
+import { drawCell, drawFitted, drawHeat, drawLegend, drawTimeline, rgbToCanvas, wordColor } from "./views.js";
 import { DEFAULTS, ParticleSim, gridHomes, phaseWeight, scatteredState } from "./particles.js";
 
 const $ = (id) => document.getElementById(id);
@@ -31,7 +31,7 @@ const view = {
   particleError: "",
   phaseTarget: 0, // w from the latest phase weights
   phaseSmooth: 0, // w eased towards the target so the morph never cuts
-  law: { ...DEFAULTS },
+  law: { ...DEFAULTS, pointSize: 1.5 }, // the particle law, and the drawn points' size in pixels
 };
 window.viewer = view;
 
@@ -427,7 +427,9 @@ function animate(now) {
     steps++;
   }
   view.counts.simSteps = (view.counts.simSteps || 0) + steps;
-  sim.draw({ aspect: view.run ? view.run.width / view.run.height : 1 });
+  // points scale with the canvas, so the stage view's full-window morph looks like the panel's
+  const scale = Math.max(1, $("particles").height / PANEL_SIZE);
+  sim.draw({ aspect: view.run ? view.run.width / view.run.height : 1, pointSize: view.law.pointSize * scale });
   view.counts.particleFrames = (view.counts.particleFrames || 0) + 1;
   requestAnimationFrame(animate);
 }
@@ -563,6 +565,7 @@ function wireConsole() {
 wireConsole();
 wireRegions();
 wireStage();
+drawLegend($("legend-ramp"));
 redrawTimeline();
 drawMaps();
 startParticles();

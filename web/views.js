@@ -83,6 +83,16 @@ export function drawHeat(canvas, previewCanvas, map, w, h) {
   if (map) drawFitted(canvas, mapCanvas(map, w, h, true), { clear: false });
 }
 
+/** The heat ramp left (no attention) to right (a map's peak): the legend of every heat map. */
+export function drawLegend(canvas) {
+  const ctx = canvas.getContext("2d");
+  for (let x = 0; x < canvas.width; x++) {
+    const v = Math.round((255 * x) / Math.max(1, canvas.width - 1));
+    ctx.fillStyle = `rgb(${LUT[3 * v]}, ${LUT[3 * v + 1]}, ${LUT[3 * v + 2]})`;
+    ctx.fillRect(x, 0, 1, canvas.height);
+  }
+}
+
 /** A small heat map (no preview) into a grid cell's canvas. */
 export function drawCell(canvas, map, w, h) {
   drawFitted(canvas, map ? mapCanvas(map, w, h, false) : null);
