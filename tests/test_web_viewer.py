@@ -346,6 +346,27 @@ def test_the_particle_morph_runs_on_real_time_not_on_drawn_frames(live_bridge):
         assert simulated / 60 == pytest.approx(elapsed_ms / 1000, rel=0.35), steps
 
 
+def test_a_slow_renderer_gets_fewer_particles_unless_a_count_was_asked_for(live_bridge):
+    """A page that can draw only a few frames a second (software GL on a show PC) drops to a
+    quarter of the particles, and again, down to 4096; ?particles=N is kept as asked."""
+    slow = """() => { const busy = () => { const t = performance.now() + 60; while (performance.now() < t) {} };
+                      window.__slow = setInterval(busy, 65); }"""
+    with browser_page() as page:
+        page.goto(live_bridge.url)  # the default count
+        page.wait_for_function("window.viewer && window.viewer.particles", timeout=20_000)
+        assert page.evaluate("window.viewer.particles.count") == 65536
+        page.evaluate(slow)
+        page.wait_for_function("window.viewer.particles.count <= 16384", timeout=60_000)
+        assert "draws slowly" in page.evaluate("window.viewer.particleNote")
+        assert not page.errors, page.errors
+    with browser_page() as page:
+        page.goto(f"{live_bridge.url}?particles=65536")
+        page.wait_for_function("window.viewer && window.viewer.counts.particleFrames > 5", timeout=20_000)
+        page.evaluate(slow)
+        page.wait_for_function("window.viewer.counts.particleFrames > 60", timeout=60_000)
+        assert page.evaluate("window.viewer.particles.count") == 65536
+
+
 def test_a_bad_value_is_refused_with_the_bridges_sentence(live_bridge):
     with browser_page() as page:
         open_viewer(page, live_bridge.url)

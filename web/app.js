@@ -167,6 +167,7 @@ function onBinary(frame) {
     view.hasPreview = true;
     view.counts[frame.type === FRAME.PREVIEW ? "preview" : "final"]++;
     drawPreview();
+    view.lastPreview = { data: frame.data, w, h }; // for a particle system made later (a slow renderer's smaller one)
     if (view.particles) view.particles.setPreview(frame.data, w, h);
     drawMaps();
   }
@@ -392,6 +393,30 @@ function startParticles() {
   }
 }
 
+// A slow renderer (software GL on a projector PC) gets fewer particles, a quarter at a time down
+// to MIN_PARTICLES, so the morph keeps its pace and the page answers at once.  Only when the
+// count was not asked for (?particles=N is obeyed).
+const SLOW_FRAME_S = 1 / 24;
+const MIN_PARTICLES = 4096;
+const frameTimes = [];
+function checkRenderer(elapsed) {
+  const sim = view.particles;
+  if (params.get("particles") || !sim || sim.count <= MIN_PARTICLES) return;
+  frameTimes.push(elapsed);
+  if (frameTimes.length < 40) return;
+  const median = [...frameTimes.slice(10)].sort((a, b) => a - b)[15]; // the first frames warm up
+  frameTimes.length = 0;
+  if (median <= SLOW_FRAME_S) return;
+  const count = Math.max(MIN_PARTICLES, sim.count >> 2);
+  view.particles = new ParticleSim(sim.gl, Math.ceil(Math.sqrt(count)));
+  view.particles.setHomes(gridHomes(view.particles.count, 1));
+  scatterParticles();
+  if (view.lastPreview) view.particles.setPreview(view.lastPreview.data, view.lastPreview.w, view.lastPreview.h);
+  updateParticleAttention();
+  view.particleNote = `${view.particles.count} particles: this browser draws slowly (${Math.round(1 / median)} frames/s)`;
+  $("particles").title = view.particleNote;
+}
+
 let scatterSeed = 7;
 function scatterParticles() {
   const sim = view.particles;
@@ -427,6 +452,7 @@ function animate(now) {
     steps++;
   }
   view.counts.simSteps = (view.counts.simSteps || 0) + steps;
+  checkRenderer(elapsed);
   // points scale with the canvas, so the stage view's full-window morph looks like the panel's
   const scale = Math.max(1, $("particles").height / PANEL_SIZE);
   sim.draw({ aspect: view.run ? view.run.width / view.run.height : 1, pointSize: view.law.pointSize * scale });
