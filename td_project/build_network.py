@@ -124,6 +124,15 @@ def add_parameters(comp):
     active.default = active.val = True
     for name in ("Generate", "Pause", "Resume", "Cancel"):
         bridge.appendPulse(name, label=name)
+    # A self-attention query region in image pixels: x0 = x1 and y0 = y1 is one pixel (docs/CAPTURE.md).
+    for name, label in (("Regionx0", "Region X0"), ("Regiony0", "Region Y0"), ("Regionx1", "Region X1"), ("Regiony1", "Region Y1")):
+        p = bridge.appendFloat(name, label=label)[0]
+        p.default = p.val = 0.0
+        p.normMin, p.normMax = 0.0, 512.0
+    bridge.appendPulse("Setregion", label="Set Region")
+    bridge.appendPulse("Clearregion", label="Clear Region")
+    follow = bridge.appendToggle("Followregion", label="Particles Follow Region")[0]
+    follow.default = follow.val = False
 
     law = comp.appendCustomPage("Particles")
     # Defaults of docs/PARTICLES.md (bridge.particles.ParticleParams).
@@ -208,6 +217,12 @@ def build(root=None):
     attention = script_top(comp, "attention_map", 2, 0, "rgba32float")
     step_map = script_top(comp, "step_map", 2, 1, "rgba32float")
     preview = script_top(comp, "preview_image", 2, 2, "rgba8fixed")
+    region = script_top(comp, "region_map", 2, 3, "rgba32float")  # the first region's self-attention
+    # What drives the particles: the selected word's cumulative map, or the region's map.
+    drive = place(comp.create(td.switchTOP, "particle_attention"), 3, 1)
+    for source in (attention, region):
+        source.outputConnectors[0].connect(drive)
+    bind(drive.par.index, "int(parent().par.Followregion)")
 
     # The particle system: state ping-pongs through a Feedback TOP.
     homes = script_top(comp, "homes", 3, 3, "rgba32float")
@@ -217,7 +232,7 @@ def build(root=None):
     step = place(comp.create(td.glslTOP, "particle_step"), 5, 3)
     step.par.pixeldat = "particle_step_glsl"
     step.par.format = "rgba32float"
-    for source in (feedback, homes, attention):  # inputs 0, 1, 2 as prelude_touchdesigner.glsl expects
+    for source in (feedback, homes, drive):  # inputs 0, 1, 2 as prelude_touchdesigner.glsl expects
         source.outputConnectors[0].connect(step)
     feedback.par.top = "particle_step"
     for i, (uniform, expression) in enumerate(UNIFORMS):

@@ -48,6 +48,12 @@ def onPulse(par):
         send(comp, {"type": "prompt", "prompt": prompt, "seed": int(comp.par.Seed.eval()), "steps": int(comp.par.Steps.eval())})
     elif par.name in ("Pause", "Resume", "Cancel"):
         send(comp, {"type": par.name.lower()})
+    elif par.name == "Setregion":
+        x0, y0, x1, y1 = (float(getattr(comp.par, n).eval()) for n in ("Regionx0", "Regiony0", "Regionx1", "Regiony1"))
+        region = {"id": "td", "pixel": [x0, y0]} if (x0, y0) == (x1, y1) else {"id": "td", "box": [x0, y0, x1, y1]}
+        send(comp, {"type": "regions", "regions": [region]})
+    elif par.name == "Clearregion":
+        send(comp, {"type": "regions", "regions": []})
     elif par.name == "Reset":
         reset_particles(comp)
     return

@@ -13,12 +13,13 @@ import json
 # bridge's selection), uint8 already normalised per word; metadata arrives over OSC.
 SUBSCRIPTION = {
     "type": "subscribe",
-    "frames": ["maps", "cumulative", "preview", "final"],
+    "frames": ["maps", "cumulative", "self", "preview", "final"],
     "words": "selected",
     "dtype": "uint8",
     "meta": False,
 }
-TOP_FOR_FRAME = {"maps": "step_map", "cumulative": "attention_map", "preview": "preview_image", "final": "preview_image"}
+TOP_FOR_FRAME = {"maps": "step_map", "cumulative": "attention_map", "self": "region_map", "preview": "preview_image",
+                 "final": "preview_image"}
 
 
 def set_state(comp, name, value):

@@ -179,7 +179,7 @@ def _build_touchdesigner_network(monkeypatch):
     td.ParMode = types.SimpleNamespace(EXPRESSION="expression")
     for kind in ("baseCOMP", "textDAT", "tableDAT", "websocketDAT", "oscinDAT", "scriptTOP", "feedbackTOP", "glslTOP",
                  "constantCHOP", "lagCHOP", "geometryCOMP", "rectangleSOP", "constantMAT", "cameraCOMP", "renderTOP",
-                 "nullTOP", "parameterexecuteDAT", "rampTOP", "lookupTOP"):
+                 "nullTOP", "parameterexecuteDAT", "rampTOP", "lookupTOP", "switchTOP"):
         setattr(td, kind, kind)
     monkeypatch.setitem(sys.modules, "td", td)
     path = ROOT / "td_project" / "build_network.py"

@@ -188,7 +188,8 @@ class StandInCOMP:
         "Host": "127.0.0.1", "Port": 8765, "Oscport": 7000, "Oscprefix": "/daam", "Prompt": "", "Seed": 0, "Steps": 20,
         "Word": 0, "Attraction": 8.0, "Wind": 1.5, "Drag": 0.08, "Dt": 1 / 60, "Noisescale": 3.0, "Noisespeed": 0.05,
         "Attentionfloor": 0.1, "Phasegainnoise": 0.0, "Phasegainstructure": 0.7, "Phasegaindetail": 1.0,
-        "Morphtime": 0.5, "Particles": 4096,
+        "Morphtime": 0.5, "Particles": 4096, "Regionx0": 0.0, "Regiony0": 0.0, "Regionx1": 0.0, "Regiony1": 0.0,
+        "Followregion": False,
     }
 
     def __init__(self):
@@ -203,7 +204,7 @@ class StandInCOMP:
             "phase_target": StandInOP(self, "phase_target"),
             "state_feedback": StandInOP(self, "state_feedback"),
         }
-        for name in ("attention_map", "step_map", "preview_image", "homes", "initial_state"):
+        for name in ("attention_map", "step_map", "preview_image", "region_map", "homes", "initial_state"):
             self.children[name] = StandInScriptTOP(self, name)
         self.children["bridge_ws"] = StandInWebSocketDAT(self)
         self.osc_dat = StandInWebSocketDAT(self)  # only parent() is used by the OSC callbacks
@@ -388,6 +389,19 @@ def test_binary_frames_of_a_real_run_become_flipped_textures(real_run):
     assert comp.op("log").text == ""
 
 
+def test_a_regions_self_attention_frame_becomes_the_region_texture():
+    """A type-5 frame (the bridge's self maps, all regions) uploads its first region, flipped."""
+    comp = StandInCOMP()
+    maps = np.zeros((2, 4, 6), np.float32)
+    maps[0, 0, 5] = 1.0  # region 0 looks at the top right corner
+    maps[1] = 1.0
+    frame = P.encode_frame(5, P.convert_maps(maps, P.UINT8, "self"), run=1, step=0, total=1)
+    ws_mod.onReceiveBinary(comp.op("bridge_ws"), bytearray(frame))
+    tex = comp.op("region_map").uploads[-1]
+    assert tex.shape == (4, 6, 4) and tex[::-1][0, 5, 0] == 1.0 and tex[..., 0].sum() == 1.0
+    assert comp.op("log").text == ""
+
+
 def test_frame_type_codes_are_the_bridges_table():
     from bridge import mapkinds
 
@@ -461,6 +475,20 @@ def test_generate_sends_a_prompt_the_bridge_accepts_and_an_empty_prompt_is_refus
     assert len(comp.op("bridge_ws").sent) == 1 and "type a prompt" in comp.op("log").text
     controls_mod.onPulse(comp.par.Pause)
     assert parse_json_control(json.loads(comp.op("bridge_ws").sent[-1])).kind == "pause"
+
+
+def test_region_pulses_send_a_box_a_pixel_or_none_the_bridge_accepts():
+    comp = StandInCOMP()
+    comp.par.Regionx0, comp.par.Regiony0, comp.par.Regionx1, comp.par.Regiony1 = 8.0, 10.0, 30.0, 40.0
+    controls_mod.onPulse(comp.par.Setregion)
+    control = parse_json_control(json.loads(comp.op("bridge_ws").sent[-1]))
+    assert control.kind == "regions" and [r.to_dict() for r in control.values["regions"]] == [{"id": "td", "box": [8.0, 10.0, 30.0, 40.0]}]
+    comp.par.Regionx1, comp.par.Regiony1 = 8.0, 10.0
+    controls_mod.onPulse(comp.par.Setregion)
+    control = parse_json_control(json.loads(comp.op("bridge_ws").sent[-1]))
+    assert [r.shape for r in control.values["regions"]] == ["pixel"]
+    controls_mod.onPulse(comp.par.Clearregion)
+    assert parse_json_control(json.loads(comp.op("bridge_ws").sent[-1])).values == {"regions": ()}
 
 
 def test_word_selector_sends_select_but_never_echoes_the_bridges_own_selection():
@@ -561,7 +589,7 @@ def test_build_script_makes_the_documented_network(monkeypatch):
     stand_in_td.ParMode = types.SimpleNamespace(EXPRESSION="expression")
     for kind in ("baseCOMP", "textDAT", "tableDAT", "websocketDAT", "oscinDAT", "scriptTOP", "feedbackTOP", "glslTOP",
                  "constantCHOP", "lagCHOP", "geometryCOMP", "rectangleSOP", "constantMAT", "cameraCOMP", "renderTOP",
-                 "nullTOP", "parameterexecuteDAT", "rampTOP", "lookupTOP"):
+                 "nullTOP", "parameterexecuteDAT", "rampTOP", "lookupTOP", "switchTOP"):
         setattr(stand_in_td, kind, kind)
     monkeypatch.setitem(sys.modules, "td", stand_in_td)
     source = (TD / "build_network.py").read_text(encoding="utf-8")
@@ -581,7 +609,10 @@ def test_build_script_makes_the_documented_network(monkeypatch):
     assert glsl == (SHADERS / "prelude_touchdesigner.glsl").read_text() + (SHADERS / "particle_step.glsl").read_text()
     # The GLSL TOP gets its inputs in the order the prelude reads them, and every uniform.
     step = comp.op("particle_step")
-    assert [n.name for n in step.inputs] == ["state_feedback", "homes", "attention_map"]
+    assert [n.name for n in step.inputs] == ["state_feedback", "homes", "particle_attention"]
+    # the particles follow the word's map, or with Followregion on the region's self-attention map
+    assert [n.name for n in comp.op("particle_attention").inputs] == ["attention_map", "region_map"]
+    assert comp.op("particle_attention").par.index.expr == "int(parent().par.Followregion)"
     assert comp.op("state_feedback").par.top.eval() == "particle_step"
     assert [n.name for n in comp.op("state_feedback").inputs] == ["initial_state"]
     declared = re.findall(r"uniform float (\w+);", (SHADERS / "particle_step.glsl").read_text())
@@ -591,7 +622,7 @@ def test_build_script_makes_the_documented_network(monkeypatch):
     assert [n.name for n in comp.op("out_heat").inputs] == ["heat_colors"]
     assert comp.op("bridge_ws").par.callbacks.eval() == "ws_callbacks"
     assert comp.op("bridge_osc").par.splitbundle.eval() is True
-    for top in ("attention_map", "step_map", "preview_image", "homes", "initial_state"):
+    for top in ("attention_map", "step_map", "preview_image", "region_map", "homes", "initial_state"):
         assert comp.op(top).par.callbacks.eval() == "texture_top"
     # The particle parameters start at the spec's defaults (docs/PARTICLES.md).
     spec = reference.ParticleParams()
@@ -604,7 +635,7 @@ def test_build_script_makes_the_documented_network(monkeypatch):
     # Every parameter the callbacks read exists on the COMP.
     made = {name for page in comp.pages.values() for _, name in page}
     assert set(StandInCOMP.PARAMETERS) <= made
-    assert {"Generate", "Pause", "Resume", "Cancel", "Reset", "Active"} <= made
+    assert {"Generate", "Pause", "Resume", "Cancel", "Reset", "Active", "Setregion", "Clearregion"} <= made
 
 
 # --------------------------------------------------------------------- the word a run starts on
