@@ -9,6 +9,8 @@
                             run it came at, the lowest IoU with the final mask from then on, final mass
     self/     ID.png        per self-attention query region (render --region): its map summed over the
                             steps that had it, over the final image, the region outlined
+    self/curves.csv         per step and region: the share of the region's map that lies inside the
+                            region itself (how much it looks at itself as the image forms)
 
 Images are ``size`` pixels on the long side (default 512: the built-in model draws 64×64, too
 small to look at), the final image resized with Lanczos.  The DAAM map is the cumulative map of
@@ -122,18 +124,30 @@ def _regions(rec: Recording, out: Path, image: np.ndarray, options: ExportOption
 
     sums: dict[str, np.ndarray] = {}
     shapes: dict[str, dict] = {}
+    inside: list[tuple[int, dict[str, float]]] = []  # (step, {id: share of its map inside itself})
     for i, line in enumerate(rec.steps):
         regions = line.get("regions") or ()
         if not regions:
             continue
         maps = np.asarray(rec.map_array("self", i), dtype=np.float32)
+        shares = {}
         for k, region in enumerate(regions):
             rid = str(region.get("id", k))
             sums[rid] = sums.get(rid, 0) + maps[k]
             shapes[rid] = region
+            cover = from_dict(region).coverage(*maps.shape[1:], (rec.start.height, rec.start.width)) > 0
+            total = float(np.clip(maps[k], 0, None).sum())
+            shares[rid] = float(np.clip(maps[k], 0, None).reshape(-1)[cover].sum()) / total if total > 0 else 0.0
+        inside.append((int(line["step"]), shares))
     if not sums:
         return
     (out / "self").mkdir(exist_ok=True)
+    with open(out / "self" / "curves.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["step"] + [f"inside_{rid}" for rid in sums])
+        for step, shares in inside:
+            w.writerow([step] + [f"{shares[rid]:.4f}" if rid in shares else "" for rid in sums])
+    written.setdefault("self", []).append(str(out / "self" / "curves.csv"))
     scale = image.shape[1] / rec.start.width
     for rid, total in sums.items():
         picture = Image.fromarray(heatmap.overlay(image, heatmap.normalized(heatmap.upsample(total, image.shape[:2])),

@@ -211,7 +211,15 @@ def test_self_attention_regions_export_one_overlay_each(tiny_engine, tmp_path):
     tiny_engine.generate(GenerationRequest("a red apple", steps=2, regions=regions), Bus([rec]))
     rec.close()
     result = export(tmp_path / "run", tmp_path / "out", ExportOptions(what=("self",), size=256), progress=False)
-    assert sorted(Path(p).name for p in result["files"]["self"]) == ["r0.png", "r1.png"]
+    assert sorted(Path(p).name for p in result["files"]["self"]) == ["curves.csv", "r0.png", "r1.png"]
+    rows = list(csv.DictReader(open(tmp_path / "out" / "self" / "curves.csv")))
+    assert [r["step"] for r in rows] == ["0", "1"] and set(rows[0]) == {"step", "inside_r0", "inside_r1"}
+    # the box's share of its own map inside itself, measured here independently
+    maps = np.load(tmp_path / "run" / "self" / "000001.npy").astype(np.float32)
+    h, w = maps.shape[1:]
+    assert (h, w) == (64, 64)  # one map cell per image pixel: the box 8..40 is rows and columns 8..39
+    expected = maps[0][8:40, 8:40].sum() / maps[0].sum()
+    assert float(rows[1]["inside_r0"]) == pytest.approx(expected, abs=1e-3)
     box = np.asarray(Image.open(tmp_path / "out" / "self" / "r0.png"))
     assert box.shape == (256, 256, 3)
     assert (box[32, 32:160] == 255).all()  # the box's outline, at the export's scale (×4)

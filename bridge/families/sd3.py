@@ -155,6 +155,20 @@ class SD3Family(ModelFamily):
     def probabilities(self, site: Site, call: Call, cfg: bool):
         """The image × text block of the joint softmax for the conditional rows, heads already
         averaged (a heads axis of 1: the full per-head block would be heads times larger)."""
+        parts = self._split(site, call, cfg)
+        return None if parts is None else joint_text_probabilities(*parts, site.module.scale)
+
+    def self_probabilities(self, site: Site, call: Call, cfg: bool, rows):
+        """The image × image block of the joint softmax for the image queries at ``rows``."""
+        parts = self._split(site, call, cfg)
+        if parts is None:
+            return None
+        q, k, text_k = parts
+        return joint_text_probabilities(q.index_select(2, rows), k, text_k, site.module.scale, block="image")
+
+    def _split(self, site: Site, call: Call, cfg: bool):
+        """(q, k, text_k) of the conditional rows, heads split, each with its own norm; None
+        when the taps did not fire."""
         q, k, text_k = call.taps.get("q"), call.taps.get("k"), call.taps.get("text_k")
         if q is None or k is None or text_k is None:
             return None
@@ -165,23 +179,7 @@ class SD3Family(ModelFamily):
             x = x[rows].unflatten(-1, (attn.heads, -1)).transpose(1, 2)
             return x if norm is None else norm(x)
 
-        return joint_text_probabilities(heads(q, attn.norm_q), heads(k, attn.norm_k),
-                                        heads(text_k, attn.norm_added_k), attn.scale)
-
-    def self_probabilities(self, site: Site, call: Call, cfg: bool, rows):
-        """The image × image block of the joint softmax for the image queries at ``rows``."""
-        q, k, text_k = call.taps.get("q"), call.taps.get("k"), call.taps.get("text_k")
-        if q is None or k is None or text_k is None:
-            return None
-        attn = site.module
-        cond = self.conditional_rows(q.shape[0], cfg)
-
-        def heads(x, norm):
-            x = x[cond].unflatten(-1, (attn.heads, -1)).transpose(1, 2)
-            return x if norm is None else norm(x)
-
-        return joint_text_probabilities(heads(q, attn.norm_q).index_select(2, rows), heads(k, attn.norm_k),
-                                        heads(text_k, attn.norm_added_k), attn.scale, block="image")
+        return heads(q, attn.norm_q), heads(k, attn.norm_k), heads(text_k, attn.norm_added_k)
 
     def layer_geometry(self, positions: int, latent_hw: tuple[int, int]) -> tuple[int, int, int]:
         h, w = latent_hw[0] // self.patch, latent_hw[1] // self.patch
