@@ -181,8 +181,8 @@ def test_a_typed_prompt_runs_and_every_panel_fills(live_bridge):
         assert not page.errors, page.errors
         if DOCS_WORD:  # the docs show a noun's map and its particles settling on the object
             page.click(f"#words .word[data-index='{run['words'].index(DOCS_WORD)}']")
-            frames = counts(page)["particleFrames"]  # let the particles settle for a few seconds of simulation
-            page.wait_for_function(f"window.viewer.counts.particleFrames > {frames + 240}", timeout=120_000)
+            steps = counts(page)["simSteps"]  # let the particles settle: 15 s of simulation
+            page.wait_for_function(f"window.viewer.counts.simSteps > {steps + 900}", timeout=120_000)
         save_screenshot(page, "viewer.png")
 
 
@@ -290,6 +290,9 @@ def test_a_box_dragged_on_the_preview_gets_its_self_attention_map(live_bridge):
         page.wait_for_function(f"window.viewer.counts.self >= {STEPS}", timeout=120_000)
         shown = canvas_pixels(page, "#self")[..., :3].astype(float)
         assert lit_fraction(shown) > LIT / 2
+        if UPDATE_DOCS:  # the docs show the particles gathered where the box looks
+            steps = counts(page)["simSteps"]
+            page.wait_for_function(f"window.viewer.counts.simSteps > {steps + 900}", timeout=120_000)
         save_screenshot(page, "viewer-self-attention.png")
         page.click("#clear-regions")
         page.wait_for_function("window.viewer.regions.length === 0", timeout=10_000)

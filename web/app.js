@@ -346,6 +346,7 @@ function wireRegions() {
 function setRegions(regions) {
   if (!Array.isArray(regions)) return;
   view.regions = regions;
+  document.body.dataset.regions = String(regions.length); // the self-attention panel shows while there are some
   const r = regions[0];
   $("self-region").textContent = r ? (r.box ? `box ${r.box.map(Math.round).join(", ")}` : `pixel ${r.pixel ? r.pixel.map(Math.round).join(", ") : r.id}`)
     : "drag a box on the preview";
