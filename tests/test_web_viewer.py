@@ -285,6 +285,20 @@ def test_a_box_dragged_on_the_preview_gets_its_self_attention_map(live_bridge):
         x0, y0, x1, y1 = region["box"]  # the drag, in the run's image pixels
         assert abs(x0 - 0.25 * w) <= 1 and abs(y0 - 0.25 * h) <= 1 and abs(x1 - 0.5 * w) <= 1 and abs(y1 - 0.6 * h) <= 1
         assert "box" in page.inner_text("#self-region")
+        # shift-drag: a contour instead of a box, sent as a polygon of at most 64 points
+        page.keyboard.down("Shift")
+        page.mouse.move(box["x"] + box["width"] * 0.2, box["y"] + box["height"] * 0.2)
+        page.mouse.down()
+        for fx, fy in ((0.6, 0.2), (0.6, 0.7), (0.2, 0.7), (0.2, 0.25)):
+            page.mouse.move(box["x"] + box["width"] * fx, box["y"] + box["height"] * fy, steps=40)
+        page.mouse.up()
+        page.keyboard.up("Shift")
+        page.wait_for_function("window.viewer.regions.length === 1 && !!window.viewer.regions[0].polygon", timeout=10_000)
+        contour = page.evaluate("window.viewer.regions[0].polygon")
+        assert 3 <= len(contour) <= 64
+        xs, ys = [p[0] for p in contour], [p[1] for p in contour]
+        assert abs(min(xs) - 0.2 * w) <= 2 and abs(max(xs) - 0.6 * w) <= 2 and abs(max(ys) - 0.7 * h) <= 2
+        assert "contour of" in page.inner_text("#self-region")
         page.check("#follow-region")
         submit(page, PROMPT, STEPS, seed=2)
         page.wait_for_function(f"window.viewer.counts.self >= {STEPS}", timeout=120_000)

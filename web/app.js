@@ -118,6 +118,7 @@ function onJson(msg) {
   switch (msg.type) {
     case "hello":
       if (msg.limits) applyLimits(msg.limits);
+      if (msg.limits) view.limits = msg.limits;
       if (msg.map_kinds) mapKinds = kindTable(msg.map_kinds);
       if (typeof msg.selected === "number") view.selected = msg.selected;
       if (msg.state) setState(msg.state);
@@ -282,11 +283,20 @@ function drawPreview() {
   const ctx = canvas.getContext("2d");
   ctx.lineWidth = 2;
   const boxes = view.regions.filter((r) => r.box).map((r) => r.box);
-  if (view.drag) boxes.push([view.drag.x0, view.drag.y0, view.drag.x1, view.drag.y1]);
+  if (view.drag && !view.drag.path) boxes.push([view.drag.x0, view.drag.y0, view.drag.x1, view.drag.y1]);
   for (const [x0, y0, x1, y1] of boxes) {
     const [a, b] = toCanvas(x0, y0), [c, d] = toCanvas(x1, y1);
     ctx.strokeStyle = "#fff";
     ctx.strokeRect(a, b, c - a, d - b);
+  }
+  const contours = view.regions.filter((r) => r.polygon).map((r) => r.polygon);
+  if (view.drag && view.drag.path) contours.push(view.drag.path);
+  for (const points of contours) {
+    ctx.beginPath();
+    points.forEach(([x, y], i) => (i ? ctx.lineTo(...toCanvas(x, y)) : ctx.moveTo(...toCanvas(x, y))));
+    ctx.closePath();
+    ctx.strokeStyle = "#fff";
+    ctx.stroke();
   }
   for (const r of view.regions.filter((r) => r.pixel)) {
     const [a, b] = toCanvas(...r.pixel);
@@ -317,25 +327,36 @@ function toImage(ev) {
 
 function wireRegions() {
   const canvas = $("preview");
+  // Shift-drag draws a contour instead of a box: the path becomes a polygon region.
   canvas.addEventListener("pointerdown", (ev) => {
     if (view.mode === "replay") return;
     const [x, y] = toImage(ev);
-    view.drag = { x0: x, y0: y, x1: x, y1: y };
+    view.drag = { x0: x, y0: y, x1: x, y1: y, path: ev.shiftKey ? [[x, y]] : null };
     canvas.setPointerCapture(ev.pointerId);
   });
   canvas.addEventListener("pointermove", (ev) => {
     if (!view.drag) return;
     [view.drag.x1, view.drag.y1] = toImage(ev);
+    const path = view.drag.path;
+    if (path) {
+      const [px, py] = path[path.length - 1];
+      if (Math.hypot(view.drag.x1 - px, view.drag.y1 - py) * imageFit().s >= 3) path.push([view.drag.x1, view.drag.y1]);
+    }
     drawPreview();
   });
   canvas.addEventListener("pointerup", (ev) => {
     if (!view.drag) return;
-    const { x0, y0, x1, y1 } = view.drag;
+    const { x0, y0, x1, y1, path } = view.drag;
     view.drag = null;
     const f = imageFit();
-    const region = Math.hypot(x1 - x0, y1 - y0) * f.s < 4
-      ? { id: "pixel", pixel: [x0, y0] }
-      : { id: "box", box: [Math.min(x0, x1), Math.min(y0, y1), Math.max(x0, x1), Math.max(y0, y1)] };
+    let region;
+    if (path && path.length >= 3) {
+      region = { id: "contour", polygon: thin(path, view.limits?.regions?.max_points || 64) };
+    } else if (Math.hypot(x1 - x0, y1 - y0) * f.s < 4) {
+      region = { id: "pixel", pixel: [x0, y0] };
+    } else {
+      region = { id: "box", box: [Math.min(x0, x1), Math.min(y0, y1), Math.max(x0, x1), Math.max(y0, y1)] };
+    }
     if (send(control.regions([region]))) showMessage(`self-attention of the ${region.id}: from the next step`, "info", true);
     drawPreview();
   });
@@ -343,13 +364,20 @@ function wireRegions() {
   $("follow-region").addEventListener("change", updateParticleAttention);
 }
 
+// At most ``n`` of the path's points, evenly spread along it (the bridge's polygon limit).
+function thin(path, n) {
+  if (path.length <= n) return path;
+  return Array.from({ length: n }, (_, i) => path[Math.round((i * (path.length - 1)) / (n - 1))]);
+}
+
 function setRegions(regions) {
   if (!Array.isArray(regions)) return;
   view.regions = regions;
   document.body.dataset.regions = String(regions.length); // the self-attention panel shows while there are some
   const r = regions[0];
-  $("self-region").textContent = r ? (r.box ? `box ${r.box.map(Math.round).join(", ")}` : `pixel ${r.pixel ? r.pixel.map(Math.round).join(", ") : r.id}`)
-    : "drag a box on the preview";
+  $("self-region").textContent = !r ? "drag a box on the preview"
+    : r.box ? `box ${r.box.map(Math.round).join(", ")}`
+    : r.polygon ? `contour of ${r.polygon.length} points` : `pixel ${r.pixel.map(Math.round).join(", ")}`;
   drawPreview();
   drawMaps();
   updateParticleAttention();
