@@ -331,6 +331,14 @@ class Engine:
         except KeyboardInterrupt:  # Ctrl-C: close the run cleanly for every sink, then stop
             bus.publish(RunEnd(run_id, "cancelled", state["done"], time.perf_counter() - t0, error="interrupted"))
             raise
+        except (MemoryError, torch.OutOfMemoryError):
+            # the device could not hold this size: one sentence with the way out, not an allocator dump
+            if str(self.device).startswith("cuda"):
+                torch.cuda.empty_cache()
+            log.error("run %s ran out of memory at step %d (%d×%d on %s)", run_id, state["done"], req.width, req.height, self.device)
+            end = RunEnd(run_id, "failed", state["done"], time.perf_counter() - t0,
+                         error=f"the {self.device} ran out of memory for {req.width}×{req.height}; choose a smaller size "
+                               "(or fewer self-attention regions)")
         except Exception as exc:
             log.exception("run %s failed at step %d", run_id, state["done"])
             end = RunEnd(run_id, "failed", state["done"], time.perf_counter() - t0, error=f"{type(exc).__name__}: {exc}".splitlines()[0])

@@ -189,3 +189,25 @@ def test_abort_ends_a_run_inside_the_vae_decode(tiny_engine, collect):
             h.remove()
     assert end.status == "cancelled" and end.steps_done == 2 and end.image is None
     assert entered[0] == 1
+
+
+def test_running_out_of_memory_fails_the_run_with_one_sentence_and_the_engine_runs_again(tiny_engine, caplog):
+    """The allocator's failure is simulated at its edge: a layer of step 1 raises MemoryError as
+    an allocation would (a real out-of-memory needs a size this machine cannot hold)."""
+    unet = tiny_engine.pipe.unet
+    calls = []
+
+    def allocate(module, args):
+        calls.append(1)
+        if len(calls) == 2:  # step 1 (one call per step: CFG runs as one batch)
+            raise MemoryError()
+
+    hook = unet.down_blocks[0].register_forward_pre_hook(allocate)
+    try:
+        end = tiny_engine.generate(GenerationRequest("a red apple", steps=30), Bus())
+    finally:
+        hook.remove()
+    assert end.status == "failed"
+    assert end.error == "the cpu ran out of memory for 64×64; choose a smaller size (or fewer self-attention regions)"
+    assert "Traceback" not in caplog.text
+    assert tiny_engine.generate(GenerationRequest("a cat", steps=1), Bus()).status == "completed"
