@@ -162,3 +162,24 @@ def test_help_lists_the_presets():
     for name in ("live", "installation", "timelapse", "showcase"):
         assert f"\n  {name}" in r.stdout
     assert "--osc-out" in r.stdout and "--steps" in r.stdout and "--token" in r.stdout
+
+
+@pytest.mark.parametrize("kind", ["websocket", "osc"])
+def test_a_port_in_use_fails_in_one_line_before_the_model_loads(kind):
+    import socket
+
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    taken = socket.socket(socket.AF_INET, socket.SOCK_STREAM if kind == "websocket" else socket.SOCK_DGRAM)
+    taken.bind(("127.0.0.1", 0))
+    if kind == "websocket":
+        taken.listen()
+    port = taken.getsockname()[1]
+    flags = ["--port", str(port), "--osc-in-port", "0"] if kind == "websocket" else ["--port", "0", "--osc-in-port", str(port)]
+    try:
+        r = subprocess.run([sys.executable, "run_bridge.py", "serve", *flags, "--no-progress"], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=120)
+    finally:
+        taken.close()
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert f"127.0.0.1:{port}" in r.stderr and ("--port" if kind == "websocket" else "--osc-in-port") in r.stderr
+    assert "loading model" not in r.stderr  # refused before the (slow) model load

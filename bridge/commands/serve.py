@@ -64,6 +64,11 @@ def run(args) -> int:
     if s.osc_in_port and needs_token(s.osc_in_host) and not s.osc_allow:
         log.warning("OSC control listens on %s with no --osc-allow list: anyone who reaches port %d can send prompts",
                     s.osc_in_host, s.osc_in_port)
+    from ..live.osc_in import check_osc_port_free
+    from ..sinks.ws.server import check_port_free
+
+    check_port_free(s.host, s.port)  # a port in use fails in a second, not after the model load
+    check_osc_port_free(s.osc_in_host, s.osc_in_port)
     engine = Engine.load(s.model, device=s.device, dtype=s.dtype, progress=not args.no_progress)
     if s.max_latent:
         engine.max_latent = s.max_latent

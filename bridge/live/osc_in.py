@@ -39,13 +39,7 @@ class OscControlServer:
         self.unanswered = 0  # refusals not answered: unknown peer or over its budget
         self.received = self.refused = 0
         self._refused_peers: set = set()
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            self._sock.bind((host, port))
-        except OSError as exc:
-            self._sock.close()
-            raise UserError(f"cannot listen for OSC control on {host}:{port} ({exc.strerror or exc}); "
-                            "choose another --osc-in-port (0 turns OSC control off)") from None
+        self._sock = _bound(host, port)
         self._sock.settimeout(0.25)
         self.host, self.port = self._sock.getsockname()[:2]
         self._stop = threading.Event()
@@ -107,6 +101,23 @@ class OscControlServer:
 
     def may_answer(self, host: str) -> bool:
         return host in self.reply_hosts or _is_loopback(host)
+
+
+def _bound(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise UserError(f"cannot listen for OSC control on {host}:{port} ({exc.strerror or exc}); "
+                        "choose another --osc-in-port (0 turns OSC control off)") from None
+    return sock
+
+
+def check_osc_port_free(host: str, port: int) -> None:
+    """UserError now if OSC control cannot listen on ``host:port`` (before a slow model load)."""
+    if port:
+        _bound(host, port).close()
 
 
 def _is_loopback(host: str) -> bool:

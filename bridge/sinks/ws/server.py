@@ -50,6 +50,27 @@ CLOSE_TIMEOUT = 2.0  # seconds a closing handshake may take before the connectio
 ONCE_HEADERS = ("Upgrade", "Origin", "Host")  # headers a request may carry only once
 
 
+def port_refusal(host: str, port: int, exc: OSError) -> str:
+    return f"cannot listen on {host}:{port} ({exc.strerror or exc}); is another bridge running? choose another --port"
+
+
+def check_port_free(host: str, port: int) -> None:
+    """UserError now if ``host:port`` cannot be listened on (before a slow model load; the
+    server's own bind still decides)."""
+    import socket
+
+    if not port:
+        return
+    probe = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds: TIME_WAIT is no conflict
+        probe.bind((host, port))
+    except OSError as exc:
+        raise UserError(port_refusal(host, port, exc)) from None
+    finally:
+        probe.close()
+
+
 class BridgeConnection(ServerConnection):
     """A ``websockets`` server connection that can be cut at once.
 
@@ -147,8 +168,7 @@ class WsServer:
         if failure:
             exc = failure[0]
             if isinstance(exc, OSError):
-                raise UserError(f"cannot listen on {self.host}:{self.port} ({exc.strerror or exc}); "
-                                "is another bridge running? choose another --port") from None
+                raise UserError(port_refusal(self.host, self.port, exc)) from None
             raise exc
         return self
 
