@@ -216,7 +216,9 @@ class Engine:
         """A prompt whose first word alone is over the text encoder's limit would map nothing."""
         from .wiretext import quote
 
-        words = self.family.map_words(prompt, False)
+        # The first word alone decides it, and mapping only it logs no "dropped words" line for a
+        # long prompt that is fine (the run maps the whole prompt, and says so, once).
+        words = self.family.map_words(prompt.split()[0], False)
         if not words.words and words.dropped_words:
             raise InvalidRequest(f"the prompt's first word {quote(words.dropped_words[0], 40)} is longer than the text "
                                  "encoder can read, so no word would get a map; split or shorten it")
