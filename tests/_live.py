@@ -139,5 +139,16 @@ class WsClient:
         self.ws.close()
 
 
+@contextmanager
+def greeted_client(session):
+    """A websocket client of ``session`` that has had its greeting (hello and its status)."""
+    client = WsClient(session.websocket.url)
+    try:
+        client.until(is_json("status"), 30)
+        yield client
+    finally:
+        client.close()
+
+
 def is_json(type_: str, **fields):
     return lambda m: isinstance(m, dict) and m.get("type") == type_ and all(m.get(k) == v for k, v in fields.items())

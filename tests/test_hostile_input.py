@@ -16,7 +16,7 @@ import pytest
 
 from bridge.live.ratelimit import PeerBudget
 from bridge.presets import PRESETS_DIR
-from tests._live import OscCollector, WsClient, is_json, live_session, wait_for
+from tests._live import OscCollector, WsClient, greeted_client, live_session, wait_for
 
 ROOT_PATH = str(PRESETS_DIR.parent)  # no reply may name where the server's files are
 
@@ -29,10 +29,8 @@ def server(tiny_engine):
 
 @pytest.fixture
 def client(server):
-    c = WsClient(server.websocket.url)
-    c.until(is_json("status"), 30)  # the greeting's status
-    yield c
-    c.close()
+    with greeted_client(server) as c:
+        yield c
 
 
 _ids = iter(range(1, 10**9))

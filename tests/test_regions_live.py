@@ -8,7 +8,7 @@ from pythonosc.udp_client import SimpleUDPClient
 
 from bridge.presets import PresetError, apply_overrides, defaults
 from bridge.protocol import Frame
-from tests._live import WsClient, is_json, live_session, wait_for
+from tests._live import WsClient, greeted_client, is_json, live_session, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -19,11 +19,9 @@ def server(tiny_engine):
 
 @pytest.fixture
 def client(server):
-    c = WsClient(server.websocket.url)
-    c.until(is_json("status"), 30)
-    yield c
-    c.send({"type": "regions", "regions": []})
-    c.close()
+    with greeted_client(server) as c:
+        yield c
+        c.send({"type": "regions", "regions": []})  # the next test starts without regions
 
 
 def answer(client, message, request_id):
