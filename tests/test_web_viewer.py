@@ -103,6 +103,13 @@ def lit_fraction(px: np.ndarray, level: int = 24) -> float:
     return float((px[..., :3].max(axis=2) > level).mean())
 
 
+def settle_for_docs(page) -> None:
+    """For the docs' screenshots: give the particle morph 15 s of simulation to settle."""
+    if UPDATE_DOCS:
+        steps = page.evaluate("window.viewer.counts.simSteps")
+        page.wait_for_function(f"window.viewer.counts.simSteps > {steps + 900}", timeout=120_000)
+
+
 def save_screenshot(page, name: str) -> None:
     for folder in (ARTIFACTS, DOCS_IMG) if UPDATE_DOCS else (ARTIFACTS,):
         folder.mkdir(parents=True, exist_ok=True)
@@ -181,8 +188,7 @@ def test_a_typed_prompt_runs_and_every_panel_fills(live_bridge):
         assert not page.errors, page.errors
         if DOCS_WORD:  # the docs show a noun's map and its particles settling on the object
             page.click(f"#words .word[data-index='{run['words'].index(DOCS_WORD)}']")
-            steps = counts(page)["simSteps"]  # let the particles settle: 15 s of simulation
-            page.wait_for_function(f"window.viewer.counts.simSteps > {steps + 900}", timeout=120_000)
+            settle_for_docs(page)
         save_screenshot(page, "viewer.png")
 
 
@@ -264,6 +270,7 @@ def test_a_page_opened_after_a_run_shows_the_finished_run(live_bridge):
         assert lit_fraction(canvas_pixels(late, "#grid canvas")) > LIT
         assert coloured_pixels(canvas_pixels(late, "#timeline")) > 10  # the one step it was sent
         assert not late.errors, late.errors
+        settle_for_docs(late)
         save_screenshot(late, "viewer-late-joiner.png")
 
 
@@ -304,9 +311,7 @@ def test_a_box_dragged_on_the_preview_gets_its_self_attention_map(live_bridge):
         page.wait_for_function(f"window.viewer.counts.self >= {STEPS}", timeout=120_000)
         shown = canvas_pixels(page, "#self")[..., :3].astype(float)
         assert lit_fraction(shown) > LIT / 2
-        if UPDATE_DOCS:  # the docs show the particles gathered where the box looks
-            steps = counts(page)["simSteps"]
-            page.wait_for_function(f"window.viewer.counts.simSteps > {steps + 900}", timeout=120_000)
+        settle_for_docs(page)  # the docs show the particles gathered where the box looks
         save_screenshot(page, "viewer-self-attention.png")
         page.click("#clear-regions")
         page.wait_for_function("window.viewer.regions.length === 0", timeout=10_000)
@@ -517,6 +522,7 @@ def test_a_replayed_recording_shows_the_same_way(tmp_path):
             # Particles carry their home's colour and the sun's have come home: yellow there.
             assert sun_particles_are_yellow(canvas_pixels(page, "#particles"))
             assert not page.errors, page.errors
+            settle_for_docs(page)
             save_screenshot(page, "viewer-replay.png")
     finally:
         bridge.stop()
