@@ -341,6 +341,20 @@ def test_the_stage_view_fills_the_window_and_answers_its_keys(live_bridge):
         attraction = page.evaluate("window.viewer.law.attraction")
         page.keyboard.press("]")
         assert page.evaluate("window.viewer.law.attraction") == attraction + 1
+        size = page.evaluate("window.viewer.law.pointSize")
+        page.keyboard.press(".")
+        assert page.evaluate("window.viewer.law.pointSize") == size + 0.25
+        # the phase keys hold the morph in chaos (2) or formed (3), or give it back to the run (1)
+        # (the run has ended in its detail phase, so following it means formed: w near 1)
+        page.keyboard.press("3")
+        page.wait_for_function("window.viewer.phaseSmooth > 0.95", timeout=10_000)
+        page.keyboard.press("2")
+        page.wait_for_function("window.viewer.phaseSmooth < 0.05", timeout=10_000)
+        page.keyboard.press("1")
+        page.wait_for_function("window.viewer.phaseTarget > 0.5 "
+                               "&& Math.abs(window.viewer.phaseSmooth - window.viewer.phaseTarget) < 0.05", timeout=10_000)
+        page.keyboard.press("ArrowLeft")  # back to the focus word, for the picture
+        page.wait_for_function(f"window.viewer.selected === {start}", timeout=5_000)
         page.keyboard.press("h")
         assert page.is_visible("#stage-help") and "previous / next word" in page.inner_text("#stage-help")
         page.keyboard.press("p")  # the heat map over the image instead of the particles

@@ -31,6 +31,7 @@ const view = {
   particleError: "",
   phaseTarget: 0, // w from the latest phase weights
   phaseSmooth: 0, // w eased towards the target so the morph never cuts
+  phaseHold: null, // w held by the stage's 2/3 keys (null: follow the run)
   law: { ...DEFAULTS, pointSize: 1.5 }, // the particle law, and the drawn points' size in pixels
 };
 window.viewer = view;
@@ -472,7 +473,8 @@ function animate(now) {
   const elapsed = last ? Math.min(0.25, (now - last) / 1000) : view.law.dt;
   last = now;
   // Ease w towards the newest phase weight (time constant 0.5 s): no hard cuts between steps.
-  view.phaseSmooth += (view.phaseTarget - view.phaseSmooth) * (1 - Math.exp(-elapsed / 0.5));
+  const target = view.phaseHold ?? view.phaseTarget; // a stage key may hold the morph
+  view.phaseSmooth += (target - view.phaseSmooth) * (1 - Math.exp(-elapsed / 0.5));
   owed = Math.min(owed + elapsed, MAX_STEPS_PER_FRAME * view.law.dt);
   let steps = 0;
   while (owed >= view.law.dt * 0.999 && steps < MAX_STEPS_PER_FRAME) {
@@ -493,12 +495,17 @@ function animate(now) {
 
 // ?stage (or the S key): one full-window picture for a projector — the particle morph, or the
 // heat map over the image — no chrome, no cursor.  Keys: ←/→ word, P particles/heat,
-// C cumulative/step map, [ ] attraction, - = wind, R scatter, H help, Esc or S leave.
+// C cumulative/step map, 1 2 3 phase (follow / chaos / formed), [ ] attraction, - = wind,
+// , . point size, R scatter, H help, Esc or S leave.
 const PANEL_SIZE = 384; // the panels' canvas size outside the stage (index.html)
 const STAGE_KEYS = [
   ["← →", "previous / next word"], ["P", "particles or heat map"], ["C", "cumulative or this step's map"],
-  ["[ ]", "attraction − / +"], ["- =", "wind − / +"], ["R", "scatter the particles"], ["H", "this help"], ["S, Esc", "leave the stage"],
+  ["1 2 3", "particles follow the run's phases / hold the chaos / hold the formed image"],
+  ["[ ]", "attraction − / +"], ["- =", "wind − / +"], [", .", "point size − / +"], ["R", "scatter the particles"],
+  ["H", "this help"], ["S, Esc", "leave the stage"],
 ];
+const PHASE_HOLDS = { 1: null, 2: 0, 3: 1 }; // key → held morph weight w (null: the run's phases)
+const PHASE_NOTES = { 1: "phases: follow the run", 2: "phases: hold the chaos", 3: "phases: hold the image" };
 
 function setStage(on, what = view.stage || "particles") {
   view.stage = on ? what : null;
@@ -556,6 +563,11 @@ function wireStage() {
       drawMaps();
     } else if (key === "[" || key === "]") nudge("attraction", key === "]" ? 1 : -1, 0, 30);
     else if (key === "-" || key === "=") nudge("wind", key === "=" ? 0.25 : -0.25, 0, 5);
+    else if (key === "," || key === ".") nudge("pointSize", key === "." ? 0.25 : -0.25, 0.5, 6);
+    else if (key in PHASE_HOLDS) {
+      view.phaseHold = PHASE_HOLDS[key];
+      showStageNote(PHASE_NOTES[key]);
+    }
     else if (key === "r" || key === "R") scatterParticles();
     else if (key === "h" || key === "H") $("stage-help").hidden = !$("stage-help").hidden;
     else return;
