@@ -59,8 +59,19 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
         module.add_arguments(p)
-        p.set_defaults(_module=module)
+        p.set_defaults(_module=module, _parser=p)
     return parser
+
+
+def unknown_arguments(parser: argparse.ArgumentParser, extras: list[str]) -> str:
+    """The complaint about arguments a command does not take, naming the nearest flag it has."""
+    import difflib
+
+    flags = [o for a in parser._actions for o in a.option_strings if o.startswith("--")]
+    message = f"unrecognized arguments: {' '.join(extras)}"
+    first = next((e.split("=")[0] for e in extras if e.startswith("--")), None)
+    close = difflib.get_close_matches(first, flags, n=1, cutoff=0.75) if first else []
+    return message + (f" (did you mean {close[0]}?)" if close else "")
 
 
 def configure_logging(verbose: bool = False, repeat_interval: float | None = None) -> None:
@@ -86,7 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help", "-v", "--verbose")):
         argv = ["serve", *argv]  # no command: the live bridge
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:  # the command's own usage, not the top level's: it is the command that was mistyped
+        (getattr(args, "_parser", None) or parser).error(unknown_arguments(getattr(args, "_parser", None) or parser, extras))
     if getattr(args, "_module", None) is None:
         parser.print_help()
         return 2

@@ -159,6 +159,13 @@ def _regions(rec: Recording, out: Path, image: np.ndarray, options: ExportOption
             draw.rectangle([*points[0], *points[1]], outline=(255, 255, 255), width=2)
         elif region.shape == "polygon":
             draw.polygon(points, outline=(255, 255, 255))
+        elif region.shape == "mask":  # its edge: mask pixels with a neighbour outside
+            mask = np.asarray(Image.fromarray(region.mask_array()).resize(picture.size, Image.NEAREST))
+            edge = mask & ~np.pad(mask, 1)[:-2, 1:-1] | mask & ~np.pad(mask, 1)[2:, 1:-1] \
+                | mask & ~np.pad(mask, 1)[1:-1, :-2] | mask & ~np.pad(mask, 1)[1:-1, 2:]
+            pixels = np.asarray(picture).copy()
+            pixels[edge] = 255
+            picture = Image.fromarray(pixels)
         else:
             (x, y), r = points[0], 4
             draw.rectangle([x - r, y - r, x + r, y + r], outline=(255, 255, 255), width=2)

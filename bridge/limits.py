@@ -20,7 +20,8 @@ Why these values:
 - vae_every 0..steps: every step at most.
 - replay speed 0.001..1000 (× original timing).
 - self-attention regions: 8 at once (each costs its rows' attention per layer), polygons of
-  ≤ 64 vertices.
+  ≤ 64 vertices, masks of ≤ 256 pixels a side (a mask is stretched over the image, and the
+  finest self-attention grid of SD at 512² is 64 cells a side).
 - prompt ≤ 2000 characters and ≤ 200 words: the CLIP encoder keeps ~75 tokens; far beyond
   that is a mistake.
 - on a CPU, at most 64×64 latent positions (512² for SD, 256² for the built-in model):
@@ -70,11 +71,12 @@ class Limits:
     word: Bound = Bound(0, 9999)  # `select` by index
     regions: int = 8  # self-attention query regions at once
     region_points: int = 64  # vertices of one polygon region
+    region_mask_side: int = 256  # pixels on a mask region's longer side (8 KiB of bits)
 
     def to_dict(self) -> dict:
         """The JSON form sent in ``hello`` (docs/PROTOCOL.md)."""
         out = {"prompt": {"max_chars": self.prompt_chars, "max_words": self.prompt_words},
-               "regions": {"max": self.regions, "max_points": self.region_points}}
+               "regions": {"max": self.regions, "max_points": self.region_points, "max_mask_side": self.region_mask_side}}
         for f in fields(self):
             value = getattr(self, f.name)
             if isinstance(value, Bound):

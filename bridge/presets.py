@@ -82,7 +82,7 @@ FIELDS: tuple[Field, ...] = (
           "the model's default, 1 for the built-in model, else 0)", L.vae_every.lo, L.vae_every.hi),
     Field("include_special", "generation", "bool", False, "also map the start/end/padding tokens"),
     Field("regions", "generation", "list", [], "self-attention query regions in image pixels: box:X0,Y0,X1,Y1, "
-          "pixel:X,Y or polygon:X,Y,X,Y,X,Y (repeat the flag; at most 8)", flag="--region"),
+          "pixel:X,Y, polygon:X,Y,X,Y,X,Y or mask:WxH:BASE64 (repeat the flag; at most 8)", flag="--region"),
     Field("autostart", "generation", "bool", False, "vj mode: generate `prompt` once at start-up"),
     # phases
     Field("noise", "phases", "float", 0.2, "fraction of the run in the noise phase", 0, 1, flag="--phase-noise"),

@@ -1,8 +1,9 @@
 """Query regions for self-attention maps: "what does this part of the image look at?"
 
 A region is a pixel, a box or a polygon (a contour) in **image pixels** of the run (x to the
-right, y down, 0..width and 0..height), so the viewer, TouchDesigner and the command line
-all speak the image's own coordinates whatever the model's latent size.  Per attention layer,
+right, y down, 0..width and 0..height), or a mask image stretched over the whole image, so
+the viewer, TouchDesigner and the command line all speak the image's own coordinates
+whatever the model's latent size.  Per attention layer,
 :meth:`Region.coverage` gives how much of each cell of that layer's grid the region covers,
 normalised to sum to 1: the weights of the query rows whose attention the region's map
 averages (a box of a quarter cell counts that cell fully, since it is all the layer sees).
@@ -10,18 +11,24 @@ averages (a box of a quarter cell counts that cell fully, since it is all the la
 Forms, one per door:
 
 - JSON (websocket ``regions`` control, presets): ``{"box": [x0, y0, x1, y1]}``,
-  ``{"pixel": [x, y]}``, ``{"polygon": [[x, y], [x, y], [x, y], …]}``, each with an optional
-  ``"id"``.
-- Text (command line, OSC): ``box:20,20,30,30``, ``pixel:12,40``, ``polygon:10,10,30,10,20,30``.
+  ``{"pixel": [x, y]}``, ``{"polygon": [[x, y], [x, y], [x, y], …]}``,
+  ``{"mask": {"size": [w, h], "bits": "<base64>"}}`` (the mask's w·h pixels row by row, one
+  bit each, most significant first: numpy's ``packbits``), each with an optional ``"id"``.
+- Text (command line, OSC, presets): ``box:20,20,30,30``, ``pixel:12,40``,
+  ``polygon:10,10,30,10,20,30``, ``mask:WxH:<base64>``.  Only the command line reads a mask
+  from an image file (:func:`from_mask_file`): no message ever names a file.
 
 Torch-free (numpy): the control parser, the recording and replay read it.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import math
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -29,7 +36,7 @@ from .errors import InvalidRequest
 from .limits import LIMITS
 from .wiretext import quote
 
-SHAPES = ("pixel", "box", "polygon")
+SHAPES = ("pixel", "box", "polygon", "mask")
 _ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
 _SUPERSAMPLE = 4  # polygon coverage: point samples per cell side
 
@@ -40,11 +47,20 @@ class RegionError(InvalidRequest):
 
 @dataclass(frozen=True)
 class Region:
-    shape: str  # "pixel" | "box" | "polygon"
-    points: tuple[tuple[float, float], ...]  # pixel: (x, y); box: two corners; polygon: ≥ 3 vertices
+    shape: str  # "pixel" | "box" | "polygon" | "mask"
+    points: tuple[tuple[float, float], ...]  # pixel: (x, y); box: two corners; polygon: ≥ 3 vertices; mask: ((w, h),)
     id: str = ""
+    bits: bytes = b""  # mask: its w·h pixels packed one bit each, row by row (numpy.packbits)
+
+    def mask_array(self) -> np.ndarray:
+        """A mask region's pixels, (h, w) bool."""
+        w, h = (int(v) for v in self.points[0])
+        return np.unpackbits(np.frombuffer(self.bits, np.uint8), count=w * h).reshape(h, w).astype(bool)
 
     def to_dict(self) -> dict:
+        if self.shape == "mask":
+            return {"id": self.id, "mask": {"size": [int(v) for v in self.points[0]],
+                                            "bits": base64.b64encode(self.bits).decode("ascii")}}
         if self.shape == "pixel":
             value: list = list(self.points[0])
         elif self.shape == "box":
@@ -55,6 +71,8 @@ class Region:
 
     def check_inside(self, width: int, height: int) -> None:
         """RegionError unless the region lies in a ``width`` × ``height`` image."""
+        if self.shape == "mask":  # stretched over the image, whatever its size
+            return
         xs, ys = [p[0] for p in self.points], [p[1] for p in self.points]
         if min(xs) < 0 or min(ys) < 0 or max(xs) > width or max(ys) > height:
             raise RegionError(f"region {self.id or self.shape} reaches outside the {width}×{height} image "
@@ -77,6 +95,17 @@ class Region:
             s = _SUPERSAMPLE
             ys = (np.arange(h * s) + 0.5) * (cell_y / s)
             xs = (np.arange(w * s) + 0.5) * (cell_x / s)
+            if self.shape == "mask":  # the mask's pixel under each sample point
+                mask = self.mask_array()
+                rows = np.minimum((ys * mask.shape[0] / height).astype(int), mask.shape[0] - 1)
+                cols = np.minimum((xs * mask.shape[1] / width).astype(int), mask.shape[1] - 1)
+                weights = mask[np.ix_(rows, cols)].reshape(h, s, w, s).mean(axis=(1, 3))
+                if not weights.any():  # finer than the samples: the cells holding its pixels
+                    ys_, xs_ = np.nonzero(mask)
+                    weights = np.zeros((h, w))
+                    weights[(ys_ * h // mask.shape[0]), (xs_ * w // mask.shape[1])] = 1.0
+                weights = weights.reshape(-1)
+                return weights / weights.sum()
             inside = _inside(np.array(self.points), *np.meshgrid(xs, ys))
             weights = inside.reshape(h, s, w, s).mean(axis=(1, 3))
             if not weights.any():  # thinner than the samples: its vertices' cells
@@ -124,9 +153,15 @@ def from_dict(d, index: int = 0) -> Region:
     shapes = [s for s in SHAPES if s in d]
     unknown = set(d) - {"id", *SHAPES}
     if unknown or len(shapes) != 1:
-        raise RegionError("a region has exactly one of \"pixel\": [x, y], \"box\": [x0, y0, x1, y1] or "
-                          "\"polygon\": [[x, y], …] (and an optional \"id\")")
+        raise RegionError("a region has exactly one of \"pixel\": [x, y], \"box\": [x0, y0, x1, y1], "
+                          "\"polygon\": [[x, y], …] or \"mask\": {\"size\": [w, h], \"bits\": base64} "
+                          "(and an optional \"id\")")
     shape, value = shapes[0], d[shapes[0]]
+    if shape == "mask":
+        if not isinstance(value, dict) or set(value) != {"size", "bits"} or not isinstance(value["size"], list) \
+                or len(value["size"]) != 2 or not all(type(v) is int for v in value["size"]):
+            raise RegionError('a mask is {"size": [w, h], "bits": "<base64 of its w·h bits, row by row>"}')
+        return make_mask(*value["size"], value["bits"], d.get("id", f"r{index}"))
     if shape == "polygon":
         if not isinstance(value, list) or not all(isinstance(p, list) and len(p) == 2 for p in value):
             raise RegionError("a polygon is a list of [x, y] points")
@@ -142,7 +177,14 @@ def from_text(text: str, index: int = 0) -> Region:
         raise RegionError(f"a region is text like box:20,20,30,30, got {quote(text)}")
     shape, _, rest = text.strip().partition(":")
     if shape not in SHAPES:
-        raise RegionError(f"a region is pixel:X,Y, box:X0,Y0,X1,Y1 or polygon:X,Y,X,Y,X,Y (image pixels), got {quote(text)}")
+        raise RegionError(f"a region is pixel:X,Y, box:X0,Y0,X1,Y1, polygon:X,Y,X,Y,X,Y (image pixels) "
+                          f"or mask:WxH:BASE64, got {quote(text)}")
+    if shape == "mask":
+        size, _, bits = rest.partition(":")
+        w, _, h = size.partition("x")
+        if not (w.isdigit() and h.isdigit()):
+            raise RegionError(f"a mask region is mask:WxH:BASE64 (its w·h bits, row by row), got {quote(text)}")
+        return make_mask(int(w), int(h), bits, f"r{index}")
     try:
         values = [float(v) for v in rest.split(",")]
     except ValueError:
@@ -150,8 +192,59 @@ def from_text(text: str, index: int = 0) -> Region:
     return make(shape, _points(values, shape) if len(values) % 2 == 0 else None, f"r{index}")
 
 
+_MASK_TEXT = re.compile(r"mask:\d+x\d+:")
+
+
+def from_cli_text(text: str, index: int = 0) -> Region:
+    """The command line's regions: :func:`from_text`'s forms, plus ``mask:FILE`` (an image file)."""
+    if isinstance(text, str) and text.strip().startswith("mask:") and not _MASK_TEXT.match(text.strip()):
+        return from_mask_file(text.strip()[len("mask:"):], index)
+    return from_text(text, index)
+
+
+def make_mask(w: int, h: int, bits, region_id: str) -> Region:
+    """A mask region from its size and base64 bits (what JSON and text carry)."""
+    side = LIMITS.region_mask_side
+    if not (1 <= w <= side and 1 <= h <= side):
+        raise RegionError(f"a mask is 1 to {side} pixels on each side (scale it down: it is stretched over the "
+                          f"image), got {w}×{h}")
+    if not isinstance(bits, str):
+        raise RegionError("a mask's bits are base64 text")
+    try:
+        raw = base64.b64decode(bits, validate=True)
+    except (binascii.Error, ValueError):
+        raise RegionError("a mask's bits are not valid base64") from None
+    if len(raw) != (w * h + 7) // 8:
+        raise RegionError(f"a {w}×{h} mask has {(w * h + 7) // 8} bytes of bits, got {len(raw)}")
+    region = make("mask", ((float(w), float(h)),), region_id)
+    region = Region("mask", region.points, region.id, raw)
+    if not region.mask_array().any():
+        raise RegionError(f"mask region {region.id} is empty: set at least one pixel")
+    return region
+
+
+def from_mask_file(path, index: int = 0, region_id: str | None = None) -> Region:
+    """A mask region from an image file (the command line only): pixels brighter than half are
+    in; an image with transparency uses its alpha instead.  Larger masks are scaled down."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(Path(path)) as im:
+            im.load()
+            gray = im.getchannel("A") if "A" in im.getbands() else im.convert("L")
+    except (OSError, UnidentifiedImageError) as exc:
+        raise RegionError(f"cannot read the mask image {path}: {exc.strerror or exc}") from None
+    side = LIMITS.region_mask_side
+    if max(gray.size) > side:
+        scale = side / max(gray.size)
+        gray = gray.resize((max(1, round(gray.width * scale)), max(1, round(gray.height * scale))), Image.BILINEAR)
+    mask = np.asarray(gray) > 127
+    bits = base64.b64encode(np.packbits(mask.reshape(-1)).tobytes()).decode("ascii")
+    return make_mask(mask.shape[1], mask.shape[0], bits, region_id or f"r{index}")
+
+
 def make(shape: str, points, region_id: str) -> Region:
-    need = {"pixel": (1, 1), "box": (2, 2), "polygon": (3, LIMITS.region_points)}[shape]
+    need = {"pixel": (1, 1), "box": (2, 2), "polygon": (3, LIMITS.region_points), "mask": (1, 1)}[shape]
     if points is None or not need[0] <= len(points) <= need[1]:
         counts = {"pixel": "2 numbers (x, y)", "box": "4 numbers (x0, y0, x1, y1)",
                   "polygon": f"3 to {LIMITS.region_points} points"}

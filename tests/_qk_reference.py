@@ -9,6 +9,8 @@ cumulative map = sum over steps.  Nothing here is shared with bridge/attention.
 
 from __future__ import annotations
 
+import base64
+
 import math
 
 import numpy as np
@@ -126,6 +128,14 @@ def reference_coverage(spec: dict, h: int, w: int, image_hw) -> np.ndarray:
     if "pixel" in spec:
         x, y = spec["pixel"]
         cover[min(int(y // cy), h - 1), min(int(x // cx), w - 1)] = 1.0
+    elif "mask" in spec:  # the mask's own pixel under each of 4 × 4 sample points per cell
+        (mw, mh), raw = spec["mask"]["size"], base64.b64decode(spec["mask"]["bits"])
+        bit = lambda r, c: (raw[(r * mw + c) // 8] >> (7 - (r * mw + c) % 8)) & 1  # noqa: E731
+        for i in range(h):
+            for j in range(w):
+                cover[i, j] = sum(bit(min(int((i + (a + 0.5) / 4) * cy * mh / H), mh - 1),
+                                      min(int((j + (b + 0.5) / 4) * cx * mw / W), mw - 1))
+                                  for a in range(4) for b in range(4)) / 16
     else:
         if "box" in spec:
             x0, y0, x1, y1 = spec["box"]

@@ -10,6 +10,7 @@ the map size, clamps at 0 and sums the layers.  Nothing in it comes from bridge/
 
 from __future__ import annotations
 
+import base64
 import math
 
 import numpy as np
@@ -49,8 +50,16 @@ def reference_maps(rec: QKRecorder, specs, cfg: bool, image_hw, map_hw) -> list[
     return out
 
 
+def disc_mask(side: int, cx: float, cy: float, r: float) -> dict:
+    """A mask region's JSON: a disc on a side × side mask, bits packed by hand (MSB first)."""
+    bits = [int((x + 0.5 - cx) ** 2 + (y + 0.5 - cy) ** 2 <= r * r) for y in range(side) for x in range(side)]
+    packed = bytes(sum(b << (7 - k) for k, b in enumerate(bits[i:i + 8])) for i in range(0, len(bits), 8))
+    return {"size": [side, side], "bits": base64.b64encode(packed).decode()}
+
+
 SPECS = [{"id": "box", "box": [10, 14, 30, 40]}, {"id": "dot", "pixel": [50.5, 9.0]},
-         {"id": "tri", "polygon": [[4, 60], [60, 60], [32, 30]]}]
+         {"id": "tri", "polygon": [[4, 60], [60, 60], [32, 30]]},
+         {"id": "disc", "mask": disc_mask(20, 13.0, 7.0, 5.0)}]
 
 
 def _direct(pipe, specs, guidance, width, height, map_hw, steps=2):
@@ -82,7 +91,7 @@ def _direct(pipe, specs, guidance, width, height, map_hw, steps=2):
     (7.5, 96, 64, (48, 72)),  # non-square latent 8×12
 ])
 def test_region_maps_equal_the_eager_reference(tiny_engine, guidance, width, height, map_hw):
-    specs = SPECS if width == 64 else [*SPECS[:2], {"id": "wide", "box": [40, 8, 90, 56]}]
+    specs = SPECS if width == 64 else [*SPECS[:2], SPECS[3], {"id": "wide", "box": [40, 8, 90, 56]}]
     ours, ref = _direct(tiny_engine.pipe, specs, guidance, width, height, map_hw)
     assert len(ours) == len(ref) == 2
     for got, want in zip(ours, ref):
@@ -93,8 +102,8 @@ def test_region_maps_equal_the_eager_reference(tiny_engine, guidance, width, hei
 
 def test_a_region_changes_the_map_and_regions_differ(tiny_engine):
     ours, _ = _direct(tiny_engine.pipe, SPECS, 7.5, 64, 64, (16, 16), steps=1)
-    box, dot, tri = ours[0]
-    assert np.abs(box - dot).max() > 1e-3 and np.abs(box - tri).max() > 1e-3
+    box, dot, tri, disc = ours[0]
+    assert np.abs(box - dot).max() > 1e-3 and np.abs(box - tri).max() > 1e-3 and np.abs(disc - box).max() > 1e-3
 
 
 def test_regions_leave_the_image_bit_identical_and_frames_carry_them(tiny_engine, collect):
@@ -108,8 +117,8 @@ def test_regions_leave_the_image_bit_identical_and_frames_carry_them(tiny_engine
     assert end.status == "completed"
     np.testing.assert_array_equal(end.image, np.clip(np.rint(plain * 255), 0, 255).astype(np.uint8))
     for frame in collect.frames:
-        assert frame.kinds["self"].shape == (3, *collect.start.map_size) and frame.kinds["self"].dtype == np.float16
-        assert [r["id"] for r in frame.regions] == ["box", "dot", "tri"]
+        assert frame.kinds["self"].shape == (4, *collect.start.map_size) and frame.kinds["self"].dtype == np.float16
+        assert [r["id"] for r in frame.regions] == ["box", "dot", "tri", "disc"]
     without = Collect()
     tiny_engine.generate(GenerationRequest(PROMPT, seed=9, steps=1, guidance=7.5), Bus([without]))
     assert "self" not in without.frames[0].kinds and without.frames[0].regions == ()
@@ -127,7 +136,7 @@ def test_regions_may_change_between_steps(tiny_engine):
     """The engine asks its regions source at every step start: a step uses the regions it began with."""
     frames = Collect()
     asked = []
-    first, second = parse_list(SPECS[:1], from_dict), parse_list(SPECS[1:], from_dict)
+    first, second = parse_list(SPECS[:1], from_dict), parse_list(SPECS[1:3], from_dict)
 
     def regions():
         asked.append(1)
@@ -144,10 +153,39 @@ def test_regions_may_change_between_steps(tiny_engine):
     ("ring:1,2", "a region is pixel:X,Y"),
     ("polygon:1,1,2,2", "3 to 64 points"),
     ("box:0,0,9999,10", "image pixels within 0..2048"),
+    ("mask:4x4:AAA=", "mask region r0 is empty"),
+    ("mask:4x4:////", "has 2 bytes of bits, got 3"),
+    ("mask:4x4:!!", "not valid base64"),
+    ("mask:300x4:AA==", "1 to 256 pixels on each side"),
+    ("mask:4by4:AA==", "mask:WxH:BASE64"),
 ])
 def test_bad_region_text_is_one_sentence(spec, message):
     with pytest.raises(RegionError, match=message):
         from_text(spec)
+
+
+def test_a_mask_region_survives_json_and_text_and_reads_from_an_image_file(tmp_path):
+    from PIL import Image
+
+    from bridge.regions import from_cli_text
+
+    region = from_dict({"id": "disc", "mask": disc_mask(20, 13.0, 7.0, 5.0)})
+    assert from_dict(region.to_dict()) == region
+    assert from_text(f"mask:20x20:{region.to_dict()['mask']['bits']}").mask_array().tolist() == region.mask_array().tolist()
+    picture = np.zeros((40, 40), np.uint8)
+    picture[10:20, 20:40] = 255  # white: in
+    Image.fromarray(picture).save(tmp_path / "m.png")
+    mask = from_cli_text(f"mask:{tmp_path / 'm.png'}").mask_array()
+    assert mask.shape == (40, 40) and mask.sum() == 200 and mask[10:20, 20:40].all()
+    big = np.zeros((600, 300, 4), np.uint8)
+    big[:300, :, 3] = 255  # alpha decides when there is one; scaled down to 256 on the long side
+    Image.fromarray(big).save(tmp_path / "big.png")
+    mask = from_cli_text(f"mask:{tmp_path / 'big.png'}").mask_array()
+    assert mask.shape == (256, 128) and mask[:120].all() and not mask[136:].any()
+    with pytest.raises(RegionError, match="cannot read the mask image"):
+        from_cli_text(f"mask:{tmp_path / 'missing.png'}")
+    with pytest.raises(RegionError, match="mask:WxH:BASE64"):  # other doors never read files
+        from_text(f"mask:{tmp_path / 'm.png'}")
 
 
 def test_region_lists_are_bounded_and_ids_unique():

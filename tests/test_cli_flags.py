@@ -82,3 +82,15 @@ def test_render_refuses_sizes_before_loading_a_model(tmp_path, capsys, args, mes
     assert main(["render", "--prompt", "a cat", "--model", str(tmp_path / "absent"), "--out", str(out), *args]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and not out.exists()
+
+
+@pytest.mark.parametrize("argv,usage,hint", [
+    (["render", "--prompt", "x", "--stepz", "3"], "usage: run_bridge.py render", "(did you mean --steps?)"),
+    (["timelapse", "runs/x", "-o", "x.mp4", "--layot", "grid"], "usage: run_bridge.py timelapse", "(did you mean --layout?)"),
+    (["export", "runs/x", "--bogus", "1"], "usage: run_bridge.py export", "--bogus 1"),
+])
+def test_a_mistyped_flag_shows_its_commands_usage_and_the_nearest_flag(capsys, argv, usage, hint):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.startswith(usage) and "unrecognized arguments" in err and hint in err

@@ -101,7 +101,8 @@ def test_particles_video_has_frames_per_step(run, tmp_path):
 
 def test_truncated_recording_renders_to_its_last_step_with_a_notice(tmp_path, caplog):
     rec = killed_recording(tmp_path / "run", kill_after_step=4)
-    summary = render_timelapse(rec, tmp_path / "t.mp4", TimelapseOptions(size=48, fps=10, hold=0.2), progress=False)
+    summary = render_timelapse(rec, tmp_path / "t.mp4", TimelapseOptions(layout="single", size=48, fps=10, hold=0.2),
+                               progress=False)
     assert summary["truncated"] and summary["steps"] == 5
     assert len(video_frames(tmp_path / "t.mp4")) == 5 + 2
     assert "truncated" in caplog.text and "5 completed steps of 10" in caplog.text
@@ -113,6 +114,15 @@ def test_cli_writes_video_and_logs_a_summary(run, tmp_path, caplog):
                  "--layout", "side", "--words", "red,2"]) == 0
     assert (tmp_path / "sub" / "v.mp4").stat().st_size > 1000
     assert "words: red, apple" in caplog.text
+
+
+def test_with_no_options_the_timelapse_is_the_particle_morph_of_the_focus_word(run, tmp_path, caplog):
+    """What `timelapse RUN -o OUT` gives: the morph, six frames a step and a 4 s hold to settle."""
+    caplog.set_level("INFO")
+    assert main(["timelapse", str(run), "-o", str(tmp_path / "v.mp4"), "--size", "48", "--no-progress"]) == 0
+    steps = len(load_recording(run))
+    assert len(video_frames(tmp_path / "v.mp4")) == steps * 6 + 4 * 8
+    assert "words: red" in caplog.text  # the focus word (run_start.focus), not "a"
 
 
 @pytest.mark.parametrize("args, message", [

@@ -13,7 +13,7 @@ const view = {
   connection: "connecting",
   state: "idle",
   mode: "live", // or "replay" (status.mode)
-  regions: [], // self-attention query regions ({id, box | pixel | polygon} in image pixels), as the bridge reports them
+  regions: [], // self-attention query regions ({id, box | pixel | polygon | mask} in image pixels), as the bridge reports them
   drag: null, // a box being dragged on the preview: {x0, y0, x1, y1} in image pixels
   run: null, // the run_start message
   selected: 0,
@@ -378,7 +378,8 @@ function setRegions(regions) {
   const r = regions[0];
   $("self-region").textContent = !r ? "drag a box on the preview"
     : r.box ? `box ${r.box.map(Math.round).join(", ")}`
-    : r.polygon ? `contour of ${r.polygon.length} points` : `pixel ${r.pixel.map(Math.round).join(", ")}`;
+    : r.polygon ? `contour of ${r.polygon.length} points`
+    : r.mask ? `mask of ${r.mask.size.join("×")} px` : `pixel ${r.pixel.map(Math.round).join(", ")}`;
   drawPreview();
   drawMaps();
   updateParticleAttention();

@@ -33,9 +33,9 @@ would not change where the word is said to be.
 """
 EPILOG = """\
 examples:
-  python run_bridge.py export runs/apple
-  python run_bridge.py export runs/apple --what masks --tau 0.3 -o masks_03
-  python run_bridge.py export runs/apple --what curves --stable-iou 0.95
+  python run_bridge.py export runs/star
+  python run_bridge.py export runs/star --what masks --tau 0.3 -o masks_03
+  python run_bridge.py export runs/star --what curves --stable-iou 0.95
 """
 
 

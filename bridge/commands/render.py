@@ -68,7 +68,8 @@ def add_arguments(p) -> None:
     p.add_argument("--dtype", default="auto", choices=DTYPES, metavar="DTYPE",
                    help="auto (fp16 on a GPU, fp32 on CPU), fp32, fp16 or bf16 (or float32, float16, bfloat16)")
     p.add_argument("--region", dest="regions", action="append", default=[], metavar="REGION",
-                   help=FIELD_BY_KEY["regions"].help + "; each records a self-attention map per step")
+                   help=FIELD_BY_KEY["regions"].help + ", or mask:FILE.png (white or opaque pixels are in; "
+                        "stretched over the image); each records a self-attention map per step")
     p.add_argument("--max-latent", type=int, default=0, metavar="N", help=FIELD_BY_KEY["max_latent"].help)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -150,7 +151,7 @@ def run(args) -> int:
     from ..bus import Bus
     from ..engine import Engine, GenerationRequest, check_request, new_run_id
     from ..recording import Recorder
-    from ..regions import from_text, parse_list
+    from ..regions import from_cli_text, parse_list
     from ..sinks.progress import ProgressSink
 
     out = Path(args.out) if args.out else Path("runs") / new_run_id()
@@ -160,7 +161,7 @@ def run(args) -> int:
         width=args.width, height=args.height, map_size=parse_map_size(args.map_size),
         phases=parse_phases(args.phases, args.phase_noise, args.phase_structure, args.phase_detail, args.phase_blend),
         vae_every=args.vae_every, preview=args.preview, include_special=args.include_special, layers=layers,
-        regions=parse_list(args.regions, from_text),
+        regions=parse_list(args.regions, from_cli_text),
     )
     check_request(request)  # fail on bad flags before the (slow) model load
     check_sizes(args.width, args.height)

@@ -30,15 +30,15 @@ Control while playing, over websocket JSON or OSC (to --osc-in-port, default 700
   pause / resume     {"type":"pause"}   /daam/pause     hold the current step
   next               {"type":"next"}    /daam/next      end this run now, play the next
   speed              {"type":"speed","speed":2}  /daam/speed 2.0   change the speed factor
-  select             {"type":"select","word":"apple"}  /daam/select apple
+  select             {"type":"select","word":"star"}  /daam/select star
 """
 EPILOG = """\
 examples:
-  python run_bridge.py replay runs/apple                       play once at the original speed
-  python run_bridge.py replay runs/apple --loop --speed 0.5    loop at half speed
+  python run_bridge.py replay runs/star                       play once at the original speed
+  python run_bridge.py replay runs/star --loop --speed 0.5    loop at half speed
   python run_bridge.py replay runs --loop --shuffle            a folder of runs as a playlist
   python run_bridge.py replay --preset showcase                the show machine preset
-  python run_bridge.py replay runs/apple --port 9000 --osc-out 10.0.0.7:7000
+  python run_bridge.py replay runs/star --port 9000 --osc-out 10.0.0.7:7000
 
 Without --preset the server and OSC settings are the live preset's, and a replay plays once.
 """
@@ -72,7 +72,7 @@ def run_values(args):
     if args.run:
         values["recordings"] = args.run
     if not values["recordings"]:
-        raise UserError("give a recording folder to replay, e.g. `replay runs/apple` (or a preset with [replay] recordings)")
+        raise UserError("give a recording folder to replay, e.g. `replay runs/star` (or a preset with [replay] recordings)")
     if args.gap < 0:
         raise UserError(f"--gap must be ≥ 0 seconds, got {args.gap}")
     return Settings.of(values)

@@ -24,17 +24,18 @@ layouts:
 """ + "".join(f"  {row.name:<10} {row.help}\n" for row in LAYOUTS.values())
 EPILOG = """\
 examples:
-  python run_bridge.py timelapse runs/apple -o apple.mp4
-  python run_bridge.py timelapse runs/apple -o apple.gif --layout grid --size 192 --fps 6
-  python run_bridge.py timelapse runs/apple -o apple_side.mp4 --layout side --words apple,table
-  python run_bridge.py timelapse runs/apple -o morph.mp4 --layout particles --words apple
+  python run_bridge.py timelapse runs/star -o star.mp4          the particle morph of the focus word
+  python run_bridge.py timelapse runs/star -o heat.mp4 --layout single
+  python run_bridge.py timelapse runs/star -o star.gif --layout grid --size 192 --fps 6
+  python run_bridge.py timelapse runs/star -o side.mp4 --layout side --words star,circle
 """
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", help="recording folder (contains manifest.json)")
     p.add_argument("-o", "--out", required=True, help="output video: .mp4 (H.264) or .gif")
-    p.add_argument("--layout", choices=LAYOUTS, default="single", help="frame arrangement (default: single)")
+    p.add_argument("--layout", choices=LAYOUTS, default="particles",
+                   help="frame arrangement (default: particles, the morph of the focus word's attention)")
     p.add_argument("--words", default="", help="comma-separated words (or 0-based word indices) to show")
     p.add_argument("--colormap", choices=COLORMAPS, default="inferno", help="heat-map colours (default: inferno)")
     p.add_argument("--opacity", type=float, default=0.6, help="overlay opacity at full attention, 0..1 (default: 0.6)")

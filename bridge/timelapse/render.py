@@ -38,7 +38,7 @@ class TimelapseError(UserError):
 
 @dataclass(frozen=True)
 class TimelapseOptions:
-    layout: str = "single"
+    layout: str = "particles"  # what the product shows best: the image condensing out of noise
     words: tuple[str, ...] = ()  # empty: a default per layout (see choose_words)
     colormap: str = "inferno"
     opacity: float = 0.6
