@@ -27,6 +27,7 @@ from .frames import RunEnd, RunStart, StepFrame, attention_mass
 from .limits import CPU_LATENT_POSITIONS, LIMITS
 from .models.defaults import MAX_GUIDANCE, is_guidance
 from .phases import PhaseSchedule
+from .selfgrid import grid_shape
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ class GenerationRequest:
     include_special: bool = False  # also map <start>, <end> and <pad>
     layers: tuple | None = None  # cross-attention layer filter (see attention.LayerFilter)
     regions: tuple = ()  # self-attention query regions (bridge/regions.py), in image pixels
+    self_grid: int = 0  # record self-attention pooled to this many cells a side (bridge/selfgrid.py); 0: off
 
 
 class _Cancelled(Exception):
@@ -202,6 +204,9 @@ class Engine:
     def _check_regions(self, req: GenerationRequest) -> None:
         from .regions import LIMITS as _L, RegionError
 
+        if req.self_grid and not self.family.has_region_maps:
+            raise InvalidRequest(f"self-attention maps are not available for {self.family.name} models yet; "
+                                 "use no self grid")
         if not req.regions:
             return
         if not self.family.has_region_maps:
@@ -249,7 +254,7 @@ class Engine:
         import torch
 
         from .attention import Aggregator, AttentionCapture
-        from .attention.selfagg import SelfAggregator
+        from .attention.selfagg import SelfAggregator, SelfGrid
         from .interrupt import InterruptPoints, RunAborted
         from .denoised import DenoisedTap
         from .preview import upscale
@@ -279,6 +284,7 @@ class Engine:
         current_regions = regions or (lambda: req.regions)
         regional = SelfAggregator((req.height, req.width), req.map_size, self.device)
         regional.set_regions(self.fit_regions(current_regions(), req))
+        pooled = SelfGrid(grid_shape(req.self_grid, latent_hw), self.device) if req.self_grid else None
 
         def on_step_end(_pipe, i, t, kwargs):
             tc = time.perf_counter()
@@ -291,6 +297,9 @@ class Engine:
             self_maps = regional.end_step()
             if self_maps is not None:
                 step_kinds["self"] = self_maps
+            grid = pooled.end_step() if pooled is not None else None
+            if grid is not None:
+                step_kinds["selfgrid"] = grid
             regional.set_regions(self.fit_regions(current_regions(), req))  # the next step's
             full = req.vae_every and ((i + 1) % req.vae_every == 0 or i + 1 == total)
             tp = time.perf_counter()
@@ -315,7 +324,7 @@ class Engine:
         try:
             with AttentionCapture(self.family, req.layers) as capture, DenoisedTap(pipe.scheduler) as tap, \
                     InterruptPoints([self.family.denoiser, self.family.vae], abort):
-                capture.begin(aggregator, regional)
+                capture.begin(aggregator, regional, pooled)
                 kwargs = dict(
                     prompt=req.prompt, num_inference_steps=req.steps, guidance_scale=req.guidance,
                     width=req.width, height=req.height, output_type="np",
@@ -397,7 +406,9 @@ def check_request(req: GenerationRequest) -> GenerationRequest:
     if not isinstance(req.phases, PhaseSchedule):
         raise InvalidRequest("phases must be a phase schedule (noise, structure, detail fractions)")
     layers = None if not req.layers else tuple(req.layers)
-    return replace(req, seed=seed, steps=steps, vae_every=vae_every, layers=layers, include_special=bool(req.include_special))
+    self_grid = _int(req.self_grid, "self_grid", LIMITS.self_grid.lo, LIMITS.self_grid.hi)
+    return replace(req, seed=seed, steps=steps, vae_every=vae_every, layers=layers, include_special=bool(req.include_special),
+                   self_grid=self_grid)
 
 
 def _int(value, name: str, lo: int, hi: int) -> int:

@@ -11,6 +11,8 @@
                             steps that had it, over the final image, the region outlined
     self/curves.csv         per step and region: the share of the region's map that lies inside the
                             region itself (how much it looks at itself as the image forms)
+                            (--region: regions chosen now, from a run recorded with --self-grid;
+                            --diffuse N adds ID_diffused.png, its diffused attention)
 
 Images are ``size`` pixels on the long side (default 512: the built-in model draws 64×64, too
 small to look at), the final image resized with Lanczos.  The DAAM map is the cumulative map of
@@ -55,6 +57,8 @@ class ExportOptions:
     colormap: str = "inferno"
     opacity: float = 0.6
     size: int = 512  # long side of the image exports in pixels; 0: the recorded image's size
+    regions: tuple = ()  # regions chosen after the run (bridge.regions.Region), from its self grid
+    diffuse: int = 0  # > 0: also each region's diffused attention, this many expansions (bridge/selfgrid.py)
 
     def check(self) -> None:
         bad = [w for w in self.what if w not in WHAT]
@@ -66,6 +70,10 @@ class ExportOptions:
             raise ExportError(f"the stabilisation IoU must be within 0..1, got {self.min_iou}")
         if self.colormap not in colormaps.COLORMAPS:
             raise ExportError(f"unknown colormap {self.colormap!r}; choose one of {', '.join(colormaps.COLORMAPS)}")
+        if isinstance(self.diffuse, bool) or not isinstance(self.diffuse, int) or not 0 <= self.diffuse <= 20:
+            raise ExportError(f"--diffuse takes 0 (off) to 20 expansions, got {self.diffuse}")
+        if self.diffuse and not self.regions:
+            raise ExportError("--diffuse needs --region: the regions to diffuse from")
         if not 0.0 <= self.opacity <= 1.0:
             raise ExportError(f"opacity must be within 0..1, got {self.opacity}")
         if isinstance(self.size, bool) or not isinstance(self.size, int) or not 0 <= self.size <= MAX_SIZE:
@@ -116,29 +124,48 @@ def export(recording: str | Path | Recording, out: str | Path, options: ExportOp
     return result
 
 
-def _regions(rec: Recording, out: Path, image: np.ndarray, options: ExportOptions, written: dict) -> None:
-    """One overlay per query region the run recorded (none: nothing is written)."""
-    from PIL import ImageDraw
+def _live_region_maps(rec: Recording):
+    """Per step (step, [(id, region dict, map)]) of the regions the run itself recorded."""
+    for i, line in enumerate(rec.steps):
+        regions = line.get("regions") or ()
+        if regions:
+            maps = np.asarray(rec.map_array("self", i), dtype=np.float32)
+            yield int(line["step"]), [(str(r.get("id", k)), r, maps[k]) for k, r in enumerate(regions)]
 
+
+def _grid_region_maps(rec: Recording, regions):
+    """The same for regions chosen now, from the run's recorded self grid."""
+    from . import selfgrid
+
+    hw = (rec.start.height, rec.start.width)
+    for i, line in enumerate(rec.steps):
+        if "selfgrid" in line.get("kinds", ()):
+            matrix = rec.map_array("selfgrid", i)
+            yield int(line["step"]), [(r.id, r.to_dict(), selfgrid.region_map(matrix, r, hw)) for r in regions]
+
+
+def _regions(rec: Recording, out: Path, image: np.ndarray, options: ExportOptions, written: dict) -> None:
+    """One overlay per query region — those the run recorded, or ``options.regions`` from its
+    self grid — and their curves (none: nothing is written)."""
     from .regions import from_dict
 
+    if options.regions and not any("selfgrid" in line.get("kinds", ()) for line in rec.steps):
+        raise ExportError("this recording has no self grid to choose regions from after the run; record it "
+                          "with render --self-grid 16 (or the self_grid preset key)")
+    steps = _grid_region_maps(rec, options.regions) if options.regions else _live_region_maps(rec)
     sums: dict[str, np.ndarray] = {}
     shapes: dict[str, dict] = {}
     inside: list[tuple[int, dict[str, float]]] = []  # (step, {id: share of its map inside itself})
-    for i, line in enumerate(rec.steps):
-        regions = line.get("regions") or ()
-        if not regions:
-            continue
-        maps = np.asarray(rec.map_array("self", i), dtype=np.float32)
+    hw = (rec.start.height, rec.start.width)
+    for step, maps in steps:
         shares = {}
-        for k, region in enumerate(regions):
-            rid = str(region.get("id", k))
-            sums[rid] = sums.get(rid, 0) + maps[k]
+        for rid, region, m in maps:
+            sums[rid] = sums.get(rid, 0) + m
             shapes[rid] = region
-            cover = from_dict(region).coverage(*maps.shape[1:], (rec.start.height, rec.start.width)) > 0
-            total = float(np.clip(maps[k], 0, None).sum())
-            shares[rid] = float(np.clip(maps[k], 0, None).reshape(-1)[cover].sum()) / total if total > 0 else 0.0
-        inside.append((int(line["step"]), shares))
+            cover = from_dict(region).coverage(*m.shape, hw) > 0
+            total = float(np.clip(m, 0, None).sum())
+            shares[rid] = float(np.clip(m, 0, None).reshape(-1)[cover].sum()) / total if total > 0 else 0.0
+        inside.append((step, shares))
     if not sums:
         return
     (out / "self").mkdir(exist_ok=True)
@@ -148,28 +175,42 @@ def _regions(rec: Recording, out: Path, image: np.ndarray, options: ExportOption
         for step, shares in inside:
             w.writerow([step] + [f"{shares[rid]:.4f}" if rid in shares else "" for rid in sums])
     written.setdefault("self", []).append(str(out / "self" / "curves.csv"))
-    scale = image.shape[1] / rec.start.width
-    for rid, total in sums.items():
-        picture = Image.fromarray(heatmap.overlay(image, heatmap.normalized(heatmap.upsample(total, image.shape[:2])),
-                                                  options.colormap, options.opacity))
-        region = from_dict(shapes[rid])
-        points = [(x * scale, y * scale) for x, y in region.points]
-        draw = ImageDraw.Draw(picture)
-        if region.shape == "box":
-            draw.rectangle([*points[0], *points[1]], outline=(255, 255, 255), width=2)
-        elif region.shape == "polygon":
-            draw.polygon(points, outline=(255, 255, 255))
-        elif region.shape == "mask":  # its edge: mask pixels with a neighbour outside
-            mask = np.asarray(Image.fromarray(region.mask_array()).resize(picture.size, Image.NEAREST))
-            edge = mask & ~np.pad(mask, 1)[:-2, 1:-1] | mask & ~np.pad(mask, 1)[2:, 1:-1] \
-                | mask & ~np.pad(mask, 1)[1:-1, :-2] | mask & ~np.pad(mask, 1)[1:-1, 2:]
-            pixels = np.asarray(picture).copy()
-            pixels[edge] = 255
-            picture = Image.fromarray(pixels)
-        else:
-            (x, y), r = points[0], 4
-            draw.rectangle([x - r, y - r, x + r, y + r], outline=(255, 255, 255), width=2)
-        _save(out / "self" / (file_stem(0, rid)[3:] + ".png"), np.asarray(picture), written, "self")
+    pictures = [(rid, total, "") for rid, total in sums.items()]
+    if options.diffuse and options.regions:
+        from . import selfgrid
+
+        matrix = sum(rec.map_array("selfgrid", i).astype(np.float64) for i, line in enumerate(rec.steps)
+                     if "selfgrid" in line.get("kinds", ()))
+        pictures += [(r.id, selfgrid.diffuse(matrix, r, hw, options.diffuse), "_diffused") for r in options.regions]
+    for rid, total, suffix in sorted(pictures, key=lambda p: (p[0], p[2])):
+        _save(out / "self" / (file_stem(0, rid)[3:] + suffix + ".png"),
+              _region_picture(image, total, from_dict(shapes[rid]), rec.start.width, options), written, "self")
+
+
+def _region_picture(image: np.ndarray, total: np.ndarray, region, width: int, options: ExportOptions) -> np.ndarray:
+    """A region's map over the image, the region outlined in white."""
+    from PIL import ImageDraw
+
+    picture = Image.fromarray(heatmap.overlay(image, heatmap.normalized(heatmap.upsample(total, image.shape[:2])),
+                                              options.colormap, options.opacity))
+    scale = image.shape[1] / width
+    points = [(x * scale, y * scale) for x, y in region.points]
+    draw = ImageDraw.Draw(picture)
+    if region.shape == "box":
+        draw.rectangle([*points[0], *points[1]], outline=(255, 255, 255), width=2)
+    elif region.shape == "polygon":
+        draw.polygon(points, outline=(255, 255, 255))
+    elif region.shape == "mask":  # its edge: mask pixels with a neighbour outside
+        mask = np.asarray(Image.fromarray(region.mask_array()).resize(picture.size, Image.NEAREST))
+        p = np.pad(mask, 1)
+        edge = mask & ~(p[:-2, 1:-1] & p[2:, 1:-1] & p[1:-1, :-2] & p[1:-1, 2:])
+        pixels = np.asarray(picture).copy()
+        pixels[edge] = 255
+        return pixels
+    else:
+        (x, y), r = points[0], 4
+        draw.rectangle([x - r, y - r, x + r, y + r], outline=(255, 255, 255), width=2)
+    return np.asarray(picture)
 
 
 def _final_image(rec: Recording) -> np.ndarray:

@@ -24,6 +24,8 @@ Why these values:
   finest self-attention grid of SD at 512² is 64 cells a side).
 - prompt ≤ 2000 characters and ≤ 200 words: the CLIP encoder keeps ~75 tokens; far beyond
   that is a mistake.
+- self grid 0..64 cells a side: (cells)² float16 per step, 32 MiB at 64 (square), 2 MiB at 32;
+  more would outweigh the run's own maps and previews many times over.
 - on a CPU, at most 64×64 latent positions (512² for SD, 256² for the built-in model):
   self-attention grows with the square of the positions, and past this one run takes
   minutes (2048² at 1 step ran over 7 minutes).  ``--max-latent`` moves it; a GPU has no
@@ -72,6 +74,7 @@ class Limits:
     regions: int = 8  # self-attention query regions at once
     region_points: int = 64  # vertices of one polygon region
     region_mask_side: int = 256  # pixels on a mask region's longer side (8 KiB of bits)
+    self_grid: Bound = Bound(0, 64)  # cells on the long side of the pooled self-attention (0: off)
 
     def to_dict(self) -> dict:
         """The JSON form sent in ``hello`` (docs/PROTOCOL.md)."""

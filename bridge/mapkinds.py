@@ -32,6 +32,7 @@ class MapKind:
     option: str = ""  # its name for `timelapse --map` (default: name)
     summary: str = ""  # file that keeps the last step's array when the run ends ("" for none)
     description: str = ""
+    streamed: bool = True  # sent to websocket clients that do not name their frames (False: only when subscribed)
 
     @property
     def cli_name(self) -> str:
@@ -48,6 +49,9 @@ KINDS: dict[str, MapKind] = {
                 description="sum of the step maps over steps 0..n: the DAAM map so far"),
         MapKind("self", 5, "self", labels="regions",
                 description="this step's self-attention of each query region: where its pixels look (DAAM-I2I)"),
+        MapKind("selfgrid", 6, "selfgrid", labels="cells", streamed=False,
+                description="this step's self-attention pooled to a coarse grid, one map per cell: regions "
+                            "chosen after the run and diffused attention (bridge/selfgrid.py)"),
     )
 }
 
@@ -98,4 +102,4 @@ def as_stored(kind: MapKind | str, array) -> np.ndarray:
 def describe() -> list[dict]:
     """The table as JSON, for the ``hello`` message: clients map frame type codes with it."""
     return [{"name": k.name, "code": k.code, "labels": k.labels, "normalization": k.normalization,
-             "description": k.description} for k in kinds()]
+             "streamed": k.streamed, "description": k.description} for k in kinds()]

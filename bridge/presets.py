@@ -81,6 +81,9 @@ FIELDS: tuple[Field, ...] = (
     Field("vae_every", "generation", "int", None, "full VAE preview every k steps (0: fast linear preview only; left out: "
           "the model's default, 1 for the built-in model, else 0)", L.vae_every.lo, L.vae_every.hi),
     Field("include_special", "generation", "bool", False, "also map the start/end/padding tokens"),
+    Field("self_grid", "generation", "int", 0, "record each step's self-attention pooled to N cells a side, so "
+          "export and timelapse can choose regions after the run and diffuse them (0: off; 16 costs 128 KiB a step)",
+          L.self_grid.lo, L.self_grid.hi, flag="--self-grid"),
     Field("regions", "generation", "list", [], "self-attention query regions in image pixels: box:X0,Y0,X1,Y1, "
           "pixel:X,Y, polygon:X,Y,X,Y,X,Y or mask:WxH:BASE64 (repeat the flag; at most 8)", flag="--region"),
     Field("autostart", "generation", "bool", False, "vj mode: generate `prompt` once at start-up"),

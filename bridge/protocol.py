@@ -50,6 +50,11 @@ def frame_types() -> dict[str, int]:
     return {**{k.name: k.code for k in mapkinds.kinds()}, **IMAGE_TYPES}
 
 
+def default_frames() -> tuple[str, ...]:
+    """What a client that names no frames gets: every streamed kind (selfgrid only on request) and the images."""
+    return tuple(name for name in frame_types() if name in IMAGE_TYPES or mapkinds.get(name).streamed)
+
+
 def frame_type_name(code: int) -> str:
     kind = mapkinds.by_code(code)
     if kind is not None:
@@ -249,7 +254,7 @@ class Subscription:
     meta=False``: exactly one binary texture per step.
     """
 
-    frames: tuple[str, ...] = field(default_factory=lambda: tuple(frame_types()))  # every kind and image
+    frames: tuple[str, ...] = field(default_factory=lambda: default_frames())  # every streamed kind and image
     words: str | int = "all"
     dtype: str = "uint8"
     meta: bool = True

@@ -9,6 +9,7 @@ export const MAP_KINDS = Object.freeze([
   { name: "maps", code: 1, labels: "words", normalization: "peak" },
   { name: "cumulative", code: 2, labels: "words", normalization: "peak" },
   { name: "self", code: 5, labels: "regions", normalization: "peak" },
+  { name: "selfgrid", code: 6, labels: "cells", normalization: "peak" },
 ]);
 
 /** Frame type code → map kind ({name, code, labels, …}), from hello.map_kinds when sent. */

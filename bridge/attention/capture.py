@@ -69,6 +69,7 @@ class AttentionCapture:
         self.filter = LayerFilter(layers)
         self.aggregator: Aggregator | None = None
         self.self_aggregator = None  # a SelfAggregator when the run may have query regions
+        self.self_grid = None  # a SelfGrid when the run records pooled self-attention
         self._wrapped: list[tuple[object, object, CaptureProcessor]] = []
         self._by_name: dict[str, bool] = {}  # site → kept by name alone (no factor needed)
         self._geometry: dict[int, tuple[int, int, int]] = {}  # positions → (h, w, factor), this run
@@ -93,7 +94,7 @@ class AttentionCapture:
         return self
 
     def __exit__(self, *exc) -> None:
-        self.aggregator = self.self_aggregator = None
+        self.aggregator = self.self_aggregator = self.self_grid = None
         self._restore()
 
     def _restore(self) -> None:
@@ -103,22 +104,26 @@ class AttentionCapture:
             module.set_processor(original)
         self._by_name.clear()
 
-    def begin(self, aggregator: Aggregator, self_aggregator=None) -> None:
-        """Feed ``aggregator`` (and ``self_aggregator``'s regions, when it has any) from now on
-        (a run can be stopped mid-step: bridge/interrupt.py)."""
-        self.aggregator, self.self_aggregator = aggregator, self_aggregator
+    def begin(self, aggregator: Aggregator, self_aggregator=None, self_grid=None) -> None:
+        """Feed ``aggregator`` (and ``self_aggregator``'s regions, when it has any, and
+        ``self_grid``) from now on (a run can be stopped mid-step: bridge/interrupt.py)."""
+        self.aggregator, self.self_aggregator, self.self_grid = aggregator, self_aggregator, self_grid
         self._geometry = {}
         self._batch = None
 
     def reads(self, site) -> bool:
         """Whether a call of ``site`` may feed the maps (False: its processor just runs)."""
-        if site.kind == "self" and not self._regions_active:
+        if site.kind == "self" and not self._self_active:
             return False
         return self._by_name.get(site.name, False) or bool(self.filter.factors)
 
     @property
     def _regions_active(self) -> bool:
         return self.self_aggregator is not None and self.self_aggregator.active
+
+    @property
+    def _self_active(self) -> bool:  # some self-attention map is asked for: regions or the grid
+        return self._regions_active or self.self_grid is not None
 
     def observe(self, site, call) -> None:
         """One call's taps → probabilities → the aggregator, if the layer passes the filter."""
@@ -132,7 +137,7 @@ class AttentionCapture:
             return
         if site.kind == "self":
             return self._observe_self(site, call)
-        if site.kind == "joint" and self._regions_active:
+        if site.kind == "joint" and self._self_active:
             self._observe_self(site, call)
         probs = self.family.probabilities(site, call, aggregator.cfg)
         if probs is None:
@@ -160,7 +165,14 @@ class AttentionCapture:
         h, w, factor = geometry
         if not (self._by_name[site.name] or factor in self.filter.factors):
             return
-        agg = self.self_aggregator
-        probs = self.family.self_probabilities(site, call, self.aggregator.cfg, agg.rows(h, w))
-        if probs is not None:
-            agg.add(probs, (h, w))
+        cfg = self.aggregator.cfg
+        if self._regions_active:
+            agg = self.self_aggregator
+            probs = self.family.self_probabilities(site, call, cfg, agg.rows(h, w))
+            if probs is not None:
+                agg.add(probs, (h, w))
+        if self.self_grid is not None:
+            rows = self.family.conditional_rows(tap.shape[0], cfg)
+            images = len(range(tap.shape[0])[rows])
+            self.self_grid.add(lambda r: self.family.self_probabilities(site, call, cfg, r), (h, w),
+                               images * getattr(site.module, "heads", 1))

@@ -66,3 +66,48 @@ class SelfAggregator:
             total += F.interpolate(stacked, size=self.map_hw, mode="bicubic", align_corners=False).clamp_(min=0).sum(dim=0)
         self._pending = {}
         return total
+
+
+class SelfGrid:
+    """Each step's self-attention pooled to a coarse grid (bridge/selfgrid.py), on the device.
+
+    A layer call's query rows are taken in chunks of at most ``chunk_bytes`` of probabilities,
+    so the full (h·w)² matrix of a large layer never exists at once; each chunk is pooled at
+    once into the (cells, cells) sum."""
+
+    def __init__(self, grid_hw: tuple[int, int], device, chunk_bytes: int = 64 << 20):
+        self.grid_hw = tuple(int(x) for x in grid_hw)
+        self.cells = self.grid_hw[0] * self.grid_hw[1]
+        self.device = device
+        self.chunk_bytes = chunk_bytes
+        self._pooling: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._sum: torch.Tensor | None = None
+
+    def _pool(self, hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        if hw not in self._pooling:
+            from ..selfgrid import pooling
+
+            q, k = pooling(self.grid_hw, hw)
+            self._pooling[hw] = (torch.from_numpy(q).to(self.device, torch.float32),
+                                 torch.from_numpy(k).to(self.device, torch.float32))
+        return self._pooling[hw]
+
+    def add(self, probabilities, hw: tuple[int, int], batch_heads: int) -> None:
+        """``probabilities(rows)`` → (B, heads, len(rows), h·w) for the query rows asked."""
+        queries, keys = self._pool(hw)
+        n = hw[0] * hw[1]
+        chunk = max(1, self.chunk_bytes // max(1, batch_heads * n * 4))
+        total = torch.zeros(self.cells, self.cells, device=self.device)
+        for first in range(0, n, chunk):
+            rows = torch.arange(first, min(n, first + chunk), device=self.device)
+            probs = probabilities(rows)
+            if probs is None:
+                return
+            pooled_keys = probs.mean(dim=1).sum(dim=0) @ keys  # (C, cells)
+            total += queries[:, first:first + len(rows)] @ pooled_keys
+        self._sum = total if self._sum is None else self._sum + total
+
+    def end_step(self) -> torch.Tensor | None:
+        """This step's (cells, gh, gw), or None if no layer was read."""
+        out, self._sum = self._sum, None
+        return None if out is None else out.reshape(self.cells, *self.grid_hw)

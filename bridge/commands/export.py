@@ -10,6 +10,7 @@ from .. import masks
 from ..errors import UserError
 from ..export import WHAT, ExportOptions, export
 from ..recording import RecordingError
+from ..regions import from_cli_text, parse_list
 from ..timelapse.colormaps import COLORMAPS
 
 log = logging.getLogger("bridge.export")
@@ -51,6 +52,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=int, default=ExportOptions.size, metavar="PX",
                    help="long side of the exported images in pixels, maps upsampled smoothly (default: %(default)s; "
                         "0: the recorded image's size)")
+    p.add_argument("--region", dest="regions", action="append", default=[], metavar="REGION",
+                   help="self: a query region chosen now (box:X0,Y0,X1,Y1, pixel:X,Y, polygon:…, mask:FILE.png, "
+                        "image pixels), from a run recorded with --self-grid; repeat for several")
+    p.add_argument("--diffuse", type=int, default=0, metavar="N",
+                   help="self: with --region, also each region's diffused attention after N expansions (e.g. 3)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
 
@@ -58,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
     options = ExportOptions(
         what=tuple(w.strip() for w in args.what.split(",") if w.strip()), tau=args.tau,
         min_iou=args.stable_iou, colormap=args.colormap, opacity=args.opacity, size=args.size,
+        regions=parse_list(args.regions, from_cli_text), diffuse=args.diffuse,
     )
     out = Path(args.out) if args.out else Path(args.run) / "export"
     try:

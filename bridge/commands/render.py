@@ -70,6 +70,7 @@ def add_arguments(p) -> None:
     p.add_argument("--region", dest="regions", action="append", default=[], metavar="REGION",
                    help=FIELD_BY_KEY["regions"].help + ", or mask:FILE.png (white or opaque pixels are in; "
                         "stretched over the image); each records a self-attention map per step")
+    p.add_argument("--self-grid", type=int, default=0, metavar="N", help=FIELD_BY_KEY["self_grid"].help)
     p.add_argument("--max-latent", type=int, default=0, metavar="N", help=FIELD_BY_KEY["max_latent"].help)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -161,7 +162,7 @@ def run(args) -> int:
         width=args.width, height=args.height, map_size=parse_map_size(args.map_size),
         phases=parse_phases(args.phases, args.phase_noise, args.phase_structure, args.phase_detail, args.phase_blend),
         vae_every=args.vae_every, preview=args.preview, include_special=args.include_special, layers=layers,
-        regions=parse_list(args.regions, from_cli_text),
+        regions=parse_list(args.regions, from_cli_text), self_grid=args.self_grid,
     )
     check_request(request)  # fail on bad flags before the (slow) model load
     check_sizes(args.width, args.height)

@@ -82,6 +82,7 @@ class LiveSession(Wired):
             seed=seed if seed is not None else s["seed"], steps=s["steps"], guidance=s["guidance"],
             width=s["width"] or None, height=s["height"] or None, phases=v.phases(),
             map_size=v.map_size or None, vae_every=v.vae_every, preview=v.preview, include_special=v.include_special,
+            self_grid=v.self_grid,
         )
         return self.engine.validate(req)
 
