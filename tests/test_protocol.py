@@ -186,3 +186,19 @@ console.log(JSON.stringify({type: f.type, dtype: f.dtype, run: f.run, step: f.st
     assert out["shape"] == [2, 3, 4]
     assert np.allclose(out["data"], maps.ravel(), rtol=0, atol=0)
     assert not any(math.isnan(x) for x in out["data"])
+
+
+def test_the_self_grid_goes_only_to_clients_that_subscribe_to_it():
+    import dataclasses
+
+    frame = make_step()
+    grid = np.random.default_rng(1).random((16, 4, 4)).astype(np.float16)
+    frame = dataclasses.replace(frame, kinds={**frame.kinds, "selfgrid": grid})
+    enc = P.FrameEncoder()
+    default = P.Subscription()
+    assert "selfgrid" not in default.frames and {"maps", "cumulative", "preview"} <= set(default.frames)
+    assert all(P.decode_frame(b).type != 6 for b in enc.step_frames(frame, default))
+    sub = P.Subscription.from_dict({"frames": ["selfgrid"]})
+    (only,) = enc.step_frames(frame, sub)
+    f = P.decode_frame(only)
+    assert f.type == 6 and f.data.shape == (16, 4, 4)
