@@ -9,7 +9,9 @@ For held-out prompts (bench/attribution.py's scenes, a seed training never used)
 3. score each box's map: **share** = the part of its map's mass (summed over the run's steps,
    bicubic to the image size) that lies on its own object — against the object's area
    fraction, which a map spread evenly would get;
-4. **when**: the first step from which a box's per-step share stays ≥ 90 % of its final-step
+4. **diffused**: the same box's diffused attention (bridge/selfgrid.py: the run's self grid,
+   16 cells a side, summed over steps, expanded 3 times with a 0.1 cut) and its share;
+5. **when**: the first step from which a box's per-step share stays ≥ 90 % of its final-step
    share, next to the step from which the object's shape word's DAAM mask stays ≥ 0.9 IoU with
    its final mask (bridge/masks.py) — does an object's self-attention gather before its word
    map settles?
@@ -30,9 +32,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import attribution as A  # noqa: E402
-from bridge import masks  # noqa: E402
+from bridge import masks, selfgrid  # noqa: E402
 
 BOX = 6  # image pixels per side of each object's query box
+GRID = 16  # self grid cells a side for the diffused maps
 SETTLED = 0.9
 
 
@@ -88,7 +91,7 @@ def main(argv=None) -> int:
 
     engine = Engine.load(args.model, device=args.device, progress=False)
     sink = Frames()
-    shares, last_shares, areas, self_steps, word_steps = [], [], [], [], []
+    shares, last_shares, areas, self_steps, word_steps, diffused = [], [], [], [], [], []
     for i, scene in enumerate(tqdm(A.sd.sample_scenes(A.BENCH_SEED, args.prompts), desc="self-attention")):
         base = GenerationRequest(scene.caption, seed=i, steps=args.steps, layers=layers)
         image = A.render(engine, base, Bus([sink])).image
@@ -100,13 +103,15 @@ def main(argv=None) -> int:
         regions = tuple(make("box", (c[:2], c[2:]), f"o{j}") for j, m in objects for c in [centre_box(m)])
         from dataclasses import replace
 
-        again = A.render(engine, replace(base, regions=regions), Bus([sink]))
+        again = A.render(engine, replace(base, regions=regions, self_grid=GRID), Bus([sink]))
         assert np.array_equal(again.image, image), "a region changed the image"
         self_maps = np.stack([f.kinds["self"] for f in sink.frames]).astype(np.float32)  # (S, R, h, w)
+        matrix = sum(f.kinds["selfgrid"].astype(np.float64) for f in sink.frames)
         for r, (j, mask) in enumerate(objects):
             per_step = [share(self_maps[s, r], mask) for s in range(len(self_maps))]
             final = share(self_maps[:, r].sum(axis=0), mask)
             shares.append(final)
+            diffused.append(share(selfgrid.diffuse(matrix, regions[r], image.shape[:2]), mask))
             last_shares.append(per_step[-1])
             areas.append(float(mask.mean()))
             self_steps.append(first_settled(per_step, per_step[-1]))
@@ -121,6 +126,8 @@ def main(argv=None) -> int:
           f"median {statistics.median(shares):.3f}, 10th percentile {np.percentile(shares, 10):.3f} (target ≥ 0.7); "
           f"the last step's map alone: mean {statistics.mean(last_shares):.3f}; "
           f"the object's area fraction (an even spread): mean {statistics.mean(areas):.3f}")
+    print(f"share of the box's diffused attention ({GRID}×{GRID} self grid) on its own object: mean "
+          f"{statistics.mean(diffused):.3f}, median {statistics.median(diffused):.3f}")
     print(f"step from which the box's per-step share stays ≥ {SETTLED:.0%} of its last: median {statistics.median(self_steps):.0f}; "
           f"step from which the shape word's mask stays ≥ 0.9 IoU with its last: median {statistics.median(word_steps):.0f} "
           f"(self-attention first in {sum(a < b for a, b in zip(self_steps, word_steps))} of {n} objects, "
