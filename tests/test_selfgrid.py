@@ -149,3 +149,34 @@ def test_regions_chosen_after_the_run_are_exported_from_the_recording(tiny_engin
     assert lines[0] == "step,inside_r0,inside_r1" and len(lines) == 4
     assert main(["export", str(folder), "-o", str(tmp_path / "x"), "--what", "self", "--region", "box:1,2,3",
                  "--no-progress"]) == 2
+
+
+def test_a_timelapse_draws_regions_chosen_after_the_run(tiny_engine, tmp_path):
+    import imageio.v3 as iio
+
+    from bridge.timelapse.style import Style, frame_maps
+
+    folder = tmp_path / "run"
+    recorder = Recorder(folder)
+    tiny_engine.generate(GenerationRequest(PROMPT, seed=5, steps=3, guidance=7.5, self_grid=8), Bus([recorder]))
+    recorder.close()
+    rec = load_recording(folder)
+    regions = (from_dict({"id": "a", "box": [0, 0, 16, 16]}), from_dict({"id": "b", "pixel": [60, 60]}))
+    style = Style((64, 64), ((0, "a"),), after=regions, image_hw=(64, 64))
+    frame = rec.frame(1)
+    maps = frame_maps(frame, "self", style=style)
+    want = [selfgrid.region_map(frame.kinds["selfgrid"], r, (64, 64)) for r in regions]
+    assert maps.shape == (2, *frame.kinds["maps"].shape[1:]) and np.abs(maps[0] - maps[1]).max() > 0
+    h, w = maps.shape[1:]
+    blocks = maps[0].reshape(8, h // 8, 8, w // 8).mean(axis=(1, 3))  # back on the grid: the grid map, upsampled
+    assert np.corrcoef(blocks.ravel(), want[0].ravel())[0, 1] > 0.95
+    out = tmp_path / "t.mp4"
+    assert main(["timelapse", str(folder), "-o", str(out), "--layout", "grid", "--region", "box:0,0,16,16",
+                 "--region", "pixel:60,60", "--size", "64", "--fps", "10", "--hold", "0", "--no-progress"]) == 0
+    assert len(list(iio.imiter(out))) == 3
+    plain = tmp_path / "plain"
+    recorder = Recorder(plain)
+    tiny_engine.generate(GenerationRequest(PROMPT, seed=5, steps=1), Bus([recorder]))
+    recorder.close()
+    assert main(["timelapse", str(plain), "-o", str(tmp_path / "x.mp4"), "--region", "box:0,0,16,16",
+                 "--no-progress"]) == 2

@@ -7,6 +7,7 @@ import logging
 
 from .. import mapkinds
 from ..recording import RecordingError
+from ..regions import from_cli_text, parse_list
 from ..errors import UserError
 from ..timelapse import LAYOUTS, TimelapseOptions, map_kinds, render_timelapse
 from ..timelapse.colormaps import COLORMAPS
@@ -52,6 +53,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="particles layout: particle count (default: one per pixel of a half-size tile)")
     p.add_argument("--frames-per-step", type=int, default=6,
                    help="particles layout: video frames per recorded step (default: 6)")
+    p.add_argument("--region", dest="regions", action="append", default=[], metavar="REGION",
+                   help="a self-attention query region chosen now (box:X0,Y0,X1,Y1, pixel:X,Y, polygon:…, "
+                        "mask:FILE.png; image pixels), drawn from a run recorded with --self-grid; repeat for grid")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
 
@@ -60,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         layout=args.layout, words=tuple(w.strip() for w in args.words.split(",") if w.strip()),
         colormap=args.colormap, opacity=args.opacity, map_kind=args.map_kind, size=args.size, fps=args.fps,
         hold=args.hold, caption=args.caption, timeline=args.timeline, particles=args.particles,
-        frames_per_step=args.frames_per_step,
+        frames_per_step=args.frames_per_step, regions=parse_list(args.regions, from_cli_text),
     )
     try:
         summary = render_timelapse(args.run, args.out, options, progress=args.progress)

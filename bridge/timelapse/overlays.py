@@ -21,7 +21,7 @@ class _Overlays:
         return heatmap.resize_rgb(frame.preview, self.style.tile)
 
     def overlay(self, frame: StepFrame, preview: np.ndarray, word_index: int) -> np.ndarray:
-        h = heatmap.heat(frame_maps(frame, self.style.map_kind, self.style.region_ids)[word_index], self.style.tile)
+        h = heatmap.heat(frame_maps(frame, self.style.map_kind, self.style.region_ids, self.style)[word_index], self.style.tile)
         return heatmap.overlay(preview, h, self.style.colormap, self.style.opacity)
 
 

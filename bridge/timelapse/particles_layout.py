@@ -38,7 +38,7 @@ class Particles:
 
     def sequence(self, frame: StepFrame) -> list[np.ndarray]:
         """The video frames for one recorded step (advances the simulation)."""
-        maps = frame_maps(frame, self.style.map_kind, self.style.region_ids)
+        maps = frame_maps(frame, self.style.map_kind, self.style.region_ids, self.style)
         attention = law.word_attention(maps, self.word_index)
         w = law.phase_weight(frame.phase_weights, self.params.phase_gain)
         colors = law.particle_colors(frame.preview, self.state.home)

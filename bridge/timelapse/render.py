@@ -51,6 +51,7 @@ class TimelapseOptions:
     timeline_height: int = 72
     particles: int = 0  # particles layout: how many (0: one per pixel of a half-size tile)
     frames_per_step: int = 6  # particles layout: video frames per recorded step (enough for the morph to follow)
+    regions: tuple = ()  # regions chosen now (bridge.regions.Region), drawn from the run's self grid (--self-grid)
 
     def check(self) -> None:
         if self.layout not in LAYOUTS:
@@ -153,12 +154,18 @@ def render_timelapse(recording: str | Path | Recording, out: str | Path, options
     rec = recording_with_steps(recording, "render", TimelapseError)
     mass = np.array([line["mass"] for line in rec.steps], dtype=np.float64)
     region_ids: tuple[str, ...] = ()
-    if mapkinds.by_cli_name(options.resolved_map_kind).labels == "regions":
+    if options.regions:
+        if not any("selfgrid" in line.get("kinds", ()) for line in rec.steps):
+            raise TimelapseError("this recording has no self grid to choose regions from after the run; record it "
+                                 "with render --self-grid 16 (or the self_grid preset key)")
+        region_ids = tuple(r.id for r in options.regions)
+        words = tuple(enumerate(region_ids[:16])) if options.layout == "grid" else ((0, region_ids[0]),)
+    elif mapkinds.by_cli_name(options.resolved_map_kind).labels == "regions":
         region_ids, words = choose_regions(rec, options.words, options.layout)
     else:
         words = choose_words(rec.start, options.words, options.layout, mass)
     style = Style(tile_size(rec.start, options.size), words, options.colormap, options.opacity, options.resolved_map_kind,
-                  region_ids)
+                  region_ids, options.regions, (rec.start.height, rec.start.width))
     extra = {name: getattr(options, name) for name in LAYOUTS[options.layout].options}
     layout = make_layout(options.layout, rec.start, style, **extra)
     per_step = getattr(layout, "frames_per_step", 1)  # animated layouts give several frames per step

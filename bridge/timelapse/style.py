@@ -20,6 +20,8 @@ class Style:
     opacity: float = 0.6
     map_kind: str = "step"  # a map kind's `timelapse --map` name (bridge/mapkinds.py): step, cumulative, self
     region_ids: tuple[str, ...] = ()  # for a kind labelled by regions: every region id of the run, in order
+    after: tuple = ()  # regions chosen after the run (bridge.regions.Region): drawn from each step's self grid
+    image_hw: tuple[int, int] = (0, 0)  # the run's image size, which regions are given in
 
 
 def tile_size(start: RunStart, longest: int) -> tuple[int, int]:
@@ -29,10 +31,20 @@ def tile_size(start: RunStart, longest: int) -> tuple[int, int]:
     return (max(2, round(h * scale)), max(2, round(w * scale)))
 
 
-def frame_maps(frame: StepFrame, map_kind: str, region_ids: tuple[str, ...] = ()) -> np.ndarray:
+def frame_maps(frame: StepFrame, map_kind: str, region_ids: tuple[str, ...] = (), style: Style | None = None) -> np.ndarray:
     """The frame's array of the map kind named ``map_kind`` on the command line.  A kind labelled
     by regions is aligned to ``region_ids`` (regions may change between steps): a region this
-    step did not have gets an empty map."""
+    step did not have gets an empty map.  With ``style.after`` the regions' maps come from the
+    step's self grid instead (bridge/selfgrid.py), at the map size."""
+    if style is not None and style.after:
+        from .. import selfgrid
+        from .heatmap import upsample
+
+        grid = frame.kinds.get("selfgrid")
+        size = frame.kinds["maps"].shape[1:]
+        if grid is None:
+            return np.zeros((len(style.after), *size), np.float32)
+        return np.stack([upsample(selfgrid.region_map(grid, r, style.image_hw), size) for r in style.after])
     kind = mapkinds.by_cli_name(map_kind)
     maps = frame.kinds.get(kind.name)
     if kind.labels != "regions":
