@@ -133,11 +133,16 @@ def test_a_bad_grid_is_one_sentence(tiny_engine, grid):
         tiny_engine.validate(GenerationRequest(PROMPT, steps=1, self_grid=grid))
 
 
-def test_regions_chosen_after_the_run_are_exported_from_the_recording(tiny_engine, tmp_path):
-    folder = tmp_path / "run"
+def record(engine, folder, **request):
+    """A run of the prompt (seed 5) recorded into ``folder``."""
     recorder = Recorder(folder)
-    tiny_engine.generate(GenerationRequest(PROMPT, seed=5, steps=3, guidance=7.5, self_grid=8), Bus([recorder]))
+    engine.generate(GenerationRequest(PROMPT, seed=5, **request), Bus([recorder]))
     recorder.close()
+    return folder
+
+
+def test_regions_chosen_after_the_run_are_exported_from_the_recording(tiny_engine, tmp_path):
+    folder = record(tiny_engine, tmp_path / "run", steps=3, guidance=7.5, self_grid=8)
     rec = load_recording(folder)
     assert rec.map_array("selfgrid", 2).shape == (64, 8, 8)
     out = tmp_path / "export"
@@ -156,10 +161,7 @@ def test_a_timelapse_draws_regions_chosen_after_the_run(tiny_engine, tmp_path):
 
     from bridge.timelapse.style import Style, frame_maps
 
-    folder = tmp_path / "run"
-    recorder = Recorder(folder)
-    tiny_engine.generate(GenerationRequest(PROMPT, seed=5, steps=3, guidance=7.5, self_grid=8), Bus([recorder]))
-    recorder.close()
+    folder = record(tiny_engine, tmp_path / "run", steps=3, guidance=7.5, self_grid=8)
     rec = load_recording(folder)
     regions = (from_dict({"id": "a", "box": [0, 0, 16, 16]}), from_dict({"id": "b", "pixel": [60, 60]}))
     style = Style((64, 64), ((0, "a"),), after=regions, image_hw=(64, 64))
@@ -174,9 +176,6 @@ def test_a_timelapse_draws_regions_chosen_after_the_run(tiny_engine, tmp_path):
     assert main(["timelapse", str(folder), "-o", str(out), "--layout", "grid", "--region", "box:0,0,16,16",
                  "--region", "pixel:60,60", "--size", "64", "--fps", "10", "--hold", "0", "--no-progress"]) == 0
     assert len(list(iio.imiter(out))) == 3
-    plain = tmp_path / "plain"
-    recorder = Recorder(plain)
-    tiny_engine.generate(GenerationRequest(PROMPT, seed=5, steps=1), Bus([recorder]))
-    recorder.close()
+    plain = record(tiny_engine, tmp_path / "plain", steps=1)
     assert main(["timelapse", str(plain), "-o", str(tmp_path / "x.mp4"), "--region", "box:0,0,16,16",
                  "--no-progress"]) == 2
