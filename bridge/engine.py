@@ -87,10 +87,11 @@ class Engine:
         self.previewer = Previewer(fit, loaded.device, self.family.spatial_latents)
 
     @classmethod
-    def load(cls, model: str | None = "builtin", device: str = "auto", dtype: str = "auto", progress: bool = True) -> "Engine":
+    def load(cls, model: str | None = "builtin", device: str = "auto", dtype: str = "auto", progress: bool = True,
+             threads: int = 0) -> "Engine":
         from .models import load_model
 
-        return cls(load_model(model, device=device, dtype=dtype, progress=progress))
+        return cls(load_model(model, device=device, dtype=dtype, progress=progress, threads=threads))
 
     # -- what the model is --------------------------------------------------------------
     @property

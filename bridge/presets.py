@@ -22,6 +22,7 @@ from pathlib import Path
 from .denoised import PREVIEW_SOURCES
 from .errors import UserError
 from .limits import LIMITS as L
+from .threads import MAX_THREADS
 
 PRESETS_DIR = Path(__file__).resolve().parents[1] / "presets"
 DEFAULT_PRESET = "live"
@@ -64,6 +65,8 @@ FIELDS: tuple[Field, ...] = (
     Field("device", "model", "str", "auto", "auto, cpu, cuda, cuda:1, mps"),
     Field("max_latent", "model", "int", 0, "most latent positions (height × width of the latent) a request may ask "
           "for; 0: the device's own limit (CPU: 4096, i.e. 512² for SD; GPU: the largest side)", 0, 1 << 20),
+    Field("threads", "model", "int", 0, "torch CPU threads (0: one fewer than the cores this process may use, so a "
+          "second busy program does not stall every step)", 0, MAX_THREADS),
     Field("dtype", "model", "str", "auto", "auto, float32, float16, bfloat16 (or fp32, fp16, bf16)",
           choices=("auto", "float32", "float16", "bfloat16", "fp32", "fp16", "bf16")),
     # generation

@@ -14,6 +14,7 @@ from bridge.errors import UserError
 from bridge.limits import LIMITS
 from bridge.presets import PresetError, apply_overrides, load_preset
 from bridge.recording import load_recording
+from bridge.threads import MAX_THREADS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -66,6 +67,7 @@ def test_render_takes_serve_spellings_end_to_end(tmp_path, capsys):
     (["--seed", str(LIMITS.seed.hi + 1)], f"seed must be within 0..{LIMITS.seed.hi}"),
     (["--width", str(LIMITS.width.hi + 8)], f"width must be within 0..{LIMITS.width.hi}"),
     (["--map-size", str(LIMITS.map_size.hi + 1)], f"map_size must be within 0..{LIMITS.map_size.hi}"),
+    (["--threads", "-1"], f"threads must be within 0..{MAX_THREADS}"),
 ])
 def test_serve_refuses_out_of_table_flags_before_loading_a_model(tmp_path, args, message):
     r = subprocess.run([sys.executable, "run_bridge.py", "--model", str(tmp_path / "absent"), *args], cwd=ROOT,
@@ -76,6 +78,7 @@ def test_serve_refuses_out_of_table_flags_before_loading_a_model(tmp_path, args,
 @pytest.mark.parametrize("args,message", [
     (["--map-size", str(LIMITS.map_size.hi + 1)], "--map-size sides must be from 1 to"),
     (["--width", "70"], "width must be a multiple of 8, got 70"),
+    (["--threads", str(MAX_THREADS + 1)], f"--threads must be from 0 (one fewer than the usable cores) to {MAX_THREADS}"),
 ])
 def test_render_refuses_sizes_before_loading_a_model(tmp_path, capsys, args, message):
     out = tmp_path / "never"

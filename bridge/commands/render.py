@@ -9,6 +9,7 @@ from pathlib import Path
 from ..denoised import PREVIEW_SOURCES
 from ..errors import UserError
 from ..presets import FIELD_BY_KEY
+from ..threads import MAX_THREADS
 
 HELP = "generate one image and record every step's per-word attention maps"
 DESCRIPTION = """\
@@ -67,6 +68,7 @@ def add_arguments(p) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: %(default)s)")
     p.add_argument("--dtype", default="auto", choices=DTYPES, metavar="DTYPE",
                    help="auto (fp16 on a GPU, fp32 on CPU), fp32, fp16 or bf16 (or float32, float16, bfloat16)")
+    p.add_argument("--threads", type=int, default=0, metavar="N", help=FIELD_BY_KEY["threads"].help)
     p.add_argument("--region", dest="regions", action="append", default=[], metavar="REGION",
                    help=FIELD_BY_KEY["regions"].help + ", or mask:FILE.png (white or opaque pixels are in; "
                         "stretched over the image); each records a self-attention map per step")
@@ -166,11 +168,14 @@ def run(args) -> int:
     )
     check_request(request)  # fail on bad flags before the (slow) model load
     check_sizes(args.width, args.height)
+    if not 0 <= args.threads <= MAX_THREADS:
+        raise UserError(f"--threads must be from 0 (one fewer than the usable cores) to {MAX_THREADS}, got {args.threads}")
     if args.max_latent < 0:
         raise UserError(f"--max-latent must be 0 (the device's own limit) or more, got {args.max_latent}")
     created = _check_out(out)
     try:
-        engine = Engine.load(args.model, device=args.device, dtype=args.dtype, progress=not args.no_progress)
+        engine = Engine.load(args.model, device=args.device, dtype=args.dtype, progress=not args.no_progress,
+                             threads=args.threads)
         if args.max_latent:
             engine.max_latent = args.max_latent
         request = engine.validate(request)  # before anything is written

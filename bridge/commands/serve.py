@@ -69,7 +69,7 @@ def run(args) -> int:
 
     check_port_free(s.host, s.port)  # a port in use fails in a second, not after the model load
     check_osc_port_free(s.osc_in_host, s.osc_in_port)
-    engine = Engine.load(s.model, device=s.device, dtype=s.dtype, progress=not args.no_progress)
+    engine = Engine.load(s.model, device=s.device, dtype=s.dtype, progress=not args.no_progress, threads=s.threads)
     if s.max_latent:
         engine.max_latent = s.max_latent
     session = LiveSession(engine, s, preset=preset.name, progress=not args.no_progress)

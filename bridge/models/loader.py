@@ -156,12 +156,19 @@ def _load_single_file(source: ModelSource, dtype):
     return cls.from_single_file(source.location, dtype=dtype, **kwargs)
 
 
-def load_model(model: str | None = "builtin", device: str = "auto", dtype: str = "auto", progress: bool = True) -> LoadedModel:
-    """Load ``model`` (see :func:`resolve_model`) → :class:`LoadedModel`; ModelError on any failure."""
+def load_model(model: str | None = "builtin", device: str = "auto", dtype: str = "auto", progress: bool = True,
+               threads: int = 0) -> LoadedModel:
+    """Load ``model`` (see :func:`resolve_model`) → :class:`LoadedModel`; ModelError on any failure.
+
+    ``threads``: torch's CPU threads (0: one fewer than the usable cores, see bridge/threads.py).
+    """
     import diffusers.utils.logging as dlog
     import transformers.utils.logging as tlog
 
+    from ..threads import apply_threads
+
     source = resolve_model(model)
+    apply_threads(threads)
     dev = pick_device(device)
     torch_dtype = pick_dtype(dtype, dev)
     (dlog.enable_progress_bar if progress else dlog.disable_progress_bar)()
