@@ -382,7 +382,7 @@ class Engine:
             "preview": req.preview,
             "include_special": req.include_special,
             "layers": list(req.layers) if req.layers else "all",
-            "versions": {"bridge": __version__, "torch": torch.__version__, "diffusers": diffusers.__version__,
+            "versions": {"bridge": __version__, "torch": str(torch.__version__), "diffusers": diffusers.__version__,
                          "transformers": transformers.__version__, "numpy": np.__version__},
         }
 

@@ -103,6 +103,8 @@ FIELDS: tuple[Field, ...] = (
           "like http://show-pc.local:8080 (* for any)"),
     Field("max_clients", "server", "int", 32, "most websocket clients at once; more are refused (503)", 1, 10000),
     Field("web_root", "server", "str", "web", "folder served over HTTP (the browser viewer)"),
+    Field("wire_process", "server", "bool", False, "run the websocket server in a process of its own, so that "
+          "encoding frames for many clients never competes with generation (docs/PROTOCOL.md)"),
     Field("preset_dirs", "server", "list", [], "more folders whose presets a `preset` control may switch to "
           "(the presets folder is always searched first)", flag="--preset-dir"),
     # osc

@@ -19,7 +19,7 @@ from .sinks import SinkConfig, Sinks, build_sinks
 def sink_config(settings, progress: bool = True, record: bool = True) -> SinkConfig:
     s = Settings.of(settings)
     return SinkConfig(host=s.host, port=s.port, token=s.token, allow_origin=list(s.allow_origin),
-                      max_clients=s.max_clients, web_root=s.web_root, osc_out=list(s.osc_out),
+                      max_clients=s.max_clients, web_root=s.web_root, wire_process=s.wire_process, osc_out=list(s.osc_out),
                       osc_prefix=s.osc_prefix, spout=s.spout, spout_name=s.spout_name, progress=progress,
                       record=s.record if record else "", keep_runs=s.keep_runs, max_gb=s.max_gb)
 
@@ -138,11 +138,8 @@ class Wire:
         deadline = time.monotonic() + timeout
         if self.osc is not None and hasattr(self.osc, "flush"):
             self.osc.flush(timeout)
-        ws = self.websocket
-        while ws is not None and time.monotonic() < deadline:
-            if not any(getattr(c, "queue", None) for c in list(getattr(ws, "clients", ()))):
-                break
-            time.sleep(0.02)  # polls the queues until empty or the deadline
+        if self.websocket is not None:
+            self.websocket.drain(max(0.0, deadline - time.monotonic()))
 
     def close(self, drain: bool = False) -> None:
         if self.osc_in is not None:

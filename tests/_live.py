@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import threading
 import time
@@ -82,10 +83,13 @@ def free_udp_port() -> int:
 
 
 def live_values(**overrides) -> dict:
-    """Preset values for a test session: tiny model, ephemeral ports, short runs, no autostart."""
+    """Preset values for a test session: tiny model, ephemeral ports, short runs, no autostart.
+
+    ``BRIDGE_TEST_WIRE_PROCESS=1`` runs every session's websocket server in its own process
+    (tests/test_wire_process.py runs the websocket tests so)."""
     values = defaults()
     values.update(model="builtin:tiny", device="cpu", port=0, osc_in_port=free_udp_port(), osc_out=[], autostart=False,
-                  steps=3, web_root="web")
+                  steps=3, web_root="web", wire_process=os.environ.get("BRIDGE_TEST_WIRE_PROCESS") == "1")
     values.update(overrides)
     return values
 

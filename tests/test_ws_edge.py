@@ -98,7 +98,7 @@ def test_fuzzed_http_requests_get_a_plain_answer(server, path, headers):
     assert status in (101, 200, 400, 403, 404, 405, 413, 414, 426, 431, 503), reply[:300]
     if status == 200:  # only the viewer's own files, ever
         assert reply.split(b"\r\n\r\n", 1)[1] in WEB_FILES
-    assert server.websocket._thread.is_alive()
+    assert server.websocket.alive
 
 
 def test_the_bridge_still_serves_after_the_fuzzing(server):

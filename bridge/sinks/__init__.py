@@ -21,6 +21,7 @@ class SinkConfig:
     allow_origin: list = field(default_factory=list)  # web page origins besides the viewer's own
     max_clients: int = 32
     web_root: str | None = "web"
+    wire_process: bool = False  # the websocket server in its own process (bridge/sinks/wire_process.py)
     osc_out: list = field(default_factory=lambda: ["127.0.0.1:7000"])
     osc_prefix: str = "/daam"
     spout: bool = False
@@ -83,12 +84,15 @@ def build_sinks(config: SinkConfig, *, selection: Selection | None = None, contr
 
             built.all.append(ProgressSink())
         if config.port is not None:
-            from .websocket import WebSocketSink
+            if config.wire_process:
+                from .wire_process import WireProcessSink as sink_class
+            else:
+                from .websocket import WebSocketSink as sink_class
 
-            built.websocket = WebSocketSink(config.host, config.port, token=config.token, web_root=config.web_root,
-                                            selection=selection, controller=controller, status=status,
-                                            presets=presets, allow_origin=config.allow_origin,
-                                            max_clients=config.max_clients, limits=limits).start()
+            built.websocket = sink_class(config.host, config.port, token=config.token, web_root=config.web_root,
+                                         selection=selection, controller=controller, status=status,
+                                         presets=list(presets), allow_origin=list(config.allow_origin),
+                                         max_clients=config.max_clients, limits=limits).start()
             built.all.append(built.websocket)
     except BaseException:
         built.close()

@@ -82,9 +82,16 @@ class WebSocketSink:
     def close(self) -> None:
         self.server.close()
 
+    def drain(self, timeout: float = 3.0) -> None:
+        """Wait (up to ``timeout``) until every client's queue has gone out (the last run's end)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and any(c.outbox or c.in_flight for c in list(self.clients)):
+            time.sleep(0.02)  # polls the queues until empty or the deadline
+
     @property
-    def _thread(self):
-        return self.server._thread
+    def alive(self) -> bool:
+        """Whether the server's loop thread is running."""
+        return self.server._thread is not None and self.server._thread.is_alive()
 
     # ------------------------------------------------------------------ Bus sink (any thread)
 
