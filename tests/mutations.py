@@ -1,7 +1,8 @@
 """Mutation check of the invariants the suite must guard: each one-line mutation is applied to a
 scratch copy of the tree and the tests that should catch it are run; every row must say CAUGHT.
 
-    python tests/mutations.py
+    python tests/mutations.py                # all of them
+    python tests/mutations.py "wire"         # those whose name contains "wire"
 """
 import shutil
 import subprocess
@@ -38,6 +39,12 @@ MUTATIONS = [
     ("self grid sums the heads instead of averaging them", "bridge/attention/selfagg.py",
      "pooled_keys = probs.mean(dim=1).sum(dim=0) @ keys", "pooled_keys = probs.sum(dim=1).sum(dim=0) @ keys",
      ["tests/test_selfgrid.py"]),
+    ("generation waits for a free slot of the wire", "bridge/sinks/framering.py",
+     "            if not self._free:\n", "            while not self._free:\n                self._lock.release(); __import__('time').sleep(0.01); self._lock.acquire()\n            if False:\n",
+     ["tests/test_wire_process.py::test_a_frozen_wire_process_never_holds_up_generation"]),
+    ("the wire process never hears a selection made elsewhere", "bridge/sinks/wire_process.py",
+     "        self.selection.add_listener(self._selected_here)\n", "        pass\n",
+     ["tests/test_wire_process.py::test_controls_and_the_selection_cross_both_ways"]),
     ("self grid keys not split over the cells they overlap", "bridge/selfgrid.py",
      "keys = (overlap / overlap.sum(axis=0, keepdims=True)).T", "keys = overlap.T", ["tests/test_selfgrid.py"]),
     ("region rows not weighted by coverage", "bridge/attention/selfagg.py",
@@ -48,6 +55,8 @@ MUTATIONS = [
 ]
 missed = 0
 for name, rel, old, new, tests in MUTATIONS:
+    if sys.argv[1:] and not any(part in name for part in sys.argv[1:]):
+        continue
     if WORK.exists():
         shutil.rmtree(WORK)
     shutil.copytree(SRC, WORK, ignore=shutil.ignore_patterns(".venv", ".git", "__pycache__", "runs"), symlinks=True)

@@ -88,7 +88,8 @@ def live_capture(tiny_engine, tmp_path_factory):
         osc.close()
 
 
-def test_replay_is_byte_identical_to_live_and_imports_no_torch(live_capture):
+@pytest.mark.parametrize("wire", [[], ["--wire-process"]], ids=["wire-in-process", "wire-process"])
+def test_replay_is_byte_identical_to_live_and_imports_no_torch(live_capture, wire):
     recording, live_ws, live_osc = live_capture
     osc = OscCollector()
     code = ("import sys\nfrom bridge.cli import main\n"
@@ -96,7 +97,7 @@ def test_replay_is_byte_identical_to_live_and_imports_no_torch(live_capture):
             "print('HEAVY', sorted(m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules), flush=True)\n"
             "sys.exit(rc)\n")
     args = ["replay", str(recording), "--paused", "--port", "0", "--osc-in-port", "0", "--osc-out", osc.target,
-            "--no-progress", "--web-root", "web"]
+            "--no-progress", "--web-root", "web", *wire]
     proc = subprocess.Popen([sys.executable, "-c", code, *args], cwd=REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
