@@ -75,7 +75,7 @@ class WireChild:
         elif kind == "answer":
             self.pending.answer(*args)
         elif kind == "measure":
-            sink.server.call(self._measure, args[0])
+            sink.server.call(self._measure, *args)
         elif kind == "drain":
             sink.drain(args[1])
             self.channel.send("answer", args[0], True)
@@ -91,13 +91,12 @@ class WireChild:
             except ControlError:
                 pass
 
-    def _measure(self, ask: int) -> None:
-        sink = self.sink
-        clients = [(c.peer, c.dropped, len(c.outbox) + c.in_flight) for c in sink.clients]
-        times = os.times()
-        self.channel.send("answer", ask, {"clients": clients, "latencies": list(sink.latencies),
-                                          "step_bytes": list(sink.step_bytes), "cpu": times.user + times.system,
-                                          "torch": "torch" in sys.modules})
+    def _measure(self, ask: int, what) -> None:
+        sink, times = self.sink, os.times()
+        figures = {"clients": lambda: [(c.peer, c.dropped, len(c.outbox) + c.in_flight) for c in sink.clients],
+                   "latencies": lambda: list(sink.latencies), "step_bytes": lambda: list(sink.step_bytes),
+                   "cpu": lambda: times.user + times.system, "torch": lambda: "torch" in sys.modules}
+        self.channel.send("answer", ask, {name: figures[name]() for name in what if name in figures})
 
     # ------------------------------------------------------------------ to the generation process
 
@@ -138,6 +137,9 @@ class PipeLogHandler(logging.Handler):
 
 def run_child(conn, options: dict, level: int) -> None:
     """The wire process's entry point."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the generation process closes this one
     child = WireChild(conn, options)
     handler = PipeLogHandler(child.channel)  # the generation process's handlers collapse floods (bridge/logrepeat.py)
     root = logging.getLogger()

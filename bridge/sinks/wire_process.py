@@ -196,12 +196,14 @@ class WireProcessSink:
 
     # ------------------------------------------------------------------ measurements
 
-    def measure(self) -> dict:
-        return self._ask("measure") or {"clients": [], "latencies": [], "step_bytes": [], "cpu": 0.0}
+    def measure(self, *what: str) -> dict:
+        """Figures from the wire process: any of "clients", "latencies", "step_bytes", "cpu", "torch"."""
+        what = what or ("clients", "latencies", "step_bytes", "cpu", "torch")
+        return self._ask("measure", what) or {"clients": [], "latencies": [], "step_bytes": [], "cpu": 0.0, "torch": None}
 
     @property
     def clients(self) -> list[ClientInfo]:
-        return [ClientInfo(*c) for c in self.measure()["clients"]]
+        return [ClientInfo(*c) for c in self.measure("clients")["clients"]]
 
     @property
     def dropped(self) -> int:
@@ -209,15 +211,15 @@ class WireProcessSink:
 
     @property
     def latencies(self) -> list[float]:
-        return self.measure()["latencies"]
+        return self.measure("latencies")["latencies"]
 
     @property
     def step_bytes(self) -> list[int]:
-        return self.measure()["step_bytes"]
+        return self.measure("step_bytes")["step_bytes"]
 
     def thread_cpu(self) -> float:
         """CPU seconds used so far by the whole wire process."""
-        return self.measure()["cpu"]
+        return self.measure("cpu")["cpu"]
 
     # ------------------------------------------------------------------ the pipe
 
