@@ -189,6 +189,20 @@ def main() -> None:
             peaks[name].append(mem.peak)
             growth[name].append(mem.peak - mem.base)
 
+    # The capture's own work, timed where it happens (per layer and step; CUDA events on a GPU).
+    from bridge.attention.timer import CaptureTimer
+
+    timer = engine.capture_timer = CaptureTimer(device)
+    for _ in range(args.repeats):
+        captured()
+    engine.capture_timer = None
+    work = timer.per_step()
+    plain_step = statistics.median(times["plain"]) / args.steps
+    by_name: dict = {}
+    for step in timer.steps:
+        for name, seconds in step.items():
+            by_name.setdefault(name, []).append(seconds)
+
     plain_img = np.clip(np.rint(images["plain"] * 255), 0, 255).astype(np.uint8)
     diff = int(np.abs(plain_img.astype(int) - images["captured"].astype(int)).max())
     layers = len(engine.family.attention_sites())
@@ -207,6 +221,12 @@ def main() -> None:
           f"process CPU time ×{statistics.median(cpu['captured']) / statistics.median(cpu['plain']):.3f}; peak memory ×{m_ratio:.3f}; working memory above the model: {max(growth['plain']) * mb:.1f} → "
           f"{max(growth['captured']) * mb:.1f} MiB")
     print(f"final images: max pixel difference plain vs captured = {diff} (of 255)")
+    ms = 1000
+    print(f"capture's own work per step ({len(work)} steps timed): median {statistics.median(work) * ms:.2f} ms "
+          f"(min–max {min(work) * ms:.2f}–{max(work) * ms:.2f}) against a plain step of {plain_step * ms:.1f} ms: "
+          f"×{1 + statistics.median(work) / plain_step:.3f} (×{1 + min(work) / plain_step:.3f}–×{1 + max(work) / plain_step:.3f}; target ≤ 1.03)")
+    costly = sorted(by_name.items(), key=lambda kv: -statistics.median(kv[1]))[:4]
+    print("  largest parts (median per step): " + ", ".join(f"{n} {statistics.median(v) * ms:.2f} ms" for n, v in costly))
     if args.box:
         b_ratio = statistics.median(times["box"]) / statistics.median(times["plain"])
         b_cpu = statistics.median(cpu["box"]) / statistics.median(cpu["plain"])

@@ -82,6 +82,7 @@ class Engine:
         self._lock = threading.Lock()
         # latent positions a request may have; a CPU's own cap, see limits.py (None: no cap)
         self.max_latent = CPU_LATENT_POSITIONS if str(loaded.device).startswith("cpu") else None
+        self.capture_timer = None  # a CaptureTimer: benchmarks time the capture's own work (bridge/attention/timer.py)
         folder = loaded.source.location if loaded.source.kind == "folder" else None
         fit = load_latent_rgb(folder) or fit_latent_rgb(self.family.vae)
         self.previewer = Previewer(fit, loaded.device, self.family.spatial_latents)
@@ -287,11 +288,14 @@ class Engine:
         regional.set_regions(self.fit_regions(current_regions(), req))
         pooled = SelfGrid(grid_shape(req.self_grid, latent_hw), self.device) if req.self_grid else None
 
+        timer = self.capture_timer
+
         def on_step_end(_pipe, i, t, kwargs):
             tc = time.perf_counter()
             latents = kwargs["latents"]
             if req.preview == "denoised" and tap.latest is not None:
                 latents = tap.latest  # this step's x̂₀: the picture, long before the latents show it
+            started = timer.start() if timer else None
             step_maps, cumulative = aggregator.end_step()
             step_kinds = {"maps": step_maps, "cumulative": cumulative}
             step_regions = regional.regions
@@ -302,11 +306,17 @@ class Engine:
             if grid is not None:
                 step_kinds["selfgrid"] = grid
             regional.set_regions(self.fit_regions(current_regions(), req))  # the next step's
+            if timer:
+                timer.stop("step end: aggregation", started)
             full = req.vae_every and ((i + 1) % req.vae_every == 0 or i + 1 == total)
             tp = time.perf_counter()
             preview = self.previewer.decode(pipe, latents) if full else self.previewer.linear(latents)
             # One device → host transfer per step: every map kind and the preview together.
+            started = timer.start() if timer else None
             host, small = to_host(step_kinds, preview)
+            if timer:
+                timer.stop("host transfer (maps and preview)", started)
+                timer.end_step()
             rgb = upscale(small, req.height, req.width)
             now = time.perf_counter()
             frame = StepFrame(
@@ -326,6 +336,7 @@ class Engine:
             with AttentionCapture(self.family, req.layers) as capture, DenoisedTap(pipe.scheduler) as tap, \
                     InterruptPoints([self.family.denoiser, self.family.vae], abort):
                 capture.begin(aggregator, regional, pooled)
+                capture.timer = timer
                 kwargs = dict(
                     prompt=req.prompt, num_inference_steps=req.steps, guidance_scale=req.guidance,
                     width=req.width, height=req.height, output_type="np",

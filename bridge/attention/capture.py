@@ -75,6 +75,7 @@ class AttentionCapture:
         self._geometry: dict[int, tuple[int, int, int]] = {}  # positions → (h, w, factor), this run
         self._silent: set[str] = set()  # sites already reported as giving no map
         self._batch: int | None = None  # the batch of the run's denoiser calls (its first call's)
+        self.timer = None  # a CaptureTimer while a benchmark times the capture's own work
 
     def __enter__(self) -> "AttentionCapture":
         sites = self.family.attention_sites()

@@ -60,5 +60,11 @@ class CaptureProcessor(torch.nn.Module):
             seen = self._seen
         finally:
             self._seen = None
-        capture.observe(self.site, Call(args, kwargs, seen))
+        timer = capture.timer  # None outside benchmarks (bridge/attention/timer.py)
+        if timer is None:
+            capture.observe(self.site, Call(args, kwargs, seen))
+        else:
+            started = timer.start()
+            capture.observe(self.site, Call(args, kwargs, seen))
+            timer.stop(self.site.name, started)
         return out
