@@ -156,3 +156,50 @@ def greeted_client(session):
 
 def is_json(type_: str, **fields):
     return lambda m: isinstance(m, dict) and m.get("type") == type_ and all(m.get(k) == v for k, v in fields.items())
+
+
+class RawClient:
+    """A websocket client that keeps every message exactly as received (bytes or str), read on its own thread."""
+
+    SERVER_INFO = ('"type":"hello"', '"type":"status"')
+
+    def __init__(self, url: str):
+        from websockets.sync.client import connect
+
+        self.ws = connect(url, max_size=None)
+        self.messages: list = []
+        self.ended = threading.Event()
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _loop(self):
+        try:
+            for m in self.ws:
+                with self._cond:
+                    self.messages.append(m)
+                    self._cond.notify_all()
+                if isinstance(m, str) and '"type":"run_end"' in m:
+                    self.ended.set()
+        except Exception:
+            pass
+
+    def wait(self, predicate, timeout: float = 30.0) -> bool:
+        """Whether ``predicate(messages)`` came true within ``timeout`` seconds."""
+        with self._cond:
+            return self._cond.wait_for(lambda: predicate(self.messages), timeout)
+
+    def greeted(self, timeout: float = 30.0) -> bool:
+        """Wait for ``hello`` and the first ``status``: the server has taken this client in."""
+        return self.wait(lambda ms: any('"type":"status"' in m for m in ms if isinstance(m, str)), timeout)
+
+    def send(self, msg: dict):
+        self.ws.send(json.dumps(msg))
+
+    def run_messages(self) -> list:
+        """Everything about the run (frames, run_start, step, run_end): not server hello/status."""
+        return [m for m in self.messages if not (isinstance(m, str) and any(s in m for s in self.SERVER_INFO))]
+
+    def close(self):
+        self.ws.close()
+        self._thread.join(2)

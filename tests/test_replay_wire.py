@@ -9,62 +9,15 @@ or replay, its state, its clients) and are left out of the comparison.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
 import sys
-import threading
 
 import pytest
 
-from _live import OscCollector, live_session
+from _live import OscCollector, RawClient, live_session
 from replay_recordings import REPO
-
-SERVER_INFO = ('"type":"hello"', '"type":"status"')
-
-
-class RawClient:
-    """A websocket client that keeps every message exactly as received (bytes or str)."""
-
-    def __init__(self, url: str):
-        from websockets.sync.client import connect
-
-        self.ws = connect(url, max_size=None)
-        self.messages: list = []
-        self.ended = threading.Event()
-        self._cond = threading.Condition()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
-
-    def _loop(self):
-        try:
-            for m in self.ws:
-                with self._cond:
-                    self.messages.append(m)
-                    self._cond.notify_all()
-                if isinstance(m, str) and '"type":"run_end"' in m:
-                    self.ended.set()
-        except Exception:
-            pass
-
-    def greeted(self, timeout: float = 30.0) -> bool:
-        """Wait for ``hello`` and the first ``status``: the server has taken this client in."""
-        with self._cond:
-            return self._cond.wait_for(lambda: any('"type":"status"' in m for m in self.messages if isinstance(m, str)),
-                                       timeout)
-
-    def send(self, msg: dict):
-        self.ws.send(json.dumps(msg))
-
-    def run_messages(self) -> list:
-        """Everything about the run (frames, run_start, step, run_end): not server hello/status."""
-        return [m for m in self.messages if not (isinstance(m, str) and any(s in m for s in SERVER_INFO))]
-
-    def close(self):
-        self.ws.close()
-        self._thread.join(2)
-
 
 @pytest.fixture(scope="module")
 def live_capture(tiny_engine, tmp_path_factory):

@@ -16,7 +16,7 @@ import threading
 import numpy as np
 import pytest
 
-from _live import WsClient, is_json, live_session, wait_for
+from _live import RawClient, WsClient, is_json, live_session, wait_for
 from replay_recordings import REPO
 from bridge.bus import Bus
 from bridge.errors import UserError
@@ -62,34 +62,6 @@ def test_the_ring_carries_every_field_and_skips_when_every_slot_is_held():
         ring.close()
 
 
-class RawClient:
-    """Every message as received, until ``n`` of them satisfy ``count``."""
-
-    def __init__(self, url: str):
-        from websockets.sync.client import connect
-
-        self.ws = connect(url, max_size=None)
-        self.messages: list = []
-        self.cond = threading.Condition()
-        threading.Thread(target=self._loop, daemon=True).start()
-
-    def _loop(self):
-        try:
-            for m in self.ws:
-                with self.cond:
-                    self.messages.append(m)
-                    self.cond.notify_all()
-        except Exception:
-            pass
-
-    def wait(self, predicate, timeout: float = 30.0) -> bool:
-        with self.cond:
-            return self.cond.wait_for(lambda: predicate(self.messages), timeout)
-
-    def run_messages(self) -> list:
-        return [m for m in self.messages if not (isinstance(m, str) and ('"type":"hello"' in m or '"type":"status"' in m))]
-
-
 def _steps_seen(messages) -> int:
     return sum(isinstance(m, str) and '"type":"step"' in m for m in messages)
 
@@ -106,7 +78,7 @@ def test_the_wire_process_sends_the_same_bytes_as_the_in_process_sink(tiny_engin
     try:
         clients = [RawClient(here.url), RawClient(there.url)]
         for c in clients:
-            c.ws.send('{"type":"subscribe","frames":["maps","cumulative","preview","final"],"dtype":"float16"}')
+            c.send({"type": "subscribe", "frames": ["maps", "cumulative", "preview", "final"], "dtype": "float16"})
             assert c.wait(lambda ms: sum('"type":"status"' in m for m in ms if isinstance(m, str)) >= 2)
         # one record at a time, each waited for on both wires: no step is skipped for a busy machine
         for n, event in enumerate(collect.events):

@@ -14,7 +14,6 @@ import os
 import sys
 import threading
 
-from .. import protocol as P
 from ..control import ControlError
 from ..errors import UserError
 from .framering import RingReader
