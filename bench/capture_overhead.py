@@ -44,6 +44,48 @@ SD15_UNET = dict(
 )
 
 
+# Stable Diffusion XL base 1.0's UNet (its published unet/config.json): 2.6 B parameters.
+SDXL_UNET = dict(
+    sample_size=128, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(320, 640, 1280),
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+    cross_attention_dim=2048, attention_head_dim=(5, 10, 20), transformer_layers_per_block=(1, 2, 10),
+    use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=256,
+    projection_class_embeddings_input_dim=2816, norm_num_groups=32, norm_eps=1e-5, act_fn="silu",
+    flip_sin_to_cos=True, freq_shift=0,
+)
+
+
+def build_sdxl(device: str, dtype):
+    """SDXL's UNet (random weights) with 1-layer text encoders of SDXL's widths (768 + 1280)."""
+    import torch
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    from bridge.models.resolve import BUILTIN_DIR
+
+    tiny = BUILTIN_DIR / "tiny"
+    tokenizer = CLIPTokenizer.from_pretrained(tiny / "tokenizer")
+    torch.manual_seed(0)
+
+    def encoder(cls, hidden, **extra):
+        return cls(CLIPTextConfig(
+            vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=hidden, num_hidden_layers=1,
+            num_attention_heads=hidden // 64, max_position_embeddings=77, bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **extra))
+
+    unet = UNet2DConditionModel(**SDXL_UNET)
+    text_encoder = encoder(CLIPTextModel, 768)
+    text_encoder_2 = encoder(CLIPTextModelWithProjection, 1280, projection_dim=1280)
+    vae = AutoencoderKL.from_pretrained(tiny / "vae")
+    scheduler = DDIMScheduler.from_pretrained(tiny / "scheduler")
+    unet, text_encoder, text_encoder_2, vae = (m.to(device=device, dtype=dtype) for m in (unet, text_encoder, text_encoder_2, vae))
+    pipe = StableDiffusionXLPipeline(vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2, tokenizer=tokenizer,
+                                     tokenizer_2=tokenizer, unet=unet, scheduler=scheduler)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe, tiny
+
+
 def build(device: str, dtype):
     import torch
     import transformers.utils.logging as tlog
@@ -117,6 +159,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--arch", choices=("sd15", "sdxl"), default="sd15",
+                        help="the UNet architecture: Stable Diffusion 1.5 or SDXL base (random weights; default: %(default)s)")
     parser.add_argument("--size", type=int, default=256, help="image side in pixels (default: %(default)s)")
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each variant (default: %(default)s)")
@@ -140,10 +184,12 @@ def main() -> None:
 
     device = pick_device(args.device)
     dtype = pick_dtype(args.dtype, device)
-    pipe, tiny = build(device, dtype)
-    engine = Engine(LoadedModel(pipe, ModelSource("folder", str(tiny), "sd15-architecture-random"), device, dtype, "sd"))
+    pipe, tiny = (build_sdxl if args.arch == "sdxl" else build)(device, dtype)
+    engine = Engine(LoadedModel(pipe, ModelSource("folder", str(tiny), f"{args.arch}-architecture-random"), device, dtype,
+                                "sdxl" if args.arch == "sdxl" else "sd"))
+    guidance = 5.0 if args.arch == "sdxl" else 7.5
     prompt = "a red apple on a wooden table, studio light"
-    req = engine.validate(GenerationRequest(prompt, seed=7, steps=args.steps, guidance=7.5, width=args.size, height=args.size))
+    req = engine.validate(GenerationRequest(prompt, seed=7, steps=args.steps, guidance=guidance, width=args.size, height=args.size))
 
     def sync():
         if device.startswith("cuda"):
@@ -151,7 +197,7 @@ def main() -> None:
 
     def plain():
         with torch.inference_mode():
-            return pipe(prompt, num_inference_steps=args.steps, guidance_scale=7.5, width=args.size, height=args.size,
+            return pipe(prompt, num_inference_steps=args.steps, guidance_scale=guidance, width=args.size, height=args.size,
                         generator=torch.Generator("cpu").manual_seed(7), output_type="np").images[0]
 
     def captured():
@@ -207,8 +253,9 @@ def main() -> None:
     diff = int(np.abs(plain_img.astype(int) - images["captured"].astype(int)).max())
     layers = len(engine.family.attention_sites())
     gpu = torch.cuda.get_device_name() if device.startswith("cuda") else f"{torch.get_num_threads()} CPU threads"
-    print(f"device: {device} ({gpu}), dtype {str(dtype).replace('torch.', '')}, SD 1.5 UNet (random weights), "
-          f"{args.size}×{args.size}, {args.steps} steps, CFG 7.5, {layers} cross-attention layers captured, "
+    arch = "SDXL" if args.arch == "sdxl" else "SD 1.5"
+    print(f"device: {device} ({gpu}), dtype {str(dtype).replace('torch.', '')}, {arch} UNet (random weights), "
+          f"{args.size}×{args.size}, {args.steps} steps, CFG {guidance:g}, {layers} cross-attention layers captured, "
           f"{len(engine.validate(req).prompt.split())}-word prompt, {args.repeats} timed runs each")
     mb = 1 / 2**20
     print(f"{'':10}{'median s':>10}{'min s':>9}{'CPU s':>9}{'peak MiB':>11}{'growth MiB':>12}")
