@@ -25,14 +25,17 @@ SLOTS = 4  # frames in flight between the processes: the wire is at most this ma
 ALIGN = 64  # array offsets, so that a copy out of a slot is aligned
 
 
-def _arrays(frame: StepFrame):
-    """(place, array) for every array of a frame: ("kinds", name) or (field,)."""
-    for name, array in frame.kinds.items():
-        yield ("kinds", name), np.ascontiguousarray(array)
+def _split(frame: StepFrame) -> tuple[list, dict]:
+    """A frame's arrays as (place, array) — place ("kinds", name) or (field,) — and its other fields."""
+    arrays = [(("kinds", name), np.ascontiguousarray(array)) for name, array in frame.kinds.items()]
+    plain = {}
     for f in dataclasses.fields(StepFrame):
         value = getattr(frame, f.name)
         if isinstance(value, np.ndarray):
-            yield (f.name,), np.ascontiguousarray(value)
+            arrays.append(((f.name,), np.ascontiguousarray(value)))
+        elif f.name != "kinds":
+            plain[f.name] = value
+    return arrays, plain
 
 
 class FrameRing:
@@ -45,7 +48,7 @@ class FrameRing:
         self.skipped = 0  # frames not sent because every slot was held
 
     def put(self, frame: StepFrame) -> dict | None:
-        arrays = list(_arrays(frame))
+        arrays, plain = _split(frame)
         layout, size = [], 0
         for place, array in arrays:
             layout.append((place, array.dtype.str, array.shape, size))
@@ -63,8 +66,6 @@ class FrameRing:
             shm = self._slots[index] = shared_memory.SharedMemory(create=True, size=max(size, 1 << 16) * 2)
         for (place, dtype, shape, offset), (_, array) in zip(layout, arrays):
             np.ndarray(shape, dtype, buffer=shm.buf, offset=offset)[...] = array
-        plain = {f.name: getattr(frame, f.name) for f in dataclasses.fields(StepFrame)
-                 if f.name != "kinds" and not isinstance(getattr(frame, f.name), np.ndarray)}
         return {"slot": index, "name": shm.name, "layout": layout, "fields": plain}
 
     def release(self, index: int) -> None:

@@ -71,5 +71,15 @@ class Selection:
             listener(index)
         return index
 
+    def follow(self, index: int) -> None:
+        """Take an index selected on the other side of a process boundary, unless it is already
+        the selection (so the two sides do not echo each other); one the current run no longer
+        has is ignored: the next run start sets both sides again."""
+        if self.index != index:
+            try:
+                self.select(index)
+            except ControlError:
+                pass
+
     def add_listener(self, callback) -> None:
         self._listeners.append(callback)

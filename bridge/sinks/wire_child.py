@@ -70,7 +70,7 @@ class WireChild:
         elif kind == "broadcast":
             sink.broadcast(args[0])
         elif kind == "select":
-            sink.server.call(self._select, args[0])
+            sink.server.call(self.selection.follow, args[0])
         elif kind == "answer":
             self.pending.answer(*args)
         elif kind == "measure":
@@ -82,13 +82,6 @@ class WireChild:
             sink.drain(args[1])
             self.channel.send("answer", args[0], True)
             self.finished.set()
-
-    def _select(self, index: int) -> None:
-        if self.selection.index != index:
-            try:
-                self.selection.select(index)
-            except ControlError:
-                pass
 
     def _measure(self, ask: int, what) -> None:
         sink, times = self.sink, os.times()

@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 
 from ..errors import UserError
-from .framering import FrameRing
+from .framering import SLOTS, FrameRing
 from .selection import Selection
 
 log = logging.getLogger("bridge.sinks.wire")
@@ -37,7 +37,7 @@ ANSWER_TIMEOUT = 10.0  # seconds a control or a measurement may wait for the oth
 
 @dataclass(frozen=True)
 class ClientInfo:
-    """What the wire process tells about one of its clients (measurements, drain)."""
+    """What the wire process tells about one of its clients (benchmarks, tests)."""
 
     peer: str
     dropped: int
@@ -111,13 +111,13 @@ class WireProcessSink:
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 8765, *, selection: Selection | None = None,
-                 controller=None, status=None, slots: int | None = None, **options):
+                 controller=None, status=None, slots: int = SLOTS, **options):
         self.selection = selection or Selection()
         self.controller, self.status = controller, status or (lambda: {"state": "idle"})
         self.options = {"host": host, "port": port, **options}
         self.host, self.port, self.token = host, port, options.get("token", "")
         self.url = self.http_url = ""
-        self.ring = FrameRing(slots) if slots else FrameRing()
+        self.ring = FrameRing(slots)
         self.pending = Pending()
         self._ready = threading.Event()
         self._failure = ""
@@ -238,7 +238,7 @@ class WireProcessSink:
         elif kind == "control":
             self._control(*args)
         elif kind == "select":
-            self._selected_there(args[0])
+            self.selection.follow(args[0])
         elif kind == "answer":
             self.pending.answer(*args)
         elif kind == "log":
@@ -269,15 +269,6 @@ class WireProcessSink:
             log.exception("control %s failed", control.kind)
             refusal = ("failed", "failed", str(exc))
         self._send("answer", ask, (refusal, dict(self.status())))
-
-    def _selected_there(self, index: int) -> None:
-        from ..control import ControlError
-
-        if self.selection.index != index:
-            try:
-                self.selection.select(index)
-            except ControlError:  # the run changed under it; the next run start sets both sides again
-                pass
 
     def _selected_here(self, index: int) -> None:
         self._send("select", index)
