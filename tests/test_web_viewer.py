@@ -137,12 +137,25 @@ def wait_run_end(page, prompt: str, timeout: float = 120_000) -> None:
                            arg=[prompt], timeout=timeout)
 
 
-def submit_ws(bridge, prompt: str, steps: int) -> None:
-    """Start a run as another client would (the stage view has no console)."""
+def wait_idle(bridge, timeout: float = 120.0) -> None:
+    """Until the bridge runs nothing: an earlier test's run must not end inside this one."""
     client = WsClient(bridge.url.replace("http://", "ws://"))
     try:
+        client.send({"type": "status"})
+        client.until(lambda m: isinstance(m, dict) and m.get("type") == "status" and m.get("state") == "idle", timeout)
+    finally:
+        client.close()
+
+
+def submit_ws(bridge, prompt: str, steps: int) -> str:
+    """Start a run as another client would (the stage view has no console); returns once that
+    run has started (a client joining mid-run is first sent the current run's start)."""
+    client = WsClient(bridge.url.replace("http://", "ws://"))
+    try:
+        client.send({"type": "status"})
+        before = client.until(lambda m: isinstance(m, dict) and m.get("type") == "status", 30)["run_id"]
         client.send({"type": "prompt", "prompt": prompt, "steps": steps})
-        client.until(lambda m: isinstance(m, dict) and m.get("type") == "run_start", 60)
+        return client.until(lambda m: isinstance(m, dict) and m.get("type") == "run_start" and m["run_id"] != before, 60)["run_id"]
     finally:
         client.close()
 
@@ -323,6 +336,7 @@ def test_a_box_dragged_on_the_preview_gets_its_self_attention_map(live_bridge):
 def test_the_stage_view_fills_the_window_and_answers_its_keys(live_bridge):
     """What an installation puts on the projector: ?stage shows only the particle morph, the
     whole window, no cursor; keys pick the word (the bridge hears it), the view and the law."""
+    wait_idle(live_bridge)  # a run ending (or starting) later would move the page's selection
     with browser_page() as page:
         page.set_viewport_size({"width": 1280, "height": 720})
         page.goto(f"{live_bridge.url}?particles={PARTICLES}&stage")
@@ -333,8 +347,8 @@ def test_the_stage_view_fills_the_window_and_answers_its_keys(live_bridge):
             assert not page.is_visible(chrome), chrome
         assert page.evaluate("getComputedStyle(document.body).cursor") == "none"
         assert page.evaluate("[document.getElementById('particles').width, document.getElementById('particles').height]") == [1280, 720]
-        submit_ws(live_bridge, PROMPT, STEPS)
-        page.wait_for_function("window.viewer.counts.final >= 1", timeout=120_000)
+        run_id = submit_ws(live_bridge, PROMPT, STEPS)
+        page.wait_for_function("([id]) => window.viewer.ended === id && window.viewer.counts.final >= 1", arg=[run_id], timeout=120_000)
         start = page.evaluate("window.viewer.selected")
         page.keyboard.press("ArrowRight")
         page.wait_for_function(f"window.viewer.selected === {(start + 1) % 7}", timeout=5_000)
