@@ -266,6 +266,7 @@ class Engine:
         words = self.family.map_words(req.prompt, req.include_special)
         cfg = self.uses_cfg(req.guidance)
         latent_hw = self.family.latent_hw(req.height, req.width)
+        self.family.begin_run(latent_hw)
         timesteps = self._timesteps(req.steps, latent_hw)
         total = len(timesteps)  # denoising iterations = frames; PNDM, for one, runs steps + 1
         run_id = new_run_id()
@@ -338,13 +339,12 @@ class Engine:
                 capture.begin(aggregator, regional, pooled)
                 capture.timer = timer
                 kwargs = dict(
-                    prompt=req.prompt, num_inference_steps=req.steps, guidance_scale=req.guidance,
+                    prompt=req.prompt, num_inference_steps=req.steps,
                     width=req.width, height=req.height, output_type="np",
                     generator=torch.Generator("cpu").manual_seed(req.seed),
                     callback_on_step_end=on_step_end, callback_on_step_end_tensor_inputs=["latents"],
+                    **self.family.guidance_kwargs(req.guidance, req.negative_prompt, cfg),
                 )
-                if cfg and req.negative_prompt:
-                    kwargs["negative_prompt"] = req.negative_prompt
                 with torch.inference_mode():
                     out = pipe(**kwargs)
             image = np.clip(np.rint(np.asarray(out.images[0]) * 255), 0, 255).astype(np.uint8)
@@ -372,7 +372,7 @@ class Engine:
         """The scheduler's timesteps for ``steps``, on the host (so frames never sync on ``t``)."""
         scheduler = self.pipe.scheduler
         try:  # the pipeline sets them again, identically
-            scheduler.set_timesteps(steps, device="cpu", **self.family.scheduler_kwargs(latent_hw))
+            scheduler.set_timesteps(steps, device="cpu", **self.family.scheduler_kwargs(latent_hw, steps))
             return [float(t) for t in scheduler.timesteps]
         except Exception:  # a scheduler that needs more than a step count: count steps as asked
             log.debug("could not list %s timesteps ahead of the run", type(scheduler).__name__, exc_info=True)

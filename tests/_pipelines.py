@@ -176,3 +176,38 @@ def make_sd3_like(folder: Path, name: str = "sd3", *, qk_norm=None, dual_attenti
     out = folder / name
     pipe.save_pretrained(out)
     return out
+
+
+def make_flux_like(folder: Path, name: str = "flux", *, guidance_embeds: bool = False, num_layers: int = 2,
+                   num_single_layers: int = 2) -> Path:
+    """A FluxPipeline: a CLIP encoder (pooled only), a T5 encoder, a 4-channel VAE with a shift,
+    a FluxTransformer2DModel with dual-stream and single-stream blocks and 3-axis RoPE
+    (``guidance_embeds``: dev-style guidance distillation, else schnell-style)."""
+    import torch
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+    from transformers import CLIPTokenizer, T5Config, T5EncoderModel, T5Tokenizer
+
+    tok = CLIPTokenizer.from_pretrained(write_clip_tokenizer(folder / f"_{name}_tok1", MERGES))
+    tok2 = T5Tokenizer.from_pretrained(write_t5_tokenizer(folder / f"_{name}_tok2"))
+    torch.manual_seed(4)
+    t5 = T5EncoderModel(T5Config(vocab_size=len(tok2), d_model=64, d_ff=37, d_kv=8, num_layers=1, num_heads=4,
+                                 relative_attention_num_buckets=8, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0))
+    torch.manual_seed(1)
+    transformer = FluxTransformer2DModel(
+        patch_size=1, in_channels=16, num_layers=num_layers, num_single_layers=num_single_layers, attention_head_dim=8,
+        num_attention_heads=4, joint_attention_dim=64, pooled_projection_dim=32, guidance_embeds=guidance_embeds,
+        axes_dims_rope=(2, 2, 4),
+    )
+    torch.manual_seed(2)
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=8, block_out_channels=(8, 8, 8, 8),
+        layers_per_block=1, down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+        scaling_factor=0.3611, shift_factor=0.1159, use_quant_conv=False, use_post_quant_conv=False,
+    )
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True, base_image_seq_len=16,
+                                                max_image_seq_len=256, base_shift=0.5, max_shift=1.15)
+    pipe = FluxPipeline(transformer=transformer, scheduler=scheduler, vae=vae, text_encoder=_text_encoder(tok), tokenizer=tok,
+                        text_encoder_2=t5, tokenizer_2=tok2)
+    out = folder / name
+    pipe.save_pretrained(out)
+    return out

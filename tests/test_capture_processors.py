@@ -75,6 +75,22 @@ def test_cancel_stops_after_the_current_step(tiny_engine, collect):
     assert [f.step for f in collect.frames] == [0, 1, 2, 3]
 
 
+def test_layer_names_match_at_part_boundaries():
+    """A name selector starts at a dotted part and ends at a part boundary, so Flux's block
+    kinds and indices can be told apart (``transformer_blocks.1`` is not block 10 or a single block)."""
+    from bridge.attention.capture import name_matches
+
+    assert name_matches("up", "up_blocks.1.attentions.0.transformer_blocks.0.attn2")
+    assert name_matches("up_blocks.1", "up_blocks.1.attentions.0.transformer_blocks.0.attn2")
+    assert name_matches("attn2", "mid_block.attentions.0.transformer_blocks.0.attn2")
+    assert name_matches("single", "single_transformer_blocks.4.attn")
+    assert name_matches("transformer_blocks.1", "transformer_blocks.1.attn")
+    assert not name_matches("transformer_blocks.1", "transformer_blocks.10.attn")
+    assert not name_matches("transformer_blocks.1", "single_transformer_blocks.1.attn")
+    assert name_matches("transformer_blocks.1", "down_blocks.0.attentions.0.transformer_blocks.1.attn2")
+    assert not name_matches("blocks.1", "up_blocks.1.attentions.0")
+
+
 def test_layer_filter_by_resolution_and_name(tiny_engine, collect):
     f = LayerFilter(["16", "up_blocks.1"])
     assert f.keeps("down_blocks.0.attentions.0.transformer_blocks.0.attn2", 16)

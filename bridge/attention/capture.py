@@ -22,13 +22,27 @@ from .processor import CaptureProcessor
 log = logging.getLogger(__name__)
 
 
+def name_matches(selector: str, name: str) -> bool:
+    """Whether ``selector`` is part of ``name`` starting at a dotted part and ending at a part
+    boundary ("." or "_" or the end): "up" and "up_blocks.1" match "up_blocks.1.attentions.0…";
+    "transformer_blocks.1" matches neither "single_transformer_blocks.1" nor "transformer_blocks.10"."""
+    start = name.find(selector)
+    while start >= 0:
+        end = start + len(selector)
+        if (start == 0 or name[start - 1] == ".") and (end == len(name) or name[end] in "._"):
+            return True
+        start = name.find(selector, start + 1)
+    return False
+
+
 class LayerFilter:
     """Which attention layers feed the maps.
 
     ``None`` or empty: all.  Otherwise a list of selectors, a layer is kept if any matches:
     an int (or digits) is a downsampling factor relative to the image (8, 16, 32, 64, as in
-    DAAM: 8 is SD's latent resolution); a string is a substring of the module name
-    ("down", "mid", "up", "up_blocks.1").
+    DAAM: 8 is SD's latent resolution); a string is part of the module name, from a dotted
+    part to a part boundary (:func:`name_matches`: "down", "mid", "up", "up_blocks.1",
+    Flux's "single").
     """
 
     def __init__(self, selectors: Iterable | None = None):
@@ -45,7 +59,7 @@ class LayerFilter:
         return not self.factors and not self.names
 
     def keeps_name(self, name: str) -> bool:
-        return any(n in name for n in self.names)
+        return any(name_matches(n, name) for n in self.names)
 
     def keeps(self, name: str, image_factor: int) -> bool:
         if self.everything:
@@ -58,7 +72,7 @@ class LayerFilter:
         if self.factors - set(allowed):
             raise InvalidRequest(f"layer resolution factors must be among {', '.join(map(str, allowed))}, got {sorted(self.factors)}")
         names = [s.name for s in family.attention_sites()]
-        missing = [s for s in self.names if not any(s in n for n in names)]
+        missing = [s for s in self.names if not any(name_matches(s, n) for n in names)]
         if missing:
             raise InvalidRequest(f"no {family.attention_kind} layer matches {', '.join(missing)}; layer names look like {names[0]}")
 
@@ -76,6 +90,8 @@ class AttentionCapture:
         self._silent: set[str] = set()  # sites already reported as giving no map
         self._batch: int | None = None  # the batch of the run's denoiser calls (its first call's)
         self.timer = None  # a CaptureTimer while a benchmark times the capture's own work
+        self._passes = 0  # denoiser calls since begin(): with CFG as separate calls, every second one is unconditional
+        self._pass_hook = None
 
     def __enter__(self) -> "AttentionCapture":
         sites = self.family.attention_sites()
@@ -83,6 +99,8 @@ class AttentionCapture:
             raise ValueError(f"this model has no {self.family.attention_kind} layers to capture")
         sites = sites + self.family.self_attention_sites()  # read only while regions are set
         try:
+            if not getattr(self.family, "cfg_in_batch", True):
+                self._pass_hook = self.family.denoiser.register_forward_pre_hook(self._count_pass)
             for site in sites:
                 original = site.module.processor
                 wrapper = CaptureProcessor(site, original, self)
@@ -98,7 +116,13 @@ class AttentionCapture:
         self.aggregator = self.self_aggregator = self.self_grid = None
         self._restore()
 
+    def _count_pass(self, _module, _args) -> None:
+        self._passes += 1
+
     def _restore(self) -> None:
+        if self._pass_hook is not None:
+            self._pass_hook.remove()
+            self._pass_hook = None
         while self._wrapped:
             module, original, wrapper = self._wrapped.pop()
             wrapper.remove_hooks()
@@ -111,11 +135,14 @@ class AttentionCapture:
         self.aggregator, self.self_aggregator, self.self_grid = aggregator, self_aggregator, self_grid
         self._geometry = {}
         self._batch = None
+        self._passes = 0
 
     def reads(self, site) -> bool:
         """Whether a call of ``site`` may feed the maps (False: its processor just runs)."""
         if site.kind == "self" and not self._self_active:
             return False
+        if self._pass_hook is not None and self.aggregator.cfg and self._passes % 2 == 0:
+            return False  # the unconditional call of true CFG: the conditional one came first
         return self._by_name.get(site.name, False) or bool(self.filter.factors)
 
     @property
@@ -156,10 +183,10 @@ class AttentionCapture:
 
     def _observe_self(self, site, call) -> None:
         """A self-attention call: only the rows the regions cover, if the layer passes the filter."""
-        tap = call.taps.get("q", call.taps.get("qkv"))
-        if tap is None:
+        n = self.family.image_positions(site, call)
+        if n is None:
             return
-        n = tap.shape[1]
+        tap = call.taps.get("q", call.taps.get("qkv"))
         geometry = self._geometry.get(n)
         if geometry is None:
             geometry = self._geometry[n] = self.family.layer_geometry(n, self.aggregator.latent_hw)

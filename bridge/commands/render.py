@@ -46,7 +46,7 @@ def add_arguments(p) -> None:
     p.add_argument("--steps", type=int, default=20, help=f"denoising steps, {L.steps.lo}..{L.steps.hi} (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0,
                    help=f"random seed, {L.seed.lo}..{L.seed.hi}; same seed, same run (default: %(default)s)")
-    p.add_argument("--guidance", type=float, default=None, help=f"classifier-free guidance scale, {L.guidance.lo:g}..{L.guidance.hi:g} (default: the model's: 3 for the built-in model, from its bridge_defaults.json; 7.5 for SD, 5 for SDXL)")
+    p.add_argument("--guidance", type=float, default=None, help=f"classifier-free guidance scale, {L.guidance.lo:g}..{L.guidance.hi:g} (default: the model's: 3 for the built-in model, from its bridge_defaults.json; 7.5 for SD, 5 for SDXL, 7 for SD3; on FLUX.1-dev its distilled guidance, 3.5; on schnell, above 1 runs true CFG)")
     p.add_argument("--width", type=int, default=None,
                    help=f"image width in pixels, a multiple of {L.width.multiple} in {L.width.lo}..{L.width.hi} (default: the model's native size)")
     p.add_argument("--height", type=int, default=None,

@@ -88,8 +88,18 @@ class ModelFamily:
     def default_guidance(self, model_name: str) -> float:
         raise NotImplementedError
 
+    cfg_in_batch = True  # CFG stacks [unconditional, conditional] in one denoiser call (False:
+    # a separate call per step after the conditional one, as Flux's true CFG)
+
     def uses_cfg(self, guidance: float) -> bool:
         return guidance > 1.0 and not self.embeds_guidance
+
+    def guidance_kwargs(self, guidance: float, negative_prompt: str, cfg: bool) -> dict:
+        """The pipeline's keyword arguments for the request's guidance and negative prompt."""
+        kwargs = {"guidance_scale": guidance}
+        if cfg and negative_prompt:
+            kwargs["negative_prompt"] = negative_prompt
+        return kwargs
 
     def max_steps(self, cap: int) -> int:
         """Most steps the scheduler can take, at most ``cap``: "leading" spacing shifts every
@@ -101,9 +111,10 @@ class ModelFamily:
             limit -= int(cfg.get("steps_offset", 0) or 0)
         return max(1, min(limit, cap))
 
-    def scheduler_kwargs(self, latent_hw: tuple[int, int]) -> dict:
+    def scheduler_kwargs(self, latent_hw: tuple[int, int], steps: int) -> dict:
         """What ``scheduler.set_timesteps`` needs besides the step count for this latent size
-        (flow-matching schedulers with dynamic shifting take ``mu``), as the pipeline passes it."""
+        (flow-matching schedulers with dynamic shifting take ``mu``; Flux's pipeline passes its
+        own sigmas), as the pipeline passes it."""
         return {}
 
     # -- words ----------------------------------------------------------------------------
@@ -151,6 +162,12 @@ class ModelFamily:
             return slice(batch // 2, batch)
         return slice(0, batch)
 
+    def image_positions(self, site: Site, call: Call) -> int | None:
+        """How many image queries one call of ``site`` had (None when its taps did not fire);
+        a single-stream transformer block's sequence also holds the text."""
+        tap = call.taps.get("q", call.taps.get("qkv"))
+        return None if tap is None else tap.shape[1]
+
     def layer_geometry(self, positions: int, latent_hw: tuple[int, int]) -> tuple[int, int, int]:
         """(h, w, factor) of a layer map with ``positions`` image positions; factor = image
         pixels per map cell.  ValueError when no layer of this latent has that many."""
@@ -168,6 +185,9 @@ class ModelFamily:
 
     def latent_hw(self, height: int, width: int) -> tuple[int, int]:
         return height // self.vae_factor, width // self.vae_factor
+
+    def begin_run(self, latent_hw: tuple[int, int]) -> None:
+        """A run of this latent size starts (a packed layout needs it to unpack previews)."""
 
     def spatial_latents(self, latents):
         """The pipeline's latents as (batch, channels, h, w), e.g. unpacking packed layouts."""

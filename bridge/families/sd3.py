@@ -102,7 +102,7 @@ class SD3Family(ModelFamily):
     def max_steps(self, cap: int) -> int:
         return max(1, min(int(self.pipe.scheduler.config.get("num_train_timesteps", cap)), cap))
 
-    def scheduler_kwargs(self, latent_hw: tuple[int, int]) -> dict:
+    def scheduler_kwargs(self, latent_hw: tuple[int, int], steps: int) -> dict:
         """``mu`` for a scheduler with dynamic shifting, computed as the pipeline does."""
         cfg = self.pipe.scheduler.config
         if not cfg.get("use_dynamic_shifting"):

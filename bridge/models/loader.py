@@ -29,7 +29,7 @@ class LoadedModel:
     source: ModelSource
     device: str
     dtype: object  # torch.dtype
-    family: str  # the family's name: "sd" | "sdxl"
+    family: str  # the family's name: "sd" | "sdxl" | "sd3" | "flux"
     defaults: dict = field(default_factory=dict)  # the folder's bridge_defaults.json, e.g. {"guidance": 3.0}
     arch: object = None  # the pipeline's ModelFamily (bridge.families); None: the engine picks it
 
