@@ -34,7 +34,7 @@ DEFAULT_LIMITS = LIMITS
 SETTING_NAMES = ("prompt", "negative_prompt", "seed", "steps", "guidance", "width", "height")
 # Controls with no value.
 ACTIONS = ("pause", "resume", "cancel", "status", "next")
-KINDS = ("prompt", "set", "select", "preset", "subscribe", "speed", "regions", *ACTIONS)
+KINDS = ("prompt", "set", "select", "preset", "subscribe", "speed", "regions", "concepts", *ACTIONS)
 MAX_SPEED = LIMITS.speed.hi  # replay speed factor bounds (speed → {"speed": float})
 MIN_SPEED = LIMITS.speed.lo
 
@@ -45,7 +45,8 @@ class Control:
 
     prompt/set → settings dict (subset of :data:`SETTING_NAMES`); select → {"word": int|str};
     preset → {"name": str}; subscribe → {"subscription": dict of given fields};
-    regions → {"regions": tuple of bridge.regions.Region}; actions → {}.
+    regions → {"regions": tuple of bridge.regions.Region}; concepts → {"concepts": tuple of str};
+    actions → {}.
     """
 
     kind: str
@@ -217,6 +218,29 @@ def _osc_regions(address: str, args: list) -> Control:
         raise ControlError(f"{address}: {exc}", "bad_arguments") from None
 
 
+def _concepts(values, where: str) -> Control:
+    from .concepts import parse_concepts
+    from .errors import InvalidRequest
+
+    try:
+        return Control("concepts", {"concepts": parse_concepts(values)})
+    except InvalidRequest as exc:
+        raise ControlError(f"{where}{exc}", "bad_arguments" if where else "invalid_value") from None
+
+
+def _json_concepts(msg: dict, limits: Limits) -> Control:
+    if "concepts" not in msg:
+        raise ControlError('concepts needs a "concepts" list, like ["sky", "circle", "background"] (empty: none)')
+    return _concepts(msg["concepts"], "")
+
+
+def _osc_concepts(address: str, args: list) -> Control:
+    """Any number of text arguments, each one concept or several separated by commas; none clears."""
+    if not all(isinstance(a, str) for a in args):
+        raise ControlError(f"{address} takes concept names as text, like \"sky, circle\"", "bad_arguments")
+    return _concepts([c for a in args for c in a.split(",")], f"{address}: ")
+
+
 def _speed(value, limits: Limits) -> float:
     return _float("speed", value, limits.speed.lo, limits.speed.hi)
 
@@ -230,6 +254,7 @@ JSON_PARSERS = {
     "subscribe": _json_subscribe,
     "speed": _json_speed,
     "regions": _json_regions,
+    "concepts": _json_concepts,
     **{a: (lambda kind: lambda msg, limits: Control(kind))(a) for a in ACTIONS},
 }
 
@@ -255,6 +280,7 @@ OSC_CONTROLS = {
     "/preset": ("preset", None),
     "/speed": ("speed", None),
     "/regions": ("regions", None),
+    "/concepts": ("concepts", None),
     **{f"/{a}": (a, None) for a in ACTIONS},
 }
 
@@ -281,6 +307,8 @@ def parse_osc_control(address: str, args: list, prefix: str = "/daam", limits: L
         return Control(kind)
     if kind == "regions":  # any number of text regions, none clears them
         return _osc_regions(address, args)
+    if kind == "concepts":
+        return _osc_concepts(address, args)
     if name == "size":
         if len(args) != 2:
             raise ControlError(f"{address} takes two numbers (width, height), got {len(args)} argument(s)", "bad_arguments")

@@ -17,6 +17,7 @@ import math
 import secrets
 import threading
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -53,6 +54,8 @@ class GenerationRequest:
     layers: tuple | None = None  # cross-attention layer filter (see attention.LayerFilter)
     regions: tuple = ()  # self-attention query regions (bridge/regions.py), in image pixels
     self_grid: int = 0  # record self-attention pooled to this many cells a side (bridge/selfgrid.py); 0: off
+    concepts: tuple = ()  # concept names for concept maps (bridge/attention/concepts.py), any words
+    concept_layers: tuple | None = None  # on transformers, the dual-stream blocks concept maps average (None: the later half)
 
 
 class _Cancelled(Exception):
@@ -171,7 +174,7 @@ class Engine:
         self._check_words(req.prompt)
         req = replace(req, guidance=float(guidance), width=width, height=height, map_size=map_size, vae_every=vae_every)
         self._check_regions(req)
-        return req
+        return self._check_concepts(req)
 
     @property
     def limits(self):
@@ -188,6 +191,16 @@ class Engine:
                 f"{width}×{height} is {h * w:,} latent positions ({w}×{h}), over the {self.max_latent:,} this "
                 f"{self.device.upper() if self.device == 'cpu' else self.device} runs in reasonable time (about {side}×{side} "
                 "with this model); choose a smaller size, use a GPU, or give a larger --max-latent")
+
+    def _fit_concepts(self, concepts) -> tuple:
+        """Concepts a control set (checked there); a set that no longer fits is dropped with a log line."""
+        from .concepts import parse_concepts
+
+        try:
+            return parse_concepts(concepts)
+        except InvalidRequest as exc:
+            log.warning("concepts dropped: %s", exc)
+            return ()
 
     def fit_regions(self, regions, req: GenerationRequest) -> tuple:
         """The regions that lie in this request's image (others are dropped with a log line: a
@@ -219,6 +232,25 @@ class Engine:
         for region in req.regions:
             region.check_inside(req.width, req.height)
 
+    def _check_concepts(self, req: GenerationRequest) -> GenerationRequest:
+        from .concepts import parse_concepts
+
+        concepts = parse_concepts(req.concepts)
+        if concepts and not self.family.has_concept_maps:
+            raise InvalidRequest(f"concept maps are not available for {self.family.name} models yet; send no concepts")
+        layers = None
+        if req.concept_layers:
+            try:
+                layers = tuple(sorted({int(i) for i in req.concept_layers}))
+            except (TypeError, ValueError):
+                raise InvalidRequest(f"concept layers are block indices, got {req.concept_layers!r}") from None
+            blocks = self.family.concept_blocks
+            if not blocks:
+                raise InvalidRequest(f"{self.family.name} models take no concept layers (their concept maps use every cross-attention layer)")
+            if any(not 0 <= i < blocks for i in layers):
+                raise InvalidRequest(f"concept layers are dual-stream block indices 0..{blocks - 1}, got {list(layers)}")
+        return replace(req, concepts=concepts, concept_layers=layers)
+
     def _check_words(self, prompt: str) -> None:
         """A prompt whose first word alone is over the text encoder's limit would map nothing."""
         from .wiretext import quote
@@ -236,7 +268,7 @@ class Engine:
         LayerFilter(layers).check(self.family)
 
     # -- generation ---------------------------------------------------------------------
-    def generate(self, req: GenerationRequest, bus, should_stop=lambda: False, abort=None, regions=None) -> RunEnd:
+    def generate(self, req: GenerationRequest, bus, should_stop=lambda: False, abort=None, regions=None, concepts=None) -> RunEnd:
         """Run one request; publishes RunStart, StepFrames and RunEnd on ``bus``; returns the RunEnd.
 
         ``should_stop`` is asked after every step (it may block, e.g. to pause); ``abort``, if
@@ -244,15 +276,16 @@ class Engine:
         ends the run at once, mid-step, so a new prompt does not wait for a whole step of a
         large model (bridge/interrupt.py).  ``regions``, if given, is asked at every step start
         for the query regions of the self-attention maps (a control may change them mid-run);
-        without it the request's own regions hold for the whole run."""
+        without it the request's own regions hold for the whole run.  ``concepts`` likewise gives
+        the concept names of the concept maps at every step start."""
         if not self._lock.acquire(blocking=False):
             raise InvalidRequest("the engine is busy with another run; wait for it or cancel it first")
         try:
-            return self._generate(self.validate(req), bus, should_stop, abort, regions)
+            return self._generate(self.validate(req), bus, should_stop, abort, regions, concepts)
         finally:
             self._lock.release()
 
-    def _generate(self, req: GenerationRequest, bus, should_stop, abort, regions) -> RunEnd:
+    def _generate(self, req: GenerationRequest, bus, should_stop, abort, regions, concepts) -> RunEnd:
         import torch
 
         from .attention import Aggregator, AttentionCapture
@@ -288,6 +321,12 @@ class Engine:
         regional = SelfAggregator((req.height, req.width), req.map_size, self.device)
         regional.set_regions(self.fit_regions(current_regions(), req))
         pooled = SelfGrid(grid_shape(req.self_grid, latent_hw), self.device) if req.self_grid else None
+        current_concepts = concepts or (lambda: req.concepts)
+        conceptual = self.family.concept_producer(latent_hw, req.map_size, cfg, self.device, req.concept_layers) \
+            if self.family.has_concept_maps else None
+        if conceptual is not None:
+            conceptual.set_concepts(self._fit_concepts(current_concepts()))
+            conceptual.start_step()
 
         timer = self.capture_timer
 
@@ -307,6 +346,15 @@ class Engine:
             if grid is not None:
                 step_kinds["selfgrid"] = grid
             regional.set_regions(self.fit_regions(current_regions(), req))  # the next step's
+            step_concepts = ()
+            if conceptual is not None:
+                concept_maps, step_concepts = conceptual.end_step(), conceptual.concepts
+                if concept_maps is not None:
+                    step_kinds["concepts"] = concept_maps
+                else:
+                    step_concepts = ()
+                conceptual.set_concepts(self._fit_concepts(current_concepts()))
+                conceptual.start_step()  # the next step's (new ones are encoded now)
             if timer:
                 timer.stop("step end: aggregation", started)
             full = req.vae_every and ((i + 1) % req.vae_every == 0 or i + 1 == total)
@@ -324,6 +372,7 @@ class Engine:
                 run_id=run_id, step=i, total=total, timestep=timesteps[i] if i < total and timesteps[i] == timesteps[i] else float(t),
                 phase=req.phases.phase_at(i, total), phase_weights=req.phases.weights_at(i, total),
                 words=words.words, kinds=host, regions=tuple(r.to_dict() for r in step_regions) if self_maps is not None else (),
+                concepts=step_concepts,
                 mass=attention_mass(host["maps"]), preview=rgb, elapsed=now - t0,
                 timings={"step": tc - state["last"], "capture": tp - tc, "preview": now - tp},
             )
@@ -335,7 +384,7 @@ class Engine:
 
         try:
             with AttentionCapture(self.family, req.layers) as capture, DenoisedTap(pipe.scheduler) as tap, \
-                    InterruptPoints([self.family.denoiser, self.family.vae], abort):
+                    InterruptPoints([self.family.denoiser, self.family.vae], abort), conceptual or nullcontext():
                 capture.begin(aggregator, regional, pooled)
                 capture.timer = timer
                 kwargs = dict(
@@ -393,6 +442,7 @@ class Engine:
             "preview": req.preview,
             "include_special": req.include_special,
             "layers": list(req.layers) if req.layers else "all",
+            "concepts": list(req.concepts),
             "versions": {"bridge": __version__, "torch": str(torch.__version__), "diffusers": diffusers.__version__,
                          "transformers": transformers.__version__, "numpy": np.__version__},
         }

@@ -58,11 +58,12 @@ class StepFrame:
     elapsed: float  # seconds since the run started, at the end of this step
     timings: dict = field(default_factory=dict)  # e.g. {"step": s, "capture": s, "preview": s}
     regions: tuple = ()  # the query regions labelling kinds["self"] ({"id", shape: coords}, bridge/regions.py)
+    concepts: tuple = ()  # the concept names labelling kinds["concepts"], in their order
 
     # The word maps keep their positional places, so records read as they always did:
     # StepFrame(run, step, total, timestep, phase, weights, words, maps, cumulative, mass, preview, elapsed).
     def __init__(self, run_id, step, total, timestep, phase, phase_weights, words, maps=None, cumulative=None,
-                 mass=(), preview=None, elapsed=0.0, timings=None, *, kinds=None, regions=()):
+                 mass=(), preview=None, elapsed=0.0, timings=None, *, kinds=None, regions=(), concepts=()):
         merged = dict(kinds or {})
         for name, array in (("maps", maps), ("cumulative", cumulative)):
             if array is not None:
@@ -71,7 +72,7 @@ class StepFrame:
                             ("phase", phase), ("phase_weights", phase_weights), ("words", words),
                             ("kinds", MappingProxyType(merged)), ("mass", mass), ("preview", preview),
                             ("elapsed", elapsed), ("timings", {} if timings is None else timings),
-                            ("regions", tuple(regions))):
+                            ("regions", tuple(regions)), ("concepts", tuple(concepts))):
             object.__setattr__(self, name, value)
 
     @property

@@ -22,6 +22,8 @@ Why these values:
 - self-attention regions: 8 at once (each costs its rows' attention per layer), polygons of
   ≤ 64 vertices, masks of ≤ 256 pixels a side (a mask is stretched over the image, and the
   finest self-attention grid of SD at 512² is 64 cells a side).
+- concepts: 16 at once, 40 characters each: every concept is a map per step (16 maps of a
+  64×64 float16 map are 128 KiB a step); the paper's scenes name a handful.
 - prompt ≤ 2000 characters and ≤ 200 words: the CLIP encoder keeps ~75 tokens; far beyond
   that is a mistake.
 - self grid 0..64 cells a side: (cells)² float16 per step, 32 MiB at 64 (square), 2 MiB at 32;
@@ -75,11 +77,14 @@ class Limits:
     region_points: int = 64  # vertices of one polygon region
     region_mask_side: int = 256  # pixels on a mask region's longer side (8 KiB of bits)
     self_grid: Bound = Bound(0, 64)  # cells on the long side of the pooled self-attention (0: off)
+    concepts: int = 16  # concept maps at once
+    concept_chars: int = 40  # characters of one concept
 
     def to_dict(self) -> dict:
         """The JSON form sent in ``hello`` (docs/PROTOCOL.md)."""
         out = {"prompt": {"max_chars": self.prompt_chars, "max_words": self.prompt_words},
-               "regions": {"max": self.regions, "max_points": self.region_points, "max_mask_side": self.region_mask_side}}
+               "regions": {"max": self.regions, "max_points": self.region_points, "max_mask_side": self.region_mask_side},
+               "concepts": {"max": self.concepts, "max_chars": self.concept_chars}}
         for f in fields(self):
             value = getattr(self, f.name)
             if isinstance(value, Bound):

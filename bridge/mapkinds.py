@@ -26,7 +26,7 @@ class MapKind:
     name: str  # key in StepFrame.kinds, name in a `subscribe` message's "frames"
     code: int  # binary frame type on the wire (docs/PROTOCOL.md §1.1); 3 and 4 are the images
     folder: str  # recording sub-folder holding one <step>.npy per step (docs/RECORDING.md)
-    labels: str = "words"  # what indexes the first axis: "words" (RunStart.words); later e.g. "concepts"
+    labels: str = "words"  # what indexes the first axis: "words" (RunStart.words), "regions", "cells", "concepts" (StepFrame.concepts)
     dtype: str = "float16"  # as held in the record and stored on disk
     normalization: str = "peak"  # how uint8 frames and pictures bring each label's map to 0..1
     option: str = ""  # its name for `timelapse --map` (default: name)
@@ -52,6 +52,9 @@ KINDS: dict[str, MapKind] = {
         MapKind("selfgrid", 6, "selfgrid", labels="cells", streamed=False,
                 description="this step's self-attention pooled to a coarse grid, one map per cell: regions "
                             "chosen after the run and diffused attention (bridge/selfgrid.py)"),
+        MapKind("concepts", 7, "concepts", labels="concepts",
+                description="this step's map of each concept, any word (ConceptAttention on transformers, "
+                            "OVAM on UNets): where the model puts it"),
     )
 }
 

@@ -89,6 +89,9 @@ FIELDS: tuple[Field, ...] = (
           L.self_grid.lo, L.self_grid.hi, flag="--self-grid"),
     Field("regions", "generation", "list", [], "self-attention query regions in image pixels: box:X0,Y0,X1,Y1, "
           "pixel:X,Y, polygon:X,Y,X,Y,X,Y or mask:WxH:BASE64 (repeat the flag; at most 8)", flag="--region"),
+    Field("concepts", "generation", "list", [], "concept maps: any words, comma-separated or one per flag (at most "
+          f"{L.concepts}); each gets a map per step of where the model puts it (ConceptAttention on Flux, OVAM on UNets)",
+          flag="--concepts"),
     Field("autostart", "generation", "bool", False, "vj mode: generate `prompt` once at start-up"),
     # phases
     Field("noise", "phases", "float", 0.2, "fraction of the run in the noise phase", 0, 1, flag="--phase-noise"),
@@ -286,6 +289,14 @@ def check_consistency(values: dict, where: str) -> None:
             parse_list(values["regions"], from_text)
         except RegionError as exc:
             raise PresetError(f"{where}: [generation] regions: {exc}") from None
+    if values.get("concepts"):
+        from .concepts import parse_concepts
+        from .errors import InvalidRequest
+
+        try:
+            parse_concepts(values["concepts"])
+        except InvalidRequest as exc:
+            raise PresetError(f"{where}: [generation] concepts: {exc}") from None
     for folder in values.get("preset_dirs", ()):
         if not Path(folder).is_dir():
             raise PresetError(f"{where}: [server] preset_dirs names {folder}, which is not a folder")

@@ -195,6 +195,8 @@ def step_message(frame: StepFrame, stats: list[dict] | None = None) -> dict:
     }
     if frame.regions:  # the labels of this step's "self" maps, in their order
         msg["regions"] = list(frame.regions)
+    if frame.concepts:  # the labels of this step's "concepts" maps, in their order
+        msg["concepts"] = list(frame.concepts)
     if stats is not None:
         msg["stats"] = stats
     return msg

@@ -15,7 +15,7 @@ import numpy as np
 HEADER = struct.Struct("<4sBBBBIIIIIII")  # magic, version, type, dtype, reserved, run, step, total, first_word, shape×3
 # Frame type code → name: the bridge's map kinds (bridge/mapkinds.py; a test keeps this copy
 # equal to that table), then the two images.
-MAP_TYPES = {1: "maps", 2: "cumulative", 5: "self", 6: "selfgrid"}
+MAP_TYPES = {1: "maps", 2: "cumulative", 5: "self", 6: "selfgrid", 7: "concepts"}
 IMAGE_TYPES = {3: "preview", 4: "final"}
 TYPES = {**MAP_TYPES, **IMAGE_TYPES}
 DTYPES = {1: np.dtype("<u1"), 2: np.dtype("<f2"), 3: np.dtype("<f4")}

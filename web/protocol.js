@@ -10,6 +10,7 @@ export const MAP_KINDS = Object.freeze([
   { name: "cumulative", code: 2, labels: "words", normalization: "peak" },
   { name: "self", code: 5, labels: "regions", normalization: "peak" },
   { name: "selfgrid", code: 6, labels: "cells", normalization: "peak" },
+  { name: "concepts", code: 7, labels: "concepts", normalization: "peak" },
 ]);
 
 /** Frame type code → map kind ({name, code, labels, …}), from hello.map_kinds when sent. */
@@ -82,4 +83,5 @@ export const control = {
   action: (name) => JSON.stringify({ type: name }),
   speed: (speed) => JSON.stringify({ type: "speed", speed }),
   regions: (regions) => JSON.stringify({ type: "regions", regions }),
+  concepts: (concepts) => JSON.stringify({ type: "concepts", concepts }),
 };

@@ -73,8 +73,25 @@ def add_arguments(p) -> None:
                    help=FIELD_BY_KEY["regions"].help + ", or mask:FILE.png (white or opaque pixels are in; "
                         "stretched over the image); each records a self-attention map per step")
     p.add_argument("--self-grid", type=int, default=0, metavar="N", help=FIELD_BY_KEY["self_grid"].help)
+    p.add_argument("--concepts", action="append", default=[], metavar="WORDS", help=FIELD_BY_KEY["concepts"].help)
+    p.add_argument("--concept-layers", default=None, metavar="N,N,…",
+                   help="on Flux, the dual-stream blocks whose concept maps are averaged (default: the later half)")
     p.add_argument("--max-latent", type=int, default=0, metavar="N", help=FIELD_BY_KEY["max_latent"].help)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def parse_layer_indices(text: str | None):
+    """"10,12,14" or "10-18" → block indices; None for none given."""
+    if not text:
+        return None
+    indices = []
+    for part in text.split(","):
+        part = part.strip()
+        lo, _, hi = part.partition("-")
+        if not lo.isdigit() or (hi and not hi.isdigit()):
+            raise UserError(f"--concept-layers takes block numbers like 10,12 or 10-18, got {text!r}")
+        indices += range(int(lo), int(hi) + 1) if hi else [int(lo)]
+    return tuple(indices)
 
 
 def parse_map_size(text: str | None):
@@ -154,6 +171,7 @@ def run(args) -> int:
     from ..bus import Bus
     from ..engine import Engine, GenerationRequest, check_request, new_run_id
     from ..recording import Recorder
+    from ..concepts import parse_concepts
     from ..regions import from_cli_text, parse_list
     from ..sinks.progress import ProgressSink
 
@@ -165,6 +183,7 @@ def run(args) -> int:
         phases=parse_phases(args.phases, args.phase_noise, args.phase_structure, args.phase_detail, args.phase_blend),
         vae_every=args.vae_every, preview=args.preview, include_special=args.include_special, layers=layers,
         regions=parse_list(args.regions, from_cli_text), self_grid=args.self_grid,
+        concepts=parse_concepts(args.concepts), concept_layers=parse_layer_indices(args.concept_layers),
     )
     check_request(request)  # fail on bad flags before the (slow) model load
     check_sizes(args.width, args.height)

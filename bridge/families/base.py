@@ -126,6 +126,22 @@ class ModelFamily:
         """Words of ``prompt`` with their positions in the text keys the probe returns (a WordMap)."""
         raise NotImplementedError
 
+    # -- concepts -------------------------------------------------------------------------
+    @property
+    def has_concept_maps(self) -> bool:
+        """Whether this family gives concept maps."""
+        return False
+
+    @property
+    def concept_blocks(self) -> int:
+        """How many blocks a concept-layer choice may name (0: concept maps read every layer)."""
+        return 0
+
+    def concept_producer(self, latent_hw, map_hw, cfg: bool, device, layers=None):
+        """The run's concept-map producer (bridge/attention/concepts.py), or None where this
+        family has none (a request with concepts is then refused)."""
+        return None
+
     # -- locator and probe ----------------------------------------------------------------
     def attention_sites(self) -> list[Site]:
         raise NotImplementedError

@@ -123,9 +123,30 @@ class FluxFamily(ModelFamily):
 
         return t5_words(self.tokenizer, prompt, self.max_sequence_length, include_special)
 
+    # -- concepts -------------------------------------------------------------------------
+    def concept_embeddings(self, names):
+        """(concepts, T5 width): each concept's first token, encoded as the pipeline encodes a prompt."""
+        states = self.pipe._get_t5_prompt_embeds(prompt=list(names), num_images_per_prompt=1,
+                                                 max_sequence_length=self.max_sequence_length, device=self.transformer.device)
+        return states[:, 0]
+
+    has_concept_maps = True
+
+    @property
+    def concept_blocks(self) -> int:
+        return len(self.transformer.transformer_blocks)
+
+    def concept_producer(self, latent_hw, map_hw, cfg: bool, device, layers=None):
+        from .flux_concepts import FluxConceptAttention
+
+        return FluxConceptAttention(self, latent_hw, map_hw, cfg, device, layers)
+
     # -- locator and probe ----------------------------------------------------------------
     def attention_sites(self) -> list[Site]:
         return flux_attention_sites(self.transformer)
+
+    def conditional_rows(self, batch: int, cfg: bool) -> slice:
+        return slice(0, batch)  # true CFG's negative pass is a call of its own, which the capture skips
 
     @property
     def has_region_maps(self) -> bool:

@@ -119,6 +119,18 @@ class UNetFamily(ModelFamily):
     def layer_factors(self) -> tuple[int, ...]:
         return tuple(self.vae_factor * 2**k for k in range(DAAM_LEVELS))
 
+    def text_states(self, prompt: str):
+        """(1, 77, width) the text encoder(s)' states of ``prompt``, as the pipeline encodes it."""
+        pipe = self.pipe
+        return pipe.encode_prompt(prompt, device=self.unet.device, num_images_per_prompt=1, do_classifier_free_guidance=False)[0]
+
+    has_concept_maps = True
+
+    def concept_producer(self, latent_hw, map_hw, cfg: bool, device, layers=None):
+        from ..attention.concepts import OVAMConcepts
+
+        return OVAMConcepts(self, latent_hw, map_hw, cfg, device)
+
     def probabilities(self, site: Site, call: Call, cfg: bool):
         """softmax(q·kᵀ·scale) of the conditional rows, as diffusers' attention forms it:
         heads split from the projections, the module's own q/k norms and scale, its mask;

@@ -73,12 +73,13 @@ class Playlist:
 class Runner:
     """Owns the generation thread.  ``make_request(prompt=None, seed=None)`` builds a validated
     request from the current settings; ``on_error(code, message)`` reports refused or failed
-    runs; ``on_state()`` is called whenever :attr:`state` changes; ``regions()``, if given,
-    tells the engine the self-attention query regions at every step start."""
+    runs; ``on_state()`` is called whenever :attr:`state` changes; ``regions()`` and
+    ``concepts()``, if given, tell the engine the self-attention query regions and the concept
+    names at every step start."""
 
-    def __init__(self, engine, bus, make_request, on_error=None, on_state=None, regions=None):
+    def __init__(self, engine, bus, make_request, on_error=None, on_state=None, regions=None, concepts=None):
         self.engine, self.bus = engine, bus
-        self.regions = regions
+        self.regions, self.concepts = regions, concepts
         self.make_request = make_request
         self.on_error = on_error or (lambda code, message: None)
         self.on_state = on_state or (lambda: None)
@@ -220,7 +221,8 @@ class Runner:
     def _run(self, request) -> None:
         self._set_state("running")
         try:
-            end = self.engine.generate(request, self.bus, self.should_stop, self.interrupted, regions=self.regions)
+            end = self.engine.generate(request, self.bus, self.should_stop, self.interrupted, regions=self.regions,
+                                       concepts=self.concepts)
         except UserError as exc:  # refused before it started (engine busy, invalid request)
             log.error("run refused: %s", exc)
             self.on_error("invalid_value", str(exc))

@@ -17,6 +17,7 @@ from ..bus import Bus
 from ..control import Control, ControlError
 from ..presets import PresetError, load_named_preset
 from ..session_wiring import Wire, Wired, dispatch
+from ..concepts import parse_concepts
 from ..settings import Settings
 from ..wiretext import clip
 from .runner import Playlist, Runner
@@ -26,7 +27,7 @@ log = logging.getLogger(__name__)
 SETTINGS = ("prompt", "negative_prompt", "seed", "steps", "guidance", "width", "height")
 # Preset keys a runtime preset switch applies (server, model and OSC wiring stay as started).
 SWITCHABLE = ("mode", *SETTINGS, "map_size", "vae_every", "preview", "include_special", "noise", "structure", "detail",
-              "blend", "playlist", "pause", "seeds", "loops", "regions")
+              "blend", "playlist", "pause", "seeds", "loops", "regions", "concepts")
 
 
 class LiveSession(Wired):
@@ -39,15 +40,17 @@ class LiveSession(Wired):
         self.bus = Bus([self])  # first sink: knows the run before any client hears of it
         self.current_run = None
         self.regions = self.values.query_regions()  # self-attention query regions: a run follows them from its next step
+        self.concepts = parse_concepts(self.values.concepts)  # concept maps: a run follows them from its next step
         self.runner = Runner(engine, self.bus, self.make_request, on_error=self.wire.report_error,
-                             on_state=self.wire.broadcast_status, regions=lambda: self.regions)
+                             on_state=self.wire.broadcast_status, regions=lambda: self.regions,
+                             concepts=lambda: self.concepts)
         self._lock = threading.Lock()
         self.handlers = {
             "prompt": self._prompt, "set": self._set, "select": lambda v: self.selection.select(v["word"]),
             "pause": lambda v: self.runner.pause(), "resume": lambda v: self.runner.resume(),
             "cancel": lambda v: self.runner.cancel(), "next": lambda v: self.runner.next(),
             "preset": lambda v: self.switch_preset(v["name"]), "status": lambda v: self._osc_status(),
-            "speed": self._speed, "regions": self._regions,
+            "speed": self._speed, "regions": self._regions, "concepts": self._concepts,
         }
 
     # ------------------------------------------------------------------ lifecycle
@@ -82,7 +85,7 @@ class LiveSession(Wired):
             seed=seed if seed is not None else s["seed"], steps=s["steps"], guidance=s["guidance"],
             width=s["width"] or None, height=s["height"] or None, phases=v.phases(),
             map_size=v.map_size or None, vae_every=v.vae_every, preview=v.preview, include_special=v.include_special,
-            self_grid=v.self_grid,
+            self_grid=v.self_grid, concepts=self.concepts,
         )
         return self.engine.validate(req)
 
@@ -116,6 +119,13 @@ class LiveSession(Wired):
         self.regions = regions
         log.info("self-attention regions: %s", ", ".join(f"{r.id} {r.shape}" for r in regions) or "none")
 
+    def _concepts(self, values: dict) -> None:
+        concepts = values["concepts"]
+        if concepts and not self.engine.family.has_concept_maps:
+            raise ControlError(f"concept maps are not available for {self.engine.family.name} models yet")
+        self.concepts = concepts
+        log.info("concepts: %s", ", ".join(concepts) or "none")
+
     def _speed(self, values: dict) -> None:
         raise ControlError("speed applies to replayed recordings only; the live bridge runs as fast as the model", "unknown_type")
 
@@ -128,6 +138,7 @@ class LiveSession(Wired):
             self.values = self.values.replace(**{key: preset.values[key] for key in SWITCHABLE})
             self.settings = {k: getattr(self.values, k) for k in SETTINGS}
             self.regions = self.values.query_regions()
+            self.concepts = parse_concepts(self.values.concepts)
             self.preset = preset.name
         self._apply_mode(self.values)
         log.info("preset switched to %s (%s mode)", preset.name, self.values.mode)
@@ -143,7 +154,8 @@ class LiveSession(Wired):
     def status(self) -> dict:
         r = self.runner
         fields = {"state": r.state, "mode": r.mode, "preset": self.preset, "run_id": self.current_run.run_id if self.current_run else "",
-                  "settings": dict(self.settings), "regions": [region.to_dict() for region in self.regions]}
+                  "settings": dict(self.settings), "regions": [region.to_dict() for region in self.regions],
+                  "concepts": list(self.concepts)}
         if r.playlist is not None:
             fields["playlist"] = {"position": r.playlist.position, "length": len(r.playlist.prompts),
                                   "loops_done": r.playlist.loops_done}

@@ -121,6 +121,7 @@ class Recording:
             elapsed=float(line["elapsed"]),
             timings=dict(line.get("timings", {})),
             regions=tuple(line.get("regions", ())),
+            concepts=tuple(str(c) for c in line.get("concepts", ())),
         )
 
     def frames(self) -> Iterator[StepFrame]:

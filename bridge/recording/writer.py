@@ -151,6 +151,8 @@ def index_line(frame: StepFrame, kinds: list[str]) -> dict:
         line["kinds"] = kinds
     if frame.regions:  # what labels the "self" maps of this step
         line["regions"] = list(frame.regions)
+    if frame.concepts:  # what labels the "concepts" maps of this step
+        line["concepts"] = list(frame.concepts)
     return line
 
 

@@ -84,7 +84,7 @@ class OscSink(ThreadedSink):
         self.prefix = prefix.rstrip("/")
         self.selection = selection or Selection()
         self.tracker = StatsTracker()
-        self._previous_regions = None  # the last step's normalised region maps (for "change")
+        self._previous = {"self": None, "concepts": None}  # the last step's normalised maps by kind (for "change")
         self.sent = 0
         self.last_step_bytes = 0  # size of the last step's bundles, per target
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -143,7 +143,8 @@ class OscSink(ThreadedSink):
                 self.msg("/phase/weights", *(float(w) for w in event.phase_weights)),
             ]
             msgs += [self.msg(f"/word/{i}", *(float(v) for v in row)) for i, row in enumerate(stats)]
-            msgs += self._region_messages(event)
+            msgs += self._labelled_messages(event, "self", [str(r.get("id", "")) for r in event.regions], "/regions", "/region")
+            msgs += self._labelled_messages(event, "concepts", list(event.concepts), "/concepts", "/concept")
             self.last_step_bytes = self.send(msgs)
         elif isinstance(event, RunEnd):
             self.send([
@@ -151,15 +152,18 @@ class OscSink(ThreadedSink):
                 self.msg("/run/status", event.status),
             ])
 
-    def _region_messages(self, event: StepFrame) -> list:
-        """Per query region, the word statistics of its self-attention map (mass: its share)."""
-        maps = event.kinds.get("self")
-        if maps is None or not event.regions:
-            self._previous_regions = None
+    def _labelled_messages(self, event: StepFrame, kind: str, labels: list, names: str, each: str) -> list:
+        """Per label of a kind not labelled by words (query regions, concepts): the word
+        statistics of its map (mass: its share), after one message naming the labels."""
+        maps = event.kinds.get(kind)
+        if maps is None or not labels:
+            self._previous[kind] = None
             return []
-        stats, self._previous_regions = word_stats(maps, attention_mass(maps), self._previous_regions)
-        return [self.msg("/regions", *(str(r.get("id", "")) for r in event.regions)),
-                *(self.msg(f"/region/{i}", *(float(v) for v in row)) for i, row in enumerate(stats))]
+        previous = self._previous[kind]
+        if previous is not None and previous.shape != maps.shape:  # the labels changed: no "change" to report
+            previous = None
+        stats, self._previous[kind] = word_stats(maps, attention_mass(maps), previous)
+        return [self.msg(names, *labels), *(self.msg(f"{each}/{i}", *(float(v) for v in row)) for i, row in enumerate(stats))]
 
     def close(self) -> None:
         super().close()

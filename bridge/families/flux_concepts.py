@@ -1,0 +1,174 @@
+"""ConceptAttention on Flux (Helbling et al., "ConceptAttention: Diffusion Transformers Learn
+Highly Interpretable Features", ICML 2025): concept maps from the dual-stream blocks.
+
+Each concept (any word, not only the prompt's) is embedded as the prompt is — the pipeline's
+own T5 encoding, then the transformer's ``context_embedder`` — and keeps the first token
+(the reference implementation's ``embed_concepts``; T5's encoder is bidirectional, so the
+first token has read the whole concept).  The concepts then travel through every dual-stream
+block as a residual stream of their own, updated with that block's *text-stream* weights
+(``norm1_context`` modulated by the block's ``temb``, ``add_q/k/v_proj`` and their norms,
+``to_add_out``, ``norm2_context``, ``ff_context``), exactly as the text tokens are.  In each
+block the concept queries attend over [concept keys; image keys] (the paper's
+"cross + self" variant; concept positions are 0, as the text's, so the rotary embedding leaves
+them unchanged) and nobody attends to them: the image and text tokens never see the concepts,
+so the generated image is the plain run's (tested bit for bit).
+
+Saliency of a block: the image tokens' attention output (``o_x``, the input of ``to_out[0]``)
+· the concepts' attention output (``o_c``, before ``to_add_out``), a softmax over the concepts
+per image token.  That is the paper's output-space definition (its Eq. 9–10) and the
+reference's original Flux code; the reference's diffusers port takes both *after* the output
+projections instead — we follow the paper.  A step's map is the mean over the chosen blocks
+(default: the later half of the dual-stream blocks, 10 of FLUX.1's 19 — the paper averages
+its late layers), upsampled bicubically to the map size; the conditional pass only.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def default_concept_layers(blocks: int) -> tuple[int, ...]:
+    """The later half of the dual-stream blocks."""
+    return tuple(range(blocks // 2, blocks))
+
+
+class FluxConceptAttention:
+    """The concept residual stream and its saliency maps for one run (see the module docstring)."""
+
+    def __init__(self, family, latent_hw, map_hw, cfg: bool, device, layers=None):
+        self.family = family
+        self.transformer = family.transformer
+        blocks = len(self.transformer.transformer_blocks)
+        self.layers = tuple(layers) if layers else default_concept_layers(blocks)
+        if any(not 0 <= i < blocks for i in self.layers):
+            from ..errors import InvalidRequest
+
+            raise InvalidRequest(f"concept layers are dual-stream block indices 0..{blocks - 1}, got {list(self.layers)}")
+        self.grid = (latent_hw[0] // 2, latent_hw[1] // 2)
+        self.map_hw, self.cfg, self.device = tuple(map_hw), cfg, device
+        self.concepts: tuple[str, ...] = ()
+        self._next: tuple[str, ...] | None = ()
+        self._embeds = None  # (concepts, joint_attention_dim) T5 states of the current concepts
+        self._stream = None  # (rows, concepts, inner) the concept residual stream inside one pass
+        self._seen: dict[str, torch.Tensor] = {}  # the current block's image k, v and attention output
+        self._pending: list[torch.Tensor] = []  # this step's per-block saliency, (concepts, N)
+        self._passes = 0
+        self._hooks = []
+
+    # -- hooks ----------------------------------------------------------------------------
+    def __enter__(self) -> "FluxConceptAttention":
+        add = self._hooks.append
+        add(self.transformer.register_forward_pre_hook(self._start_pass))
+        for i, block in enumerate(self.transformer.transformer_blocks):
+            attn = block.attn
+            if getattr(attn, "fused_projections", False):
+                add(attn.to_qkv.register_forward_hook(self._keep("qkv")))
+            else:
+                add(attn.to_k.register_forward_hook(self._keep("k")))
+                add(attn.to_v.register_forward_hook(self._keep("v")))
+            add(attn.to_out[0].register_forward_pre_hook(self._keep_input("out")))
+            add(block.register_forward_hook(self._after_block(i, block), with_kwargs=True))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for h in self._hooks:
+            h.remove()
+        self._hooks.clear()
+        self._stream = None
+
+    def _keep(self, role):
+        def hook(_module, _args, output):
+            if self._stream is not None:
+                self._seen[role] = output
+        return hook
+
+    def _keep_input(self, role):
+        def hook(_module, args):
+            if self._stream is not None:
+                self._seen[role] = args[0]
+        return hook
+
+    def _start_pass(self, _module, _args) -> None:
+        self._passes += 1
+        unconditional = self.cfg and not self.family.cfg_in_batch and self._passes % 2 == 0
+        if self._embeds is None or unconditional:
+            self._stream = None
+            return
+        c = self.transformer.context_embedder(self._embeds.to(self.transformer.dtype))
+        self._stream = c.unsqueeze(0)  # rows are expanded at the first block (the batch is known there)
+
+    def _after_block(self, index: int, block):
+        def hook(_module, args, kwargs, _output):
+            if self._stream is None:
+                return
+            seen, self._seen = self._seen, {}
+            self._stream, saliency = self._concept_block(block, seen, kwargs)
+            if index in self.layers and saliency is not None:
+                self._pending.append(saliency)
+        return hook
+
+    def _concept_block(self, block, seen: dict, kwargs: dict):
+        """One dual-stream block on the concept stream: (new stream, saliency (concepts, N))."""
+        from diffusers.models.embeddings import apply_rotary_emb
+
+        attn = block.attn
+        if "qkv" in seen:
+            _, k, v = seen["qkv"].chunk(3, dim=-1)
+        else:
+            k, v = seen.get("k"), seen.get("v")
+        out = seen.get("out")
+        if k is None or v is None or out is None:
+            return None, None  # the processor used other projections: no concept maps this pass
+        temb = kwargs["temb"]
+        rows = self.family.conditional_rows(k.shape[0], self.cfg)
+        c = self._stream.expand(len(range(k.shape[0])[rows]), -1, -1) if self._stream.shape[0] == 1 else self._stream
+        d = attn.head_dim
+
+        def heads(x):
+            return x.unflatten(-1, (-1, d))  # (rows, positions, heads, d)
+
+        norm_c, gate_msa, shift_mlp, scale_mlp, gate_mlp = block.norm1_context(c, emb=temb[rows])
+        cq = attn.norm_added_q(heads(attn.add_q_proj(norm_c)))
+        ck = attn.norm_added_k(heads(attn.add_k_proj(norm_c)))
+        cv = heads(attn.add_v_proj(norm_c))
+        ik, iv = attn.norm_k(heads(k[rows])), heads(v[rows])
+        rotary = kwargs.get("image_rotary_emb")
+        if rotary is not None:  # the image part of the joint sequence's rotation; the concepts sit at 0
+            n = ik.shape[1]
+            ik = apply_rotary_emb(ik, tuple(r[-n:] for r in rotary), sequence_dim=1)
+        keys, values = torch.cat([ck, ik], dim=1), torch.cat([cv, iv], dim=1)
+        o_c = F.scaled_dot_product_attention(cq.transpose(1, 2), keys.transpose(1, 2), values.transpose(1, 2))
+        o_c = o_c.transpose(1, 2).flatten(2, 3).to(cq.dtype)  # (rows, concepts, inner)
+        o_x = out[rows]  # (rows, N, inner): the image tokens' attention output, before to_out
+        saliency = torch.softmax(torch.matmul(o_x.float(), o_c.float().transpose(-1, -2)), dim=-1)  # over concepts
+        saliency = saliency.sum(dim=0).transpose(0, 1)  # (concepts, N), the conditional images summed
+        # the text stream's update, on the concepts
+        c = c + gate_msa.unsqueeze(1) * attn.to_add_out(o_c)
+        normed = block.norm2_context(c) * (1 + scale_mlp[:, None]) + shift_mlp[:, None]
+        c = c + gate_mlp.unsqueeze(1) * block.ff_context(normed)
+        if c.dtype == torch.float16:
+            c = c.clip(-65504, 65504)
+        return c, saliency
+
+    # -- concepts and steps -----------------------------------------------------------------
+    def set_concepts(self, names) -> None:
+        names = tuple(names)
+        if names != self.concepts:
+            self._next = names
+
+    def start_step(self) -> None:
+        if self._next is None:
+            return
+        names, self._next = self._next, None
+        self.concepts, self._pending = names, []
+        self._embeds = self.family.concept_embeddings(names) if names else None
+
+    def end_step(self):
+        """This step's (concepts, h, w): the chosen blocks' saliency, averaged, at the map size."""
+        pending, self._pending = self._pending, []
+        if self._embeds is None or not pending:
+            return None
+        h, w = self.grid
+        mean = torch.stack(pending).mean(dim=0).reshape(1, -1, h, w)
+        return F.interpolate(mean, size=self.map_hw, mode="bicubic", align_corners=False).clamp_(min=0)[0]
