@@ -28,8 +28,10 @@ def live_capture(tiny_engine, tmp_path_factory):
         with live_session(tiny_engine, osc_out=[osc.target], record=str(root / "runs"), steps=6) as session:
             client = RawClient(session.websocket.url)
             assert client.greeted()
-            # a self-attention region too, so its frames (type 5) and step "regions" replay as well
+            # a self-attention region and concepts too, so their frames (types 5 and 7) and the
+            # step's "regions" and "concepts" replay as well
             client.send({"type": "regions", "regions": [{"id": "apple", "box": [16, 16, 48, 48]}]})
+            client.send({"type": "concepts", "concepts": ["apple", "background"]})
             client.send({"type": "prompt", "prompt": "a red apple on a wooden table", "seed": 7})
             assert client.ended.wait(120), "the live run did not end"
             assert osc.wait_for(lambda msgs: any(a == "/daam/run/status" for a, _ in msgs), 10)
@@ -75,12 +77,13 @@ def test_replay_is_byte_identical_to_live_and_imports_no_torch(live_capture, wir
     assert "HEAVY []" in out, out  # no torch, diffusers or transformers in the replaying process
 
     replay_ws = client.run_messages()
-    assert len(replay_ws) == len(live_ws) > 6 * 4  # run_start, 6 × (maps, cumulative, preview, step), final, run_end
+    assert len(replay_ws) == len(live_ws) > 6 * 4  # run_start, 6 × (maps, cumulative, self, concepts, preview, step), final, run_end
     for i, (a, b) in enumerate(zip(live_ws, replay_ws)):
         assert type(a) is type(b) and a == b, f"message {i} differs"
     assert any(isinstance(m, bytes) for m in replay_ws)
     assert sum(isinstance(m, bytes) and m[5] == 5 for m in replay_ws) == 6  # one self-attention frame per step
-    assert all('"regions":[{"id":"apple","box":[16.0,16.0,48.0,48.0]}]' in m
+    assert sum(isinstance(m, bytes) and m[5] == 7 for m in replay_ws) == 6  # one concepts frame per step
+    assert all('"regions":[{"id":"apple","box":[16.0,16.0,48.0,48.0]}]' in m and '"concepts":["apple","background"]' in m
                for m in replay_ws if isinstance(m, str) and '"type":"step"' in m)
     # OSC: every bundle both sides sent is byte-identical.  An OSC sink skips a stale step when the
     # machine is too busy to send it before the next one (newest step wins, live and replay

@@ -1,0 +1,131 @@
+"""Concept maps on the live bridge and in recordings: set by websocket, OSC, preset or command
+line, changed mid-run, streamed as frame type 7 with their names, recorded and replayed,
+refused in one sentence.  Real sockets on loopback, the tiny built-in model (OVAM concepts)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from pythonosc.udp_client import SimpleUDPClient
+
+from bridge.cli import main
+from bridge.control import ControlError, parse_json_control, parse_osc_control
+from bridge.presets import PresetError, apply_overrides, defaults
+from bridge.protocol import Frame
+from bridge.recording import load_recording
+from tests._live import OscCollector, WsClient, greeted_client, is_json, live_session, wait_for
+
+
+@pytest.fixture(scope="module")
+def server(tiny_engine):
+    with live_session(tiny_engine, steps=2) as session:
+        yield session
+
+
+@pytest.fixture
+def client(server):
+    with greeted_client(server) as c:
+        yield c
+        c.send({"type": "concepts", "concepts": []})  # the next test starts without concepts
+
+
+def answer(client, message, request_id):
+    client.send({**message, "id": request_id})
+    return client.until(lambda m: isinstance(m, dict) and m.get("id") == request_id, 30)
+
+
+def test_concept_controls_parse_from_json_and_osc():
+    assert parse_json_control({"type": "concepts", "concepts": ["sky", " circle "]}).values == {"concepts": ("sky", "circle")}
+    assert parse_json_control({"type": "concepts", "concepts": "sky, circle"}).values == {"concepts": ("sky", "circle")}
+    assert parse_json_control({"type": "concepts", "concepts": []}).values == {"concepts": ()}
+    assert parse_osc_control("/daam/concepts", ["sky,circle", "background"]).values == {"concepts": ("sky", "circle", "background")}
+    assert parse_osc_control("/daam/concepts", []).values == {"concepts": ()}
+    with pytest.raises(ControlError, match="takes concept names as text"):
+        parse_osc_control("/daam/concepts", [3])
+    with pytest.raises(ControlError, match='needs a "concepts" list'):
+        parse_json_control({"type": "concepts"})
+
+
+def test_concepts_set_over_the_websocket_stream_one_map_each_per_step(server, client):
+    reply = answer(client, {"type": "concepts", "concepts": ["square", "background"]}, 1)
+    assert reply["type"] == "status" and reply["concepts"] == ["square", "background"]
+    client.send({"type": "prompt", "prompt": "a red square"})
+    end = client.until(is_json("run_end"), 120)
+    assert end["status"] == "completed"
+    run = [m for m in client.received if isinstance(m, Frame) and m.type == 7 and m.run == end["run"]]
+    assert [f.step for f in run] == [0, 1] and all(f.data.shape[0] == 2 and f.type_name == "concepts" for f in run)
+    steps = [m for m in client.json("step") if m["run_id"] == end["run_id"]]
+    assert all(m["concepts"] == ["square", "background"] for m in steps)
+
+
+@pytest.mark.parametrize("concepts, words", [
+    ([f"c{i}" for i in range(17)], "at most 16 concepts"),
+    (["sky", "sky"], "each concept once"),
+    ([["nested"]], "list of words"),
+    ({"a": 1}, "list of words"),
+])
+def test_bad_concepts_are_refused_in_one_sentence_and_change_nothing(server, client, concepts, words):
+    before = server.concepts
+    reply = answer(client, {"type": "concepts", "concepts": concepts}, 2)
+    assert reply["type"] == "error" and words in reply["message"] and "\n" not in reply["message"], reply
+    assert server.concepts == before
+
+
+def test_osc_sets_and_clears_concepts_and_carries_their_statistics(tiny_engine):
+    out = OscCollector()
+    try:
+        with live_session(tiny_engine, steps=2, osc_out=[out.target]) as s:
+            osc = SimpleUDPClient("127.0.0.1", s.osc_in.port)
+            osc.send_message("/daam/concepts", ["square, circle"])
+            assert wait_for(lambda: s.concepts == ("square", "circle"), 10)
+            c = WsClient(s.websocket.url)
+            c.send({"type": "prompt", "prompt": "a red square"})
+            assert out.wait_for(lambda m: sum(a == "/daam/concept/1" for a, _ in m) == 2, 60)
+            c.close()
+            osc.send_message("/daam/concepts", [])
+            assert wait_for(lambda: s.concepts == (), 10)
+        assert out.addresses("/daam/concepts") == [["square", "circle"]] * 2
+        first, second = out.addresses("/daam/concept/0")
+        mass = [out.addresses(f"/daam/concept/{i}")[0][0] for i in (0, 1)]
+        assert abs(sum(mass) - 1) < 1e-5 and first[5] == 0 and second[5] > 0  # change from the second step on
+    finally:
+        out.close()
+
+
+def test_a_concept_typed_during_the_run_appears_from_a_later_step_of_that_run(tiny_engine):
+    with live_session(tiny_engine, steps=40) as session:
+        c = WsClient(session.websocket.url)
+        try:
+            c.until(is_json("status"), 30)
+            c.send({"type": "prompt", "prompt": "a red square"})
+            first = c.until(is_json("step"), 60)
+            assert "concepts" not in first
+            c.send({"type": "concepts", "concepts": ["square", "sky"]})
+            later = c.until(lambda m: isinstance(m, dict) and m.get("type") == "step" and m.get("concepts"), 120)
+            assert later["run_id"] == first["run_id"] and later["step"] < 39 and later["concepts"] == ["square", "sky"]
+            c.send({"type": "cancel"})
+        finally:
+            c.close()
+
+
+def test_a_preset_or_flag_gives_concepts_and_bad_ones_name_the_key():
+    values = apply_overrides(defaults(), type("Args", (), {"concepts": ["sky,circle"]})())
+    assert values["concepts"] == ["sky,circle"]
+    with pytest.raises(PresetError, match=r"\[generation\] concepts: each concept once"):
+        apply_overrides(defaults(), type("Args", (), {"concepts": ["sky,sky"]})())
+
+
+def test_render_records_concepts_and_replay_reads_them(tmp_path, capsys):
+    out = tmp_path / "square"
+    code = main(["render", "--model", "builtin:tiny", "--device", "cpu", "--no-progress", "--prompt", "a red square",
+                 "--steps", "3", "--concepts", "square,circle", "--concepts", "background", "--out", str(out)])
+    assert code == 0, capsys.readouterr()
+    rec = load_recording(out)
+    frames = list(rec.frames())
+    assert all(f.concepts == ("square", "circle", "background") for f in frames)
+    assert all(f.kinds["concepts"].shape == (3, *rec.start.map_size) for f in frames)
+    assert rec.manifest["extra"]["concepts"] == ["square", "circle", "background"]
+    assert np.isfinite(frames[-1].kinds["concepts"].astype(np.float32)).all()
+    assert main(["render", "--model", "builtin:tiny", "--device", "cpu", "--no-progress", "--prompt", "x",
+                 "--concepts", ",".join(f"c{i}" for i in range(17)), "--out", str(tmp_path / "no")]) == 2
+    assert "at most 16 concepts" in capsys.readouterr().err
