@@ -333,6 +333,39 @@ def test_a_box_dragged_on_the_preview_gets_its_self_attention_map(live_bridge):
         assert not page.errors, page.errors
 
 
+def test_concepts_typed_in_the_console_get_their_own_maps(live_bridge):
+    """A VJ types concepts (any words) and presses Enter: the bridge hears them, the next run's
+    steps carry a map per concept, the panel shows the chosen one (or the segmentation) and the
+    particles can follow it."""
+    wait_idle(live_bridge)
+    with browser_page() as page:
+        open_viewer(page, live_bridge.url)
+        assert not page.is_visible("#concept-figure")  # no concepts, no panel
+        page.fill("#concepts-input", "circle, square, background")
+        page.press("#concepts-input", "Enter")
+        page.wait_for_function("document.body.dataset.concepts === '3'", timeout=10_000)
+        assert page.locator("#concept-chips .word").all_inner_texts() == ["circle", "square", "background"]
+        assert page.evaluate("window.viewer.counts.runs") == 0  # Enter here sets concepts, it starts no run
+        submit(page, PROMPT, STEPS, seed=4)
+        page.wait_for_function("window.viewer.counts.concepts >= 2 && window.viewer.counts.final >= 1", timeout=120_000)
+        heat = canvas_pixels(page, "#concept")
+        assert lit_fraction(heat) > LIT
+        page.click("#concept-chips .word >> nth=1")
+        assert page.evaluate("window.viewer.conceptSelected") == 1
+        page.check("#concept-segments")
+        segments = canvas_pixels(page, "#concept")[..., :3].astype(int)
+        assert np.abs(segments - heat[..., :3]).mean() > 1  # a different picture: one colour per concept
+        page.check("#follow-concept")
+        assert page.evaluate("window.viewer.particles !== null")
+        settle_for_docs(page)
+        save_screenshot(page, "viewer-concepts.png")
+        page.fill("#concepts-input", "")
+        page.press("#concepts-input", "Enter")
+        page.wait_for_function("window.viewer.conceptSetting.length === 0", timeout=10_000)  # the bridge heard it
+        assert page.is_visible("#concept-figure")  # the shown run's concept maps stay until the next run
+        assert not page.errors, page.errors
+
+
 def test_the_stage_view_fills_the_window_and_answers_its_keys(live_bridge):
     """What an installation puts on the projector: ?stage shows only the particle morph, the
     whole window, no cursor; keys pick the word (the bridge hears it), the view and the law."""

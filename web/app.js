@@ -2,7 +2,7 @@
 // frames arrive, a console that sends prompts and selections back.  docs/PROTOCOL.md.
 
 import { FRAME, control, decodeFrame, kindTable, mapsToUnit } from "./protocol.js";
-import { drawCell, drawFitted, drawHeat, drawLegend, drawTimeline, rgbToCanvas, wordColor } from "./views.js";
+import { drawCell, drawFitted, drawHeat, drawLegend, drawSegments, drawTimeline, rgbToCanvas, wordColor } from "./views.js";
 import { DEFAULTS, ParticleSim, gridHomes, phaseWeight, scatteredState } from "./particles.js";
 
 const $ = (id) => document.getElementById(id);
@@ -13,6 +13,9 @@ const view = {
   connection: "connecting",
   state: "idle",
   mode: "live", // or "replay" (status.mode)
+  conceptSetting: [], // the bridge's concepts (status), which its next steps map
+  concepts: [], // the concept names labelling the latest concept maps (the step's), else the bridge's setting
+  conceptSelected: 0, // which concept the concept panel (and, when it follows, the particle morph) shows
   regions: [], // self-attention query regions ({id, box | pixel | polygon | mask} in image pixels), as the bridge reports them
   drag: null, // a box being dragged on the preview: {x0, y0, x1, y1} in image pixels
   run: null, // the run_start message
@@ -25,7 +28,7 @@ const view = {
   get cumulative() { return this.kinds.cumulative || null; },
   preview: document.createElement("canvas"), // latest preview / final image at its own size
   hasPreview: false,
-  counts: { binary: 0, json: 0, maps: 0, cumulative: 0, self: 0, preview: 0, final: 0, steps: 0, runs: 0 },
+  counts: { binary: 0, json: 0, maps: 0, cumulative: 0, self: 0, concepts: 0, preview: 0, final: 0, steps: 0, runs: 0 },
   errors: [],
   particles: null, // ParticleSim, or null when WebGL2 float rendering is unavailable
   particleError: "",
@@ -128,6 +131,11 @@ function onJson(msg) {
       setState(msg.state);
       if (msg.mode) setMode(msg.mode);
       if (msg.regions) setRegions(msg.regions);
+      if (Array.isArray(msg.concepts)) {
+        view.conceptSetting = msg.concepts; // what the bridge maps from its next step
+        if (document.activeElement !== $("concepts-input")) $("concepts-input").value = msg.concepts.join(", ");
+        if (!view.kinds.concepts) setConcepts(msg.concepts); // a shown run's concept maps stay until the next run
+      }
       if (msg.replay && Number.isFinite(msg.replay.speed) && document.activeElement !== $("speed")) $("speed").value = msg.replay.speed;
       if (typeof msg.selected === "number") view.selectionRun = msg.run_id ?? null;
       if (typeof msg.selected === "number" && msg.selected !== view.selected) select(msg.selected, false);
@@ -161,7 +169,7 @@ function onBinary(frame) {
   if (kind) {
     view.kinds[kind.name] = mapsToUnit(frame);
     view.counts[kind.name] = (view.counts[kind.name] || 0) + 1;
-    if (kind.name === "cumulative" || kind.name === "self") updateParticleAttention();
+    if (kind.name === "cumulative" || kind.name === "self" || kind.name === "concepts") updateParticleAttention();
     drawMaps();
   } else if (frame.type === FRAME.PREVIEW || frame.type === FRAME.FINAL) {
     const [h, w] = frame.shape;
@@ -213,6 +221,8 @@ function startRun(msg) {
 function onStep(msg) {
   view.step = msg;
   if (!msg.regions && view.kinds.self) delete view.kinds.self; // a step without regions has no self map
+  if (!msg.concepts && view.kinds.concepts) delete view.kinds.concepts; // nor one without concepts a concept map
+  if (msg.concepts) setConcepts(msg.concepts);
   view.counts.steps++;
   view.mass[msg.step] = msg.mass;
   view.phaseTarget = phaseWeight(msg.phase_weights, view.law.phaseGain);
@@ -371,6 +381,49 @@ function thin(path, n) {
   return Array.from({ length: n }, (_, i) => path[Math.round((i * (path.length - 1)) / (n - 1))]);
 }
 
+// Concepts: any words, typed in the console; the bridge maps each from the next step on.
+function wireConcepts() {
+  const input = $("concepts-input");
+  const submit = () => {
+    const names = input.value.split(",").map((s) => s.trim()).filter(Boolean);
+    if (send(control.concepts(names))) showMessage(names.length ? `concepts ${names.join(", ")}: from the next step` : "concepts cleared", "info", true);
+  };
+  input.addEventListener("keydown", (ev) => {
+    if (ev.key !== "Enter") return;
+    ev.preventDefault(); // Enter here sets the concepts; it does not start a run
+    submit();
+  });
+  $("concept-segments").addEventListener("change", drawMaps);
+  $("follow-concept").addEventListener("change", updateParticleAttention);
+}
+
+function setConcepts(names) {
+  if (!Array.isArray(names)) return;
+  const same = names.length === view.concepts.length && names.every((n, i) => n === view.concepts[i]);
+  view.concepts = names;
+  document.body.dataset.concepts = String(names.length); // the concept panel shows while there are some
+  if (same) return;
+  if (view.conceptSelected >= names.length) view.conceptSelected = 0;
+  const chips = $("concept-chips");
+  chips.replaceChildren(...names.map((name, i) => {
+    const chip = document.createElement("button");
+    chip.type = "button";
+    chip.className = "word";
+    chip.textContent = name;
+    chip.style.color = wordColor(i);
+    chip.addEventListener("click", () => selectConcept(i));
+    return chip;
+  }));
+  selectConcept(view.conceptSelected);
+}
+
+function selectConcept(i) {
+  view.conceptSelected = i;
+  document.querySelectorAll("#concept-chips .word").forEach((el, k) => el.setAttribute("aria-pressed", String(k === i)));
+  drawMaps();
+  updateParticleAttention();
+}
+
 function setRegions(regions) {
   if (!Array.isArray(regions)) return;
   view.regions = regions;
@@ -391,6 +444,10 @@ function drawMaps() {
   drawHeat($("heat"), view.hasPreview ? view.preview : null, map, source?.w, source?.h);
   const self = view.kinds.self;
   drawHeat($("self"), view.hasPreview ? view.preview : null, self && view.regions.length ? self.maps[0] : null, self?.w, self?.h);
+  const concepts = view.kinds.concepts;
+  const background = view.hasPreview ? view.preview : null;
+  if (concepts && $("concept-segments").checked) drawSegments($("concept"), background, concepts);
+  else drawHeat($("concept"), background, concepts ? wordMap(concepts, view.conceptSelected) : null, concepts?.w, concepts?.h);
   document.querySelectorAll("#grid canvas").forEach((canvas, i) => {
     drawCell(canvas, wordMap(source, i), source?.w, source?.h);
   });
@@ -459,8 +516,9 @@ function scatterParticles() {
 function updateParticleAttention() {
   const sim = view.particles;
   const region = $("follow-region").checked && view.kinds.self && view.regions.length ? view.kinds.self : null;
-  const source = region || view.cumulative || view.maps;
-  const map = region ? region.maps[0] : wordMap(source, view.selected);
+  const concept = !region && $("follow-concept").checked && view.kinds.concepts ? view.kinds.concepts : null;
+  const source = region || concept || view.cumulative || view.maps;
+  const map = region ? region.maps[0] : wordMap(source, concept ? view.conceptSelected : view.selected);
   if (sim && map) sim.setAttention(map, source.w, source.h);
 }
 
@@ -632,6 +690,7 @@ function wireConsole() {
 
 wireConsole();
 wireRegions();
+wireConcepts();
 wireStage();
 drawLegend($("legend-ramp"));
 redrawTimeline();

@@ -83,6 +83,25 @@ export function drawHeat(canvas, previewCanvas, map, w, h) {
   if (map) drawFitted(canvas, mapCanvas(map, w, h, true), { clear: false });
 }
 
+/** Each pixel in the colour of the label (concept) whose map holds it most, over a dimmed preview:
+ * a segmentation, as export's masks (argmax over the labels; here of the maps as sent, each ÷ its peak). */
+export function drawSegments(canvas, previewCanvas, { maps, w, h }) {
+  drawFitted(canvas, previewCanvas, { alpha: 0.45 });
+  if (!maps.length) return;
+  scratch.width = w;
+  scratch.height = h;
+  const ctx = scratch.getContext("2d");
+  const img = ctx.createImageData(w, h);
+  for (let i = 0; i < w * h; i++) {
+    let best = 0;
+    for (let k = 1; k < maps.length; k++) if (maps[k][i] > maps[best][i]) best = k;
+    const [r, g, b] = WORDS[best % WORDS.length];
+    img.data.set([r, g, b, Math.round(90 + 130 * maps[best][i])], 4 * i);
+  }
+  ctx.putImageData(img, 0, 0);
+  drawFitted(canvas, scratch, { clear: false });
+}
+
 /** The heat ramp left (no attention) to right (a map's peak): the legend of every heat map. */
 export function drawLegend(canvas) {
   const ctx = canvas.getContext("2d");
