@@ -13,6 +13,12 @@
                             region itself (how much it looks at itself as the image forms)
                             (--region: regions chosen now, from a run recorded with --self-grid;
                             --diffuse N adds ID_diffused.png, its diffused attention)
+    concepts/ NN_name.png   per concept (render --concepts): its map averaged over the steps that had it
+                            (ConceptAttention averages over time), over the final image
+    concepts/segments.png   argmax over the last step's concepts of those averages, each concept in its
+                            colour over the image: a segmentation (ConceptAttention's and OVAM's)
+    concepts/masks/NN_name.png  white where that concept wins the argmax
+    concepts/curves.csv     per step: each concept's share of the step's concept maps
 
 Images are ``size`` pixels on the long side (default 512: the built-in model draws 64×64, too
 small to look at), the final image resized with Lanczos.  The DAAM map is the cumulative map of
@@ -41,7 +47,7 @@ from .timelapse.plot import LinePlot
 
 log = logging.getLogger(__name__)
 
-WHAT = ("maps", "overlays", "masks", "curves", "self")
+WHAT = ("maps", "overlays", "masks", "curves", "self", "concepts")
 MAX_SIZE = 8192
 
 
@@ -119,6 +125,8 @@ def export(recording: str | Path | Recording, out: str | Path, options: ExportOp
     result: dict = {"files": written, "truncated": rec.truncated, "steps": len(rec)}
     if "self" in options.what:
         _regions(rec, out, image, options, written)
+    if "concepts" in options.what:
+        _concepts(rec, out, image, options, written)
     if "curves" in options.what:
         result["stability"] = _curves(rec, out, options, written)
     return result
@@ -185,6 +193,64 @@ def _regions(rec: Recording, out: Path, image: np.ndarray, options: ExportOption
     for rid, total, suffix in sorted(pictures, key=lambda p: (p[0], p[2])):
         _save(out / "self" / (file_stem(0, rid)[3:] + suffix + ".png"),
               _region_picture(image, total, from_dict(shapes[rid]), rec.start.width, options), written, "self")
+
+
+def concept_averages(rec: Recording) -> tuple[tuple[str, ...], dict[str, np.ndarray], list[tuple[int, dict[str, float]]]]:
+    """(the last step's concepts, {name: its map averaged over the steps that had it},
+    [(step, {name: its share of that step's concept maps})])."""
+    sums: dict[str, np.ndarray] = {}
+    counts: dict[str, int] = {}
+    shares, last = [], ()
+    for i, line in enumerate(rec.steps):
+        names = tuple(line.get("concepts") or ())
+        if not names:
+            continue
+        maps = np.asarray(rec.map_array("concepts", i), dtype=np.float32)
+        mass = np.clip(maps, 0, None).sum(axis=(1, 2))
+        total = float(mass.sum())
+        shares.append((int(line["step"]), {n: float(m) / total if total > 0 else 0.0 for n, m in zip(names, mass)}))
+        for name, m in zip(names, maps):
+            sums[name] = sums.get(name, 0) + m
+            counts[name] = counts.get(name, 0) + 1
+        last = names
+    return last, {n: sums[n] / counts[n] for n in sums}, shares
+
+
+def segments(maps: np.ndarray) -> np.ndarray:
+    """(concepts, h, w) maps → (h, w) index of the concept that holds each pixel most."""
+    return np.argmax(maps, axis=0)
+
+
+def _concepts(rec: Recording, out: Path, image: np.ndarray, options: ExportOptions, written: dict) -> None:
+    """Per concept its averaged map over the image, the argmax segmentation and its masks, the
+    share curves (a run without concepts: nothing is written)."""
+    from .palette import WORDS
+
+    last, means, shares = concept_averages(rec)
+    if not means:
+        return
+    folder = out / "concepts"
+    (folder / "masks").mkdir(parents=True, exist_ok=True)
+    names = list(means)
+    with open(folder / "curves.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["step"] + [f"share_{file_stem(i, n)}" for i, n in enumerate(names)])
+        for step, share in shares:
+            w.writerow([step] + [f"{share[n]:.4f}" if n in share else "" for n in names])
+    written.setdefault("concepts", []).append(str(folder / "curves.csv"))
+    size = image.shape[:2]
+    for i, name in enumerate(names):
+        h = heatmap.normalized(heatmap.upsample(means[name], size))
+        _save(folder / (file_stem(i, name) + ".png"), heatmap.overlay(image, h, options.colormap, options.opacity),
+              written, "concepts")
+    stack = np.stack([heatmap.upsample(means[n], size) for n in last])
+    won = segments(stack)
+    colours = np.array([WORDS[i % len(WORDS)] for i in range(len(last))], dtype=np.float32)
+    picture = 0.45 * image.astype(np.float32) + 0.55 * colours[won]
+    _save(folder / "segments.png", np.clip(np.rint(picture), 0, 255).astype(np.uint8), written, "concepts")
+    for k, name in enumerate(last):
+        _save(folder / "masks" / (file_stem(names.index(name), name) + ".png"), (won == k).astype(np.uint8) * 255,
+              written, "concepts")
 
 
 def _region_picture(image: np.ndarray, total: np.ndarray, region, width: int, options: ExportOptions) -> np.ndarray:

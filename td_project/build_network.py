@@ -133,6 +133,15 @@ def add_parameters(comp):
     bridge.appendPulse("Clearregion", label="Clear Region")
     follow = bridge.appendToggle("Followregion", label="Particles Follow Region")[0]
     follow.default = follow.val = False
+    # Concepts: any words, comma-separated; Concept picks which one's map the TOP shows (docs/CAPTURE.md).
+    p = bridge.appendStr("Concepts", label="Concepts")[0]
+    p.default = p.val = ""
+    p = bridge.appendInt("Concept", label="Concept (index)")[0]
+    p.default = p.val = 0
+    p.min, p.max, p.clampMin, p.clampMax = 0, LIMITS.LIMITS.concepts - 1, True, True
+    bridge.appendPulse("Setconcepts", label="Set Concepts")
+    follow = bridge.appendToggle("Followconcept", label="Particles Follow Concept")[0]
+    follow.default = follow.val = False
 
     law = comp.appendCustomPage("Particles")
     # Defaults of docs/PARTICLES.md (bridge.particles.ParticleParams).
@@ -218,11 +227,12 @@ def build(root=None):
     step_map = script_top(comp, "step_map", 2, 1, "rgba32float")
     preview = script_top(comp, "preview_image", 2, 2, "rgba8fixed")
     region = script_top(comp, "region_map", 2, 3, "rgba32float")  # the first region's self-attention
-    # What drives the particles: the selected word's cumulative map, or the region's map.
+    concept = script_top(comp, "concept_map", 2, 4, "rgba32float")  # the Concept parameter's concept map
+    # What drives the particles: the selected word's cumulative map, the region's or the concept's.
     drive = place(comp.create(td.switchTOP, "particle_attention"), 3, 1)
-    for source in (attention, region):
+    for source in (attention, region, concept):
         source.outputConnectors[0].connect(drive)
-    bind(drive.par.index, "int(parent().par.Followregion)")
+    bind(drive.par.index, "2 if parent().par.Followconcept else int(parent().par.Followregion)")
 
     # The particle system: state ping-pongs through a Feedback TOP.
     homes = script_top(comp, "homes", 3, 3, "rgba32float")

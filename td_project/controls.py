@@ -35,6 +35,11 @@ def onValueChange(par, prev):
             send(comp, {"type": "select", "word": index})
     elif par.name == "Particles":
         reset_particles(comp)
+    elif par.name == "Concept":  # show another concept of the maps already here
+        maps = comp.fetch("concept_maps", None)
+        if maps is not None and len(maps):
+            comp.store("concept_map", comp.op("daam_frames").module.map_texture(maps, int(par.eval())))
+            comp.op("concept_map").cook(force=True)
     return
 
 
@@ -54,6 +59,9 @@ def onPulse(par):
         send(comp, {"type": "regions", "regions": [region]})
     elif par.name == "Clearregion":
         send(comp, {"type": "regions", "regions": []})
+    elif par.name == "Setconcepts":  # "sky, circle, background"; empty clears them
+        names = [n.strip() for n in str(comp.par.Concepts.eval()).split(",") if n.strip()]
+        send(comp, {"type": "concepts", "concepts": names})
     elif par.name == "Reset":
         reset_particles(comp)
     return

@@ -47,8 +47,9 @@ def map_texture(maps: np.ndarray, index: int = 0) -> np.ndarray:
     """One word's map → (h, w, 4) float32 in 0..1, bottom row first (r = g = b = attention, a = 1).
 
     uint8 maps are already normalised per word by the bridge; float maps are scaled by their peak.
+    An index past the last map gives the last one (a Concept parameter ahead of the bridge's concepts).
     """
-    m = np.asarray(maps[index])
+    m = np.asarray(maps[max(0, min(int(index), len(maps) - 1))])
     if m.dtype == np.uint8:
         unit = m.astype(np.float32) / 255.0
     else:

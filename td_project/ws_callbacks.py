@@ -13,13 +13,13 @@ import json
 # bridge's selection), uint8 already normalised per word; metadata arrives over OSC.
 SUBSCRIPTION = {
     "type": "subscribe",
-    "frames": ["maps", "cumulative", "self", "preview", "final"],
+    "frames": ["maps", "cumulative", "self", "concepts", "preview", "final"],
     "words": "selected",
     "dtype": "uint8",
     "meta": False,
 }
-TOP_FOR_FRAME = {"maps": "step_map", "cumulative": "attention_map", "self": "region_map", "preview": "preview_image",
-                 "final": "preview_image"}
+TOP_FOR_FRAME = {"maps": "step_map", "cumulative": "attention_map", "self": "region_map", "concepts": "concept_map",
+                 "preview": "preview_image", "final": "preview_image"}
 
 
 def set_state(comp, name, value):
@@ -117,7 +117,10 @@ def onReceiveBinary(dat, contents):
     top = TOP_FOR_FRAME.get(kind)
     if top is None:
         return  # a frame type this network does not draw
-    if kind in frames.MAP_TYPES.values():
+    if kind == "concepts":  # every concept's map comes; the Concept parameter picks one (controls.py re-picks)
+        comp.store("concept_maps", frame["data"])
+        texture = frames.map_texture(frame["data"], int(comp.par.Concept.eval()))
+    elif kind in frames.MAP_TYPES.values():
         texture = frames.map_texture(frame["data"], 0)
     else:
         texture = frames.image_texture(frame["data"])

@@ -129,3 +129,68 @@ def test_render_records_concepts_and_replay_reads_them(tmp_path, capsys):
     assert main(["render", "--model", "builtin:tiny", "--device", "cpu", "--no-progress", "--prompt", "x",
                  "--concepts", ",".join(f"c{i}" for i in range(17)), "--out", str(tmp_path / "no")]) == 2
     assert "at most 16 concepts" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def concept_run(tiny_engine, tmp_path_factory):
+    """A recorded run whose concepts change mid-run: "square" alone for steps 0 and 1 (the change
+    comes with step 0's frame, while step 1's concepts are already set), then "square, circle, background"."""
+    from bridge.bus import Bus
+    from bridge.engine import GenerationRequest
+    from bridge.recording import Recorder
+
+    done = []
+
+    class Count:
+        def on_step(self, frame):
+            done.append(frame.step)
+
+    folder = tmp_path_factory.mktemp("concepts") / "run"
+    rec = Recorder(folder)
+    tiny_engine.generate(GenerationRequest("a red square", steps=4), Bus([Count(), rec]),
+                         concepts=lambda: ("square", "circle", "background") if done else ("square",))
+    rec.close()
+    return folder
+
+
+def test_export_writes_each_concepts_average_the_segmentation_and_its_masks(concept_run, tmp_path):
+    from PIL import Image
+
+    from bridge.export import ExportOptions, concept_averages, export
+
+    out = tmp_path / "export"
+    result = export(concept_run, out, ExportOptions(what=("concepts",), size=128), progress=False)
+    names = sorted(p.name for p in (out / "concepts").iterdir())
+    assert names == ["00_square.png", "01_circle.png", "02_background.png", "curves.csv", "masks", "segments.png"]
+    assert sorted(p.name for p in (out / "concepts" / "masks").iterdir()) == ["00_square.png", "01_circle.png", "02_background.png"]
+    masks = np.stack([np.asarray(Image.open(out / "concepts" / "masks" / n)) for n in ("00_square.png", "01_circle.png", "02_background.png")])
+    assert masks.shape == (3, 128, 128) and (masks.sum(0) == 255).all()  # the argmax: every pixel in exactly one
+    assert np.asarray(Image.open(out / "concepts" / "segments.png")).shape == (128, 128, 3)
+    lines = (out / "concepts" / "curves.csv").read_text().splitlines()
+    assert lines[0] == "step,share_00_square,share_01_circle,share_02_background" and len(lines) == 5
+    assert lines[1].endswith(",1.0000,,") and lines[2].endswith(",1.0000,,")
+    assert all(abs(sum(map(float, ln.split(",")[1:])) - 1) < 1e-3 for ln in lines[3:])
+    last, means, _ = concept_averages(load_recording(concept_run))
+    assert last == ("square", "circle", "background") and set(result["files"]) == {"concepts"}
+    rec = load_recording(concept_run)
+    first_square = np.asarray(rec.map_array("concepts", 0), np.float32)[0]
+    later_squares = [np.asarray(rec.map_array("concepts", i), np.float32)[0] for i in (1, 2, 3)]
+    assert np.allclose(means["square"], (first_square + sum(later_squares)) / 4, atol=1e-3)  # over the steps that had it
+    assert np.allclose(means["circle"], sum(np.asarray(rec.map_array("concepts", i), np.float32)[1] for i in (2, 3)) / 2, atol=1e-3)
+
+
+def test_a_timelapse_of_concepts_aligns_them_by_name(concept_run, tmp_path, capsys):
+    from test_timelapse import video_frames
+
+    out = tmp_path / "concepts.mp4"
+    assert main(["timelapse", str(concept_run), "-o", str(out), "--map", "concepts", "--words", "circle", "--layout", "side",
+                 "--size", "96", "--no-progress", "--hold", "0"]) == 0
+    video = video_frames(out)
+    assert len(video) == 4
+    tile = slice(30, 90)
+    right = [f[tile, f.shape[1] // 2:].astype(int) for f in video]
+    left = [f[tile, : f.shape[1] // 2].astype(int) for f in video]
+    assert np.abs(right[0] - left[0]).mean() < 3 and np.abs(right[1] - left[1]).mean() < 3  # no "circle" yet: the bare preview
+    assert np.abs(right[-1] - left[-1]).mean() > 10
+    assert main(["timelapse", str(concept_run), "-o", str(out), "--map", "concepts", "--words", "sky", "--no-progress"]) == 2
+    assert "concept 'sky' is not in this run; its concepts are: square circle background" in capsys.readouterr().err

@@ -189,7 +189,7 @@ class StandInCOMP:
         "Word": 0, "Attraction": 8.0, "Wind": 1.5, "Drag": 0.08, "Dt": 1 / 60, "Noisescale": 3.0, "Noisespeed": 0.05,
         "Attentionfloor": 0.1, "Phasegainnoise": 0.0, "Phasegainstructure": 0.7, "Phasegaindetail": 1.0,
         "Morphtime": 0.5, "Particles": 4096, "Regionx0": 0.0, "Regiony0": 0.0, "Regionx1": 0.0, "Regiony1": 0.0,
-        "Followregion": False,
+        "Followregion": False, "Concepts": "", "Concept": 0, "Followconcept": False,
     }
 
     def __init__(self):
@@ -204,7 +204,7 @@ class StandInCOMP:
             "phase_target": StandInOP(self, "phase_target"),
             "state_feedback": StandInOP(self, "state_feedback"),
         }
-        for name in ("attention_map", "step_map", "preview_image", "region_map", "homes", "initial_state"):
+        for name in ("attention_map", "step_map", "preview_image", "region_map", "concept_map", "homes", "initial_state"):
             self.children[name] = StandInScriptTOP(self, name)
         self.children["bridge_ws"] = StandInWebSocketDAT(self)
         self.osc_dat = StandInWebSocketDAT(self)  # only parent() is used by the OSC callbacks
@@ -400,6 +400,38 @@ def test_a_regions_self_attention_frame_becomes_the_region_texture():
     tex = comp.op("region_map").uploads[-1]
     assert tex.shape == (4, 6, 4) and tex[::-1][0, 5, 0] == 1.0 and tex[..., 0].sum() == 1.0
     assert comp.op("log").text == ""
+
+
+def test_a_concepts_frame_becomes_the_chosen_concepts_texture_and_the_concept_parameter_repicks():
+    """A type-7 frame (every concept's map): the Concept parameter's one is uploaded, flipped;
+    changing the parameter re-uploads another concept of the same frame."""
+    comp = StandInCOMP()
+    maps = np.zeros((3, 4, 6), np.float32)
+    maps[0, 0, 0] = 1.0  # concept 0 sits top left
+    maps[1, 3, 5] = 1.0  # concept 1 bottom right
+    maps[2] = 0.5
+    comp.par.Concept = 1
+    frame = P.encode_frame(7, P.convert_maps(maps, P.UINT8, "concepts"), run=1, step=0, total=1)
+    ws_mod.onReceiveBinary(comp.op("bridge_ws"), bytearray(frame))
+    tex = comp.op("concept_map").uploads[-1]
+    assert tex.shape == (4, 6, 4) and tex[::-1][3, 5, 0] == 1.0 and tex[..., 0].sum() == 1.0
+    comp.par.Concept = 0
+    controls_mod.onValueChange(comp.par.Concept, 1)
+    assert comp.op("concept_map").uploads[-1][::-1][0, 0, 0] == 1.0
+    comp.par.Concept = 9  # ahead of the bridge's three concepts: the last one
+    controls_mod.onValueChange(comp.par.Concept, 0)
+    assert comp.op("concept_map").uploads[-1][..., 0].max() == 1.0 and comp.op("log").text == ""
+
+
+def test_set_concepts_sends_the_names_the_bridge_accepts():
+    comp = StandInCOMP()
+    comp.par.Concepts = " sky, circle ,, background "
+    controls_mod.onPulse(comp.par.Setconcepts)
+    control = parse_json_control(json.loads(comp.op("bridge_ws").sent[-1]))
+    assert control.kind == "concepts" and control.values == {"concepts": ("sky", "circle", "background")}
+    comp.par.Concepts = ""
+    controls_mod.onPulse(comp.par.Setconcepts)
+    assert parse_json_control(json.loads(comp.op("bridge_ws").sent[-1])).values == {"concepts": ()}
 
 
 def test_frame_type_codes_are_the_bridges_table():
@@ -611,8 +643,9 @@ def test_build_script_makes_the_documented_network(monkeypatch):
     step = comp.op("particle_step")
     assert [n.name for n in step.inputs] == ["state_feedback", "homes", "particle_attention"]
     # the particles follow the word's map, or with Followregion on the region's self-attention map
-    assert [n.name for n in comp.op("particle_attention").inputs] == ["attention_map", "region_map"]
-    assert comp.op("particle_attention").par.index.expr == "int(parent().par.Followregion)"
+    # (or with Followconcept on the chosen concept's map)
+    assert [n.name for n in comp.op("particle_attention").inputs] == ["attention_map", "region_map", "concept_map"]
+    assert comp.op("particle_attention").par.index.expr == "2 if parent().par.Followconcept else int(parent().par.Followregion)"
     assert comp.op("state_feedback").par.top.eval() == "particle_step"
     assert [n.name for n in comp.op("state_feedback").inputs] == ["initial_state"]
     declared = re.findall(r"uniform float (\w+);", (SHADERS / "particle_step.glsl").read_text())
@@ -622,7 +655,7 @@ def test_build_script_makes_the_documented_network(monkeypatch):
     assert [n.name for n in comp.op("out_heat").inputs] == ["heat_colors"]
     assert comp.op("bridge_ws").par.callbacks.eval() == "ws_callbacks"
     assert comp.op("bridge_osc").par.splitbundle.eval() is True
-    for top in ("attention_map", "step_map", "preview_image", "region_map", "homes", "initial_state"):
+    for top in ("attention_map", "step_map", "preview_image", "region_map", "concept_map", "homes", "initial_state"):
         assert comp.op(top).par.callbacks.eval() == "texture_top"
     # The particle parameters start at the spec's defaults (docs/PARTICLES.md).
     spec = reference.ParticleParams()
@@ -635,7 +668,7 @@ def test_build_script_makes_the_documented_network(monkeypatch):
     # Every parameter the callbacks read exists on the COMP.
     made = {name for page in comp.pages.values() for _, name in page}
     assert set(StandInCOMP.PARAMETERS) <= made
-    assert {"Generate", "Pause", "Resume", "Cancel", "Reset", "Active", "Setregion", "Clearregion"} <= made
+    assert {"Generate", "Pause", "Resume", "Cancel", "Reset", "Active", "Setregion", "Clearregion", "Setconcepts"} <= made
 
 
 # --------------------------------------------------------------------- the word a run starts on

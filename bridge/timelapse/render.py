@@ -19,6 +19,7 @@ from ..wordpick import focus_index, is_content
 from . import colormaps
 from .caption import Caption
 from .layouts import LAYOUTS, Style, make_layout, tile_size
+from .style import step_labels
 from .timeline import MassTimeline
 from .writers import UnsupportedFormat, open_writer
 
@@ -28,8 +29,8 @@ log = logging.getLogger(__name__)
 
 def map_kinds() -> tuple[str, ...]:
     """The `--map` names of the map kinds (bridge/mapkinds.py), read when asked so new kinds
-    show: word kinds pick maps by word, ``self`` by query region."""
-    return tuple(k.cli_name for k in mapkinds.kinds() if k.labels in ("words", "regions"))
+    show: word kinds pick maps by word, ``self`` by query region, ``concepts`` by concept."""
+    return tuple(k.cli_name for k in mapkinds.kinds() if k.labels in ("words", "regions", "concepts"))
 
 
 class TimelapseError(UserError):
@@ -125,13 +126,19 @@ def choose_words(start: RunStart, requested: tuple[str, ...], layout: str, mass:
     return tuple((i, w) for i, w in enumerate(words[:16]))
 
 
-def choose_regions(rec: Recording, requested: tuple[str, ...], layout: str):
-    """(every region id of the run, the (index, id) pairs to show): requested ids or 0-based
-    indices; by default every region for grid (up to 16), else the first."""
-    ids = tuple(dict.fromkeys(r.get("id", "") for line in rec.steps for r in line.get("regions", ())))
+MISSING_LABELS = {
+    "regions": ("region", "this recording has no self-attention maps; record one with --region (render) or the regions control (live)"),
+    "concepts": ("concept", "this recording has no concept maps; record some with --concepts (render) or the concepts control (live)"),
+}
+
+
+def choose_regions(rec: Recording, requested: tuple[str, ...], layout: str, labels: str = "regions"):
+    """(every region id — or concept — of the run, the (index, id) pairs to show): requested ids
+    or 0-based indices; by default every one for grid (up to 16), else the first."""
+    what, missing = MISSING_LABELS[labels]
+    ids = tuple(dict.fromkeys(i for line in rec.steps for i in step_labels(labels, line.get("regions"), line.get("concepts"))))
     if not ids:
-        raise TimelapseError("this recording has no self-attention maps; record one with --region "
-                             "(render) or the regions control (live)")
+        raise TimelapseError(missing)
     if requested:
         chosen = []
         for r in requested:
@@ -140,7 +147,7 @@ def choose_regions(rec: Recording, requested: tuple[str, ...], layout: str):
             elif r in ids:
                 chosen.append((ids.index(r), r))
             else:
-                raise TimelapseError(f"region {r!r} is not in this run; its regions are: {' '.join(ids)}")
+                raise TimelapseError(f"{what} {r!r} is not in this run; its {what}s are: {' '.join(ids)}")
         return ids, tuple(dict.fromkeys(chosen))
     if LAYOUTS[layout].words == "focus" or layout != "grid":
         return ids, ((0, ids[0]),)
@@ -160,8 +167,9 @@ def render_timelapse(recording: str | Path | Recording, out: str | Path, options
                                  "with render --self-grid 16 (or the self_grid preset key)")
         region_ids = tuple(r.id for r in options.regions)
         words = tuple(enumerate(region_ids[:16])) if options.layout == "grid" else ((0, region_ids[0]),)
-    elif mapkinds.by_cli_name(options.resolved_map_kind).labels == "regions":
-        region_ids, words = choose_regions(rec, options.words, options.layout)
+    elif mapkinds.by_cli_name(options.resolved_map_kind).labels in MISSING_LABELS:
+        labels = mapkinds.by_cli_name(options.resolved_map_kind).labels
+        region_ids, words = choose_regions(rec, options.words, options.layout, labels)
     else:
         words = choose_words(rec.start, options.words, options.layout, mass)
     style = Style(tile_size(rec.start, options.size), words, options.colormap, options.opacity, options.resolved_map_kind,

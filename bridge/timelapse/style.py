@@ -19,7 +19,7 @@ class Style:
     colormap: str = "inferno"
     opacity: float = 0.6
     map_kind: str = "step"  # a map kind's `timelapse --map` name (bridge/mapkinds.py): step, cumulative, self
-    region_ids: tuple[str, ...] = ()  # for a kind labelled by regions: every region id of the run, in order
+    region_ids: tuple[str, ...] = ()  # for a kind labelled by regions or concepts: every id (name) of the run, in order
     after: tuple = ()  # regions chosen after the run (bridge.regions.Region): drawn from each step's self grid
     image_hw: tuple[int, int] = (0, 0)  # the run's image size, which regions are given in
 
@@ -31,9 +31,17 @@ def tile_size(start: RunStart, longest: int) -> tuple[int, int]:
     return (max(2, round(h * scale)), max(2, round(w * scale)))
 
 
+def step_labels(labels: str, regions, concepts) -> list[str]:
+    """The ids a step's maps of a kind labelled by ``labels`` carry, in order (a StepFrame's or a
+    recorded step line's ``regions`` and ``concepts``)."""
+    if labels == "regions":
+        return [str(r.get("id", "")) for r in regions or ()]
+    return [str(c) for c in concepts or ()]
+
+
 def frame_maps(frame: StepFrame, map_kind: str, region_ids: tuple[str, ...] = (), style: Style | None = None) -> np.ndarray:
     """The frame's array of the map kind named ``map_kind`` on the command line.  A kind labelled
-    by regions is aligned to ``region_ids`` (regions may change between steps): a region this
+    by regions or concepts is aligned to ``region_ids`` (they may change between steps): an id this
     step did not have gets an empty map.  With ``style.after`` the regions' maps come from the
     step's self grid instead (bridge/selfgrid.py), at the map size."""
     if style is not None and style.after:
@@ -47,9 +55,9 @@ def frame_maps(frame: StepFrame, map_kind: str, region_ids: tuple[str, ...] = ()
         return np.stack([upsample(selfgrid.region_map(grid, r, style.image_hw), size) for r in style.after])
     kind = mapkinds.by_cli_name(map_kind)
     maps = frame.kinds.get(kind.name)
-    if kind.labels != "regions":
+    if kind.labels not in ("regions", "concepts"):
         return maps
-    have = [r.get("id") for r in frame.regions] if maps is not None else []
+    have = step_labels(kind.labels, frame.regions, frame.concepts) if maps is not None else []
     out = np.zeros((len(region_ids), *frame.kinds["maps"].shape[1:]), np.float32)
     for k, rid in enumerate(region_ids):
         if rid in have:
