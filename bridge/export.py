@@ -15,7 +15,7 @@
                             --diffuse N adds ID_diffused.png, its diffused attention)
     concepts/ NN_name.png   per concept (render --concepts): its map averaged over the steps that had it
                             (ConceptAttention averages over time), over the final image
-    concepts/segments.png   argmax over the last step's concepts of those averages, each concept in its
+    concepts/segments.png   argmax over the last step's concepts of those averages (each ÷ its peak), in its
                             colour over the image: a segmentation (ConceptAttention's and OVAM's)
     concepts/masks/NN_name.png  white where that concept wins the argmax
     concepts/curves.csv     per step: each concept's share of the step's concept maps
@@ -217,8 +217,11 @@ def concept_averages(rec: Recording) -> tuple[tuple[str, ...], dict[str, np.ndar
 
 
 def segments(maps: np.ndarray) -> np.ndarray:
-    """(concepts, h, w) maps → (h, w) index of the concept that holds each pixel most."""
-    return np.argmax(maps, axis=0)
+    """(concepts, h, w) maps → (h, w) index of the concept that holds each pixel most, each map
+    ÷ its own peak first (as the viewer draws them: OVAM's maps are sums on different scales)."""
+    maps = np.asarray(maps, dtype=np.float32)
+    peak = maps.reshape(len(maps), -1).max(axis=1)
+    return np.argmax(maps / np.where(peak > 0, peak, 1)[:, None, None], axis=0)
 
 
 def _concepts(rec: Recording, out: Path, image: np.ndarray, options: ExportOptions, written: dict) -> None:

@@ -341,11 +341,14 @@ def test_concepts_typed_in_the_console_get_their_own_maps(live_bridge):
     with browser_page() as page:
         open_viewer(page, live_bridge.url)
         assert not page.is_visible("#concept-figure")  # no concepts, no panel
+        before = page.evaluate("[window.viewer.counts.runs, window.viewer.run && window.viewer.run.run_id]")
         page.fill("#concepts-input", "circle, square, background")
         page.press("#concepts-input", "Enter")
         page.wait_for_function("document.body.dataset.concepts === '3'", timeout=10_000)
         assert page.locator("#concept-chips .word").all_inner_texts() == ["circle", "square", "background"]
-        assert page.evaluate("window.viewer.counts.runs") == 0  # Enter here sets concepts, it starts no run
+        page.wait_for_function("window.viewer.state === 'idle'", timeout=10_000)
+        # Enter here sets concepts, it starts no run
+        assert page.evaluate("[window.viewer.counts.runs, window.viewer.run && window.viewer.run.run_id]") == before
         submit(page, PROMPT, STEPS, seed=4)
         page.wait_for_function("window.viewer.counts.concepts >= 2 && window.viewer.counts.final >= 1", timeout=120_000)
         heat = canvas_pixels(page, "#concept")
