@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -54,6 +55,90 @@ SDXL_UNET = dict(
     projection_class_embeddings_input_dim=2816, norm_num_groups=32, norm_eps=1e-5, act_fn="silu",
     flip_sin_to_cos=True, freq_shift=0,
 )
+
+
+# FLUX.1 schnell's transformer (its published transformer/config.json: 19 dual-stream and 38
+# single-stream blocks, 12 B parameters); --blocks keeps fewer of each for a CPU.
+FLUX_TRANSFORMER = dict(
+    patch_size=1, in_channels=64, num_layers=19, num_single_layers=38, attention_head_dim=128, num_attention_heads=24,
+    joint_attention_dim=4096, pooled_projection_dim=768, guidance_embeds=False, axes_dims_rope=(16, 56, 56),
+)
+# Stable Diffusion 3 medium's transformer (its published transformer/config.json: 24 joint blocks).
+SD3_TRANSFORMER = dict(
+    sample_size=128, patch_size=2, in_channels=16, num_layers=24, attention_head_dim=64, num_attention_heads=24,
+    joint_attention_dim=4096, caption_projection_dim=1536, pooled_projection_dim=2048, out_channels=16, pos_embed_max_size=192,
+)
+
+
+def _transformer_parts(tiny, device, dtype):
+    """What both transformer builds share: the tiny model's CLIP tokenizer, a 1-layer T5 of
+    width 4096 on a sentencepiece vocabulary built offline, a 16-channel VAE of factor 8."""
+    import torch
+    from diffusers import AutoencoderKL
+    from transformers import CLIPTokenizer, T5Config, T5EncoderModel, T5Tokenizer
+
+    from bridge.tokenizers.t5_unigram import write_t5_tokenizer
+
+    tokenizer = CLIPTokenizer.from_pretrained(tiny / "tokenizer")
+    t5_tokenizer = T5Tokenizer.from_pretrained(write_t5_tokenizer(Path(tempfile.mkdtemp()) / "t5"))
+    torch.manual_seed(0)
+    t5 = T5EncoderModel(T5Config(vocab_size=len(t5_tokenizer), d_model=4096, d_ff=4096, d_kv=64, num_layers=1, num_heads=64,
+                                 pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)).to(device=device, dtype=dtype)
+    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=16, block_out_channels=(32, 32, 32, 32), layers_per_block=1,
+                        norm_num_groups=8, down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                        scaling_factor=0.3611, shift_factor=0.1159).to(device=device, dtype=dtype)
+    return tokenizer, t5_tokenizer, t5, vae
+
+
+def _clip(tokenizer, hidden, device, dtype, projection=None):
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    cls = CLIPTextModelWithProjection if projection else CLIPTextModel
+    return cls(CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=hidden, num_hidden_layers=1,
+        num_attention_heads=hidden // 64, max_position_embeddings=77, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **({"projection_dim": projection} if projection else {}),
+    )).to(device=device, dtype=dtype)
+
+
+def build_flux(device: str, dtype, blocks=None):
+    """FLUX.1 schnell's transformer widths (random weights), ``blocks`` = (dual, single) kept."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+
+    from bridge.models.resolve import BUILTIN_DIR
+
+    tiny = BUILTIN_DIR / "tiny"
+    tokenizer, t5_tokenizer, t5, vae = _transformer_parts(tiny, device, dtype)
+    config = dict(FLUX_TRANSFORMER)
+    if blocks:
+        config["num_layers"], config["num_single_layers"] = blocks
+    transformer = FluxTransformer2DModel(**config).to(device=device, dtype=dtype)
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=1.0, use_dynamic_shifting=False)
+    pipe = FluxPipeline(transformer=transformer, scheduler=scheduler, vae=vae, text_encoder=_clip(tokenizer, 768, device, dtype),
+                        tokenizer=tokenizer, text_encoder_2=t5, tokenizer_2=t5_tokenizer)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe, Path(tempfile.mkdtemp())  # no folder defaults: the tiny model's preview fit is for 4 channels
+
+
+def build_sd3(device: str, dtype, blocks=None):
+    """SD3 medium's transformer widths (random weights), ``blocks`` = (joint blocks,) kept."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+
+    from bridge.models.resolve import BUILTIN_DIR
+
+    tiny = BUILTIN_DIR / "tiny"
+    tokenizer, t5_tokenizer, t5, vae = _transformer_parts(tiny, device, dtype)
+    config = dict(SD3_TRANSFORMER)
+    if blocks:
+        config["num_layers"] = blocks[0]
+    transformer = SD3Transformer2DModel(**config).to(device=device, dtype=dtype)
+    pipe = StableDiffusion3Pipeline(
+        transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), vae=vae,
+        text_encoder=_clip(tokenizer, 768, device, dtype, projection=768), tokenizer=tokenizer,
+        text_encoder_2=_clip(tokenizer, 1280, device, dtype, projection=1280), tokenizer_2=tokenizer,
+        text_encoder_3=t5, tokenizer_3=t5_tokenizer)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe, Path(tempfile.mkdtemp())  # no folder defaults: the tiny model's preview fit is for 4 channels
 
 
 def build_sdxl(device: str, dtype):
@@ -159,8 +244,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="auto")
-    parser.add_argument("--arch", choices=("sd15", "sdxl"), default="sd15",
-                        help="the UNet architecture: Stable Diffusion 1.5 or SDXL base (random weights; default: %(default)s)")
+    parser.add_argument("--arch", choices=("sd15", "sdxl", "sd3", "flux"), default="sd15",
+                        help="the architecture: the UNets of Stable Diffusion 1.5 or SDXL base, the transformers of SD3 medium "
+                             "or FLUX.1 schnell (random weights; default: %(default)s)")
+    parser.add_argument("--blocks", default=None, metavar="N[,M]",
+                        help="transformers: keep N joint (SD3) or N dual- and M single-stream (Flux) blocks of the published "
+                             "widths (default: all; a CPU wants e.g. 2 or 1,2)")
+    parser.add_argument("--concepts", default="apple,table,background",
+                        help="the concepts variant's concept names (Flux: ConceptAttention; UNets: OVAM; empty: no such variant)")
     parser.add_argument("--size", type=int, default=256, help="image side in pixels (default: %(default)s)")
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each variant (default: %(default)s)")
@@ -184,12 +275,17 @@ def main() -> None:
 
     device = pick_device(args.device)
     dtype = pick_dtype(args.dtype, device)
-    pipe, tiny = (build_sdxl if args.arch == "sdxl" else build)(device, dtype)
-    engine = Engine(LoadedModel(pipe, ModelSource("folder", str(tiny), f"{args.arch}-architecture-random"), device, dtype,
-                                "sdxl" if args.arch == "sdxl" else "sd"))
-    guidance = 5.0 if args.arch == "sdxl" else 7.5
+    blocks = tuple(int(b) for b in args.blocks.split(",")) if args.blocks else None
+    if args.arch in ("sd3", "flux"):
+        pipe, tiny = (build_flux if args.arch == "flux" else build_sd3)(device, dtype, blocks)
+    else:
+        pipe, tiny = (build_sdxl if args.arch == "sdxl" else build)(device, dtype)
+    family = {"sd15": "sd", "sdxl": "sdxl", "sd3": "sd3", "flux": "flux"}[args.arch]
+    engine = Engine(LoadedModel(pipe, ModelSource("folder", str(tiny), f"{args.arch}-architecture-random"), device, dtype, family))
+    guidance = {"sdxl": 5.0, "sd3": 7.0, "flux": 0.0}.get(args.arch, 7.5)  # schnell: no CFG
     prompt = "a red apple on a wooden table, studio light"
     req = engine.validate(GenerationRequest(prompt, seed=7, steps=args.steps, guidance=guidance, width=args.size, height=args.size))
+    guidance_kwargs = engine.family.guidance_kwargs(guidance, "", engine.uses_cfg(guidance))
 
     def sync():
         if device.startswith("cuda"):
@@ -197,8 +293,8 @@ def main() -> None:
 
     def plain():
         with torch.inference_mode():
-            return pipe(prompt, num_inference_steps=args.steps, guidance_scale=guidance, width=args.size, height=args.size,
-                        generator=torch.Generator("cpu").manual_seed(7), output_type="np").images[0]
+            return pipe(prompt, num_inference_steps=args.steps, width=args.size, height=args.size,
+                        generator=torch.Generator("cpu").manual_seed(7), output_type="np", **guidance_kwargs).images[0]
 
     def captured():
         end = engine.generate(req, Bus())
@@ -217,18 +313,28 @@ def main() -> None:
         assert end.status == "completed", end.error
         return end.image
 
-    variants = {"plain": plain, "captured": captured, **({"box": box} if args.box else {})}
+    concepts_req = engine.validate(replace(req, concepts=tuple(args.concepts.split(",")))) \
+        if args.concepts and engine.family.has_concept_maps else None
+
+    def concepts():
+        end = engine.generate(concepts_req, Bus())
+        assert end.status == "completed", end.error
+        return end.image
+
+    variants = {"plain": plain, "captured": captured, **({"box": box} if args.box else {}),
+                **({"concepts": concepts} if concepts_req else {})}
     times = {k: [] for k in variants}
     cpu = {k: [] for k in variants}
     peaks = {k: [] for k in variants}
     growth = {k: [] for k in variants}
     images = {k: v() for k, v in variants.items()}  # warm-up, and the outputs to compare
+    again = {}  # each variant's last timed output: plain against plain says what run-to-run noise is
     for _ in range(args.repeats):
         for name, fn in variants.items():
             with PeakMemory(device) as mem:
                 sync()
                 t, c = time.perf_counter(), time.process_time()
-                fn()
+                again[name] = fn()
                 sync()
                 times[name].append(time.perf_counter() - t)
                 cpu[name].append(time.process_time() - c)
@@ -253,9 +359,10 @@ def main() -> None:
     diff = int(np.abs(plain_img.astype(int) - images["captured"].astype(int)).max())
     layers = len(engine.family.attention_sites())
     gpu = torch.cuda.get_device_name() if device.startswith("cuda") else f"{torch.get_num_threads()} CPU threads"
-    arch = "SDXL" if args.arch == "sdxl" else "SD 1.5"
-    print(f"device: {device} ({gpu}), dtype {str(dtype).replace('torch.', '')}, {arch} UNet (random weights), "
-          f"{args.size}×{args.size}, {args.steps} steps, CFG {guidance:g}, {layers} cross-attention layers captured, "
+    arch = {"sdxl": "SDXL UNet", "sd15": "SD 1.5 UNet", "sd3": "SD3 medium transformer", "flux": "FLUX.1 schnell transformer"}[args.arch]
+    kept = f" ({args.blocks} blocks kept)" if args.blocks else ""
+    print(f"device: {device} ({gpu}), dtype {str(dtype).replace('torch.', '')}, {arch}{kept} (random weights), "
+          f"{args.size}×{args.size}, {args.steps} steps, guidance {guidance:g}, {layers} {engine.family.attention_kind} layers captured, "
           f"{len(engine.validate(req).prompt.split())}-word prompt, {args.repeats} timed runs each")
     mb = 1 / 2**20
     print(f"{'':10}{'median s':>10}{'min s':>9}{'CPU s':>9}{'peak MiB':>11}{'growth MiB':>12}")
@@ -267,7 +374,9 @@ def main() -> None:
     print(f"captured/plain: wall time ×{t_ratio:.3f} (median), ×{min(times['captured']) / min(times['plain']):.3f} (best); "
           f"process CPU time ×{statistics.median(cpu['captured']) / statistics.median(cpu['plain']):.3f}; peak memory ×{m_ratio:.3f}; working memory above the model: {max(growth['plain']) * mb:.1f} → "
           f"{max(growth['captured']) * mb:.1f} MiB")
-    print(f"final images: max pixel difference plain vs captured = {diff} (of 255)")
+    rerun = int(np.abs(plain_img.astype(int) - np.clip(np.rint(again["plain"] * 255), 0, 255).astype(int)).max())
+    print(f"final images: max pixel difference plain vs captured = {diff} (of 255); plain vs plain again = {rerun} "
+          "(the device's own run-to-run difference)")
     ms = 1000
     print(f"capture's own work per step ({len(work)} steps timed): median {statistics.median(work) * ms:.2f} ms "
           f"(min–max {min(work) * ms:.2f}–{max(work) * ms:.2f}) against a plain step of {plain_step * ms:.1f} ms: "
@@ -280,6 +389,27 @@ def main() -> None:
         b_diff = int(np.abs(plain_img.astype(int) - images["box"].astype(int)).max())
         print(f"box/plain (one 64-latent-pixel self-attention region): wall time ×{b_ratio:.3f} (median), process CPU "
               f"time ×{b_cpu:.3f}; peak memory ×{max(peaks['box']) / max(peaks['plain']):.3f}; max pixel difference {b_diff}")
+    if concepts_req:
+        c_ratio = statistics.median(times["concepts"]) / statistics.median(times["plain"])
+        c_cpu = statistics.median(cpu["concepts"]) / statistics.median(cpu["plain"])
+        c_diff = int(np.abs(plain_img.astype(int) - images["concepts"].astype(int)).max())
+        method = "ConceptAttention" if engine.family.name == "flux" else "OVAM"
+        encode = []
+        for _ in range(max(2, args.repeats)):  # the one-off part: encoding the concepts when they are set
+            sync()
+            t = time.perf_counter()
+            with torch.inference_mode():
+                if engine.family.name == "flux":
+                    engine.family.concept_embeddings(concepts_req.concepts)
+                else:
+                    engine.family.text_states(" ".join(concepts_req.concepts))
+            sync()
+            encode.append(time.perf_counter() - t)
+        per_step = (statistics.median(times["concepts"]) - statistics.median(times["captured"]) - statistics.median(encode)) / args.steps
+        print(f"concepts/plain ({len(concepts_req.concepts)} concepts, {method}): wall time ×{c_ratio:.3f} (median), process CPU "
+              f"time ×{c_cpu:.3f}; peak memory ×{max(peaks['concepts']) / max(peaks['plain']):.3f}; max pixel difference {c_diff}")
+        print(f"  of which encoding the concepts once (each time they change): {statistics.median(encode) * ms:.0f} ms; "
+              f"the rest per step: {per_step * ms:.1f} ms = ×{1 + per_step / plain_step:.3f} of a plain step")
 
 
 if __name__ == "__main__":

@@ -248,7 +248,8 @@ class Engine:
             if not blocks:
                 raise InvalidRequest(f"{self.family.name} models take no concept layers (their concept maps use every cross-attention layer)")
             if any(not 0 <= i < blocks for i in layers):
-                raise InvalidRequest(f"concept layers are dual-stream block indices 0..{blocks - 1}, got {list(layers)}")
+                raise InvalidRequest(f"concept layers are {self.family.concept_block_name} block indices 0..{blocks - 1}, "
+                                     f"got {list(layers)}")
         return replace(req, concepts=concepts, concept_layers=layers)
 
     def _check_words(self, prompt: str) -> None:

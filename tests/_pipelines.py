@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bridge.tokenizers.clip_bpe import write_clip_tokenizer
+from bridge.tokenizers.t5_unigram import T5_CORPUS, write_t5_tokenizer  # noqa: F401 (tests import them from here)
 
 MERGES = 1000
 
@@ -106,36 +107,6 @@ def make_lcm_like(folder: Path) -> Path:
     return out
 
 
-# Prompts to train a small sentencepiece-style (Unigram, "▁" word starts) vocabulary on: T5's
-# tokenizer is a sentencepiece model, and a trained one splits rare words into several pieces.
-T5_CORPUS = """a red apple on a wooden table
-a photograph of an astronaut riding a horse on the moon
-a small boat in a stormy sea, oil painting
-an old castle on a hill at sunset, dramatic light
-a bowl of fruit: apples, pears and grapes!
-a cat sleeping on a windowsill (soft morning light)
-portrait of a woman with red hair, highly detailed
-a city street at night; neon signs and rain
-don't stop the music, it's a blue house by the sea
-a tall tree, a green lamp and a small dog
-""".splitlines()
-
-
-def write_t5_tokenizer(folder: Path, vocab_size: int = 200) -> Path:
-    """Train a Unigram vocabulary offline and save it as a T5 tokenizer folder (``<pad>`` 0, ``</s>`` 1, ``<unk>`` 2)."""
-    import json
-
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-    from transformers import T5Tokenizer
-
-    sp = Tokenizer(models.Unigram())
-    sp.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
-    trainer = trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=["<pad>", "</s>", "<unk>"], unk_token="<unk>")
-    sp.train_from_iterator(T5_CORPUS * 10, trainer)
-    vocab = [tuple(v) for v in json.loads(sp.to_str())["model"]["vocab"]]
-    tok = T5Tokenizer(vocab=vocab, extra_ids=0)
-    tok.save_pretrained(folder)
-    return folder
 
 
 def make_sd3_like(folder: Path, name: str = "sd3", *, qk_norm=None, dual_attention_layers=(), num_layers: int = 3,

@@ -39,20 +39,33 @@ def flux_engine(tmp_path_factory):
 
 
 class ConceptReference:
-    """Records each dual-stream block's inputs on conditional passes; computes the maps by hand."""
+    """Records each dual-stream (Flux) or joint (SD3) block's inputs on conditional passes;
+    computes the maps by hand.  Flux: [text; image], rotated, true CFG as a second call (a call
+    is conditional when its text states are the prompt's); SD3: [image; text], no rotation, CFG
+    as the batch's second half."""
 
     def __init__(self, pipe, prompt: str, concepts, layers):
         self.pipe, self.transformer = pipe, pipe.transformer
+        self.sd3 = type(pipe).__name__ == "StableDiffusion3Pipeline"
         with torch.no_grad():
-            self.prompt_text = pipe.encode_prompt(prompt, prompt_2=None)[0]
-            tok = pipe.tokenizer_2(list(concepts), padding="max_length", max_length=512, truncation=True, return_tensors="pt")
-            self.concept_t5 = pipe.text_encoder_2(tok.input_ids)[0][:, 0].double()  # each concept's first token
+            if self.sd3:
+                self.prompt_text = None
+                tok = pipe.tokenizer_3(list(concepts), padding="max_length", max_length=256, truncation=True, return_tensors="pt")
+                self.concept_t5 = pipe.text_encoder_3(tok.input_ids)[0][:, 0].double()
+            else:
+                self.prompt_text = pipe.encode_prompt(prompt, prompt_2=None)[0]
+                tok = pipe.tokenizer_2(list(concepts), padding="max_length", max_length=512, truncation=True, return_tensors="pt")
+                self.concept_t5 = pipe.text_encoder_2(tok.input_ids)[0][:, 0].double()  # each concept's first token
         self.layers = layers
         self.steps, self._blocks, self._hooks, self._conditional = [], [], [], True
 
     def __enter__(self):
         def outer(module, args, kwargs):
-            self._conditional = torch.equal(kwargs["encoder_hidden_states"], self.prompt_text)
+            text = kwargs["encoder_hidden_states"]
+            if self.sd3:  # CFG in the batch: keep the second half; a skip-layer pass has the half only
+                self._conditional = not kwargs.get("skip_layers")
+            else:
+                self._conditional = torch.equal(text, self.prompt_text)
             if self._conditional:
                 self._blocks = []
                 self.steps.append(self._blocks)
@@ -61,7 +74,7 @@ class ConceptReference:
         for block in self.transformer.transformer_blocks:
             def hook(module, args, kwargs):
                 if self._conditional:
-                    self._blocks.append({k: kwargs[k] for k in ("hidden_states", "encoder_hidden_states", "temb", "image_rotary_emb")})
+                    self._blocks.append({k: kwargs.get(k) for k in ("hidden_states", "encoder_hidden_states", "temb", "image_rotary_emb")})
             self._hooks.append(block.register_forward_pre_hook(hook, with_kwargs=True))
         return self
 
@@ -91,28 +104,42 @@ class ConceptReference:
         return out
 
     def block(self, block, seen, c):
-        attn, d = block.attn, block.attn.head_dim
+        attn = block.attn
+        d = attn.to_k.out_features // attn.heads
 
-        def split(x):
-            return x.unflatten(-1, (-1, d))
+        def split(x, norm=None):
+            x = x.unflatten(-1, (-1, d))
+            return x if norm is None else norm(x)
 
         x, text, temb = seen["hidden_states"], seen["encoder_hidden_states"], seen["temb"]
-        cos, sin = (r.double() for r in seen["image_rotary_emb"])
-        t = text.shape[1]
+        if self.sd3:  # the conditional half of the CFG batch
+            half = x.shape[0] // 2
+            x, text, temb = x[half:], text[half:], temb[half:]
+        last = getattr(block, "context_pre_only", False)
         nx = block.norm1(x, emb=temb)[0]
-        nt = block.norm1_context(text, emb=temb)[0]
-        q = torch.cat([attn.norm_added_q(split(attn.add_q_proj(nt))), attn.norm_q(split(attn.to_q(nx)))], 1).double()
-        k = torch.cat([attn.norm_added_k(split(attn.add_k_proj(nt))), attn.norm_k(split(attn.to_k(nx)))], 1).double()
-        v = torch.cat([split(attn.add_v_proj(nt)), split(attn.to_v(nx))], 1).double()
-        o_x = self.attend(rotate(q, cos, sin), rotate(k, cos, sin), v)[:, t:]  # the image tokens' output
+        nt = block.norm1_context(text, temb) if last else block.norm1_context(text, emb=temb)[0]
+        image_q, image_k, image_v = split(attn.to_q(nx), attn.norm_q), split(attn.to_k(nx), attn.norm_k), split(attn.to_v(nx))
+        text_q = split(attn.add_q_proj(nt), attn.norm_added_q)
+        text_k, text_v = split(attn.add_k_proj(nt), attn.norm_added_k), split(attn.add_v_proj(nt))
+        image_q, image_k, image_v, text_q, text_k, text_v = (y.double() for y in (image_q, image_k, image_v, text_q, text_k, text_v))
+        if seen["image_rotary_emb"] is not None:  # Flux: the rotation of [text; image]
+            cos, sin = (r.double() for r in seen["image_rotary_emb"])
+            t = text.shape[1]
+            text_q, text_k = rotate(text_q, cos[:t], sin[:t]), rotate(text_k, cos[:t], sin[:t])
+            image_q, image_k = rotate(image_q, cos[t:], sin[t:]), rotate(image_k, cos[t:], sin[t:])
+        o_x = self.attend(image_q, torch.cat([image_k, text_k], 1), torch.cat([image_v, text_v], 1))  # the image tokens' output
         # the concept stream, with the text stream's weights; its positions are 0 (no rotation)
-        nc, gate_msa, shift_mlp, scale_mlp, gate_mlp = (y.double() for y in block.norm1_context(c.float(), emb=temb))
-        cq = attn.norm_added_q(split(attn.add_q_proj(nc.float()))).double()
-        ck = attn.norm_added_k(split(attn.add_k_proj(nc.float()))).double()
+        if last:
+            nc = block.norm1_context(c.float(), temb).double()
+        else:
+            nc, gate_msa, shift_mlp, scale_mlp, gate_mlp = (y.double() for y in block.norm1_context(c.float(), emb=temb))
+        cq = split(attn.add_q_proj(nc.float()), attn.norm_added_q).double()
+        ck = split(attn.add_k_proj(nc.float()), attn.norm_added_k).double()
         cv = split(attn.add_v_proj(nc.float())).double()
-        image_k = rotate(k[:, t:], cos[t:], sin[t:])
-        o_c = self.attend(cq, torch.cat([ck, image_k], 1), torch.cat([cv, v[:, t:]], 1))
+        o_c = self.attend(cq, torch.cat([ck, image_k], 1), torch.cat([cv, image_v], 1))
         saliency = torch.softmax(o_x @ o_c.transpose(-1, -2), dim=-1).sum(0).T  # (concepts, N)
+        if last:
+            return c, saliency
         c = c + gate_msa.unsqueeze(1) * attn.to_add_out(o_c.float()).double()
         normed = block.norm2_context(c.float()).double() * (1 + scale_mlp[:, None]) + shift_mlp[:, None]
         c = c + gate_mlp.unsqueeze(1) * block.ff_context(normed.float()).double()
@@ -233,9 +260,22 @@ def test_bad_concepts_are_refused_in_one_sentence(tiny_engine, concepts, message
         tiny_engine.validate(GenerationRequest(PROMPT, concepts=concepts))
 
 
-def test_families_without_concept_maps_refuse_them(tmp_path):
+@pytest.mark.parametrize("qk_norm", [None, "rms_norm"])
+def test_concept_attention_on_sd3_equals_the_eager_reference(tmp_path, collect, qk_norm):
+    """SD3's joint blocks: [image; text], CFG in the batch, the last block context_pre_only."""
     from _pipelines import make_sd3_like
 
-    engine = Engine.load(str(make_sd3_like(tmp_path)), device="cpu", progress=False)
-    with pytest.raises(InvalidRequest, match="concept maps are not available for sd3 models yet"):
-        engine.validate(GenerationRequest(PROMPT, concepts=("sky",)))
+    engine = Engine.load(str(make_sd3_like(tmp_path, qk_norm=qk_norm, num_layers=3)), device="cpu", progress=False)
+    assert engine.pipe.transformer.transformer_blocks[-1].context_pre_only
+    req = GenerationRequest(PROMPT, seed=3, steps=2, width=96, height=64, concepts=CONCEPTS, concept_layers=(1, 2))
+    end, ref = _concept_run(engine, req, collect, layers=(1, 2))
+    want = ref.step_maps((4, 6), collect.start.map_size)
+    assert len(want) == len(collect.frames) == 2
+    for frame, maps in zip(collect.frames, want):
+        np.testing.assert_allclose(frame.kinds["concepts"].astype(np.float64), maps, rtol=2**-9, atol=2e-3)
+    with torch.inference_mode():
+        out = engine.pipe(PROMPT, num_inference_steps=2, guidance_scale=req.guidance or 7.0, width=96, height=64,
+                          output_type="np", generator=torch.Generator("cpu").manual_seed(3))
+    assert np.array_equal(end.image, np.clip(np.rint(np.asarray(out.images[0]) * 255), 0, 255).astype(np.uint8))
+    with pytest.raises(InvalidRequest, match="joint block indices 0..2"):
+        engine.validate(GenerationRequest(PROMPT, width=64, height=64, concepts=("x",), concept_layers=(3,)))

@@ -3,7 +3,7 @@
 Two producers, one per kind of model, behind one interface (the engine owns one per run):
 
 - on joint-attention transformers, **ConceptAttention** (Helbling et al., ICML 2025), in
-  :mod:`bridge.families.flux_concepts`;
+  :mod:`bridge.families.joint_concepts`;
 - on UNets, **OVAM** (Marcos-Manchón et al., CVPR 2024), here: an *attribution prompt* made of
   the concepts is encoded by the pipeline's own text encoder; at every cross-attention call
   its keys (the layer's own ``to_k`` on those states) are scored against the generation's

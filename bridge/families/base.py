@@ -132,6 +132,8 @@ class ModelFamily:
         """Whether this family gives concept maps."""
         return False
 
+    concept_block_name = "dual-stream"  # what the blocks a concept-layer choice names are called
+
     @property
     def concept_blocks(self) -> int:
         """How many blocks a concept-layer choice may name (0: concept maps read every layer)."""

@@ -131,15 +131,16 @@ class FluxFamily(ModelFamily):
         return states[:, 0]
 
     has_concept_maps = True
+    token_patch = 2  # latent pixels per token side (the 2 × 2 packing)
 
     @property
     def concept_blocks(self) -> int:
         return len(self.transformer.transformer_blocks)
 
     def concept_producer(self, latent_hw, map_hw, cfg: bool, device, layers=None):
-        from .flux_concepts import FluxConceptAttention
+        from .joint_concepts import JointConceptAttention
 
-        return FluxConceptAttention(self, latent_hw, map_hw, cfg, device, layers)
+        return JointConceptAttention(self, latent_hw, map_hw, cfg, device, layers)
 
     # -- locator and probe ----------------------------------------------------------------
     def attention_sites(self) -> list[Site]:

@@ -138,6 +138,38 @@ class SD3Family(ModelFamily):
             return WordMap(t5.words, shifted, t5.dropped_words, total)
         return joint_words(clip, t5, CLIP_POSITIONS, include_special)
 
+    # -- concepts -------------------------------------------------------------------------
+    has_concept_maps = True
+    concept_block_name = "joint"
+
+    @property
+    def token_patch(self) -> int:
+        return self.patch
+
+    @property
+    def concept_blocks(self) -> int:
+        return len(self.transformer.transformer_blocks)
+
+    def concept_embeddings(self, names):
+        """(concepts, joint width): each concept's first T5 token, encoded as the pipeline encodes a
+        prompt; without T5, its first CLIP word token (both CLIP encoders side by side, zero-padded
+        to the joint width, as the pipeline pads them)."""
+        import torch
+
+        device = self.transformer.device
+        if getattr(self.pipe, "text_encoder_3", None) is not None:
+            return self.pipe._get_t5_prompt_embeds(prompt=list(names), num_images_per_prompt=1,
+                                                   max_sequence_length=self.max_sequence_length, device=device)[:, 0]
+        states = torch.cat([self.pipe._get_clip_prompt_embeds(prompt=list(names), device=device, clip_model_index=i)[0]
+                            for i in (0, 1)], dim=-1)
+        width = self.transformer.config.joint_attention_dim
+        return torch.nn.functional.pad(states, (0, width - states.shape[-1]))[:, 1]
+
+    def concept_producer(self, latent_hw, map_hw, cfg: bool, device, layers=None):
+        from .joint_concepts import JointConceptAttention
+
+        return JointConceptAttention(self, latent_hw, map_hw, cfg, device, layers)
+
     # -- locator and probe ----------------------------------------------------------------
     def attention_sites(self) -> list[Site]:
         # "joint": one call gives the word maps and, while regions are set, the region maps

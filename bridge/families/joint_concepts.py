@@ -1,17 +1,19 @@
-"""ConceptAttention on Flux (Helbling et al., "ConceptAttention: Diffusion Transformers Learn
-Highly Interpretable Features", ICML 2025): concept maps from the dual-stream blocks.
+"""ConceptAttention on joint-attention transformers (Helbling et al., "ConceptAttention:
+Diffusion Transformers Learn Highly Interpretable Features", ICML 2025): concept maps from the
+blocks with separate image and text streams — Flux's dual-stream blocks, SD3's joint blocks.
 
 Each concept (any word, not only the prompt's) is embedded as the prompt is — the pipeline's
 own T5 encoding, then the transformer's ``context_embedder`` — and keeps the first token
 (the reference implementation's ``embed_concepts``; T5's encoder is bidirectional, so the
-first token has read the whole concept).  The concepts then travel through every dual-stream
-block as a residual stream of their own, updated with that block's *text-stream* weights
+first token has read the whole concept; the family's ``concept_embeddings``).  The concepts
+then travel through every such block as a residual stream of their own, updated with that block's *text-stream* weights
 (``norm1_context`` modulated by the block's ``temb``, ``add_q/k/v_proj`` and their norms,
 ``to_add_out``, ``norm2_context``, ``ff_context``), exactly as the text tokens are.  In each
 block the concept queries attend over [concept keys; image keys] (the paper's
 "cross + self" variant; concept positions are 0, as the text's, so the rotary embedding leaves
 them unchanged) and nobody attends to them: the image and text tokens never see the concepts,
-so the generated image is the plain run's (tested bit for bit).
+so the generated image is the plain run's (tested bit for bit).  SD3's last block only reads
+its text (``context_pre_only``): the concepts attend there but are not updated any more.
 
 Saliency of a block: the image tokens' attention output (``o_x``, the input of ``to_out[0]``)
 · the concepts' attention output (``o_c``, before ``to_add_out``), a softmax over the concepts
@@ -33,19 +35,16 @@ def default_concept_layers(blocks: int) -> tuple[int, ...]:
     return tuple(range(blocks // 2, blocks))
 
 
-class FluxConceptAttention:
+class JointConceptAttention:
     """The concept residual stream and its saliency maps for one run (see the module docstring)."""
 
     def __init__(self, family, latent_hw, map_hw, cfg: bool, device, layers=None):
         self.family = family
         self.transformer = family.transformer
         blocks = len(self.transformer.transformer_blocks)
-        self.layers = tuple(layers) if layers else default_concept_layers(blocks)
-        if any(not 0 <= i < blocks for i in self.layers):
-            from ..errors import InvalidRequest
-
-            raise InvalidRequest(f"concept layers are dual-stream block indices 0..{blocks - 1}, got {list(self.layers)}")
-        self.grid = (latent_hw[0] // 2, latent_hw[1] // 2)
+        self.layers = tuple(layers) if layers else default_concept_layers(blocks)  # the engine checked them
+        patch = family.token_patch
+        self.grid = (latent_hw[0] // patch, latent_hw[1] // patch)
         self.map_hw, self.cfg, self.device = tuple(map_hw), cfg, device
         self.concepts: tuple[str, ...] = ()
         self._next: tuple[str, ...] | None = ()
@@ -54,12 +53,13 @@ class FluxConceptAttention:
         self._seen: dict[str, torch.Tensor] = {}  # the current block's image k, v and attention output
         self._pending: list[torch.Tensor] = []  # this step's per-block saliency, (concepts, N)
         self._passes = 0
+        self._batch = None  # the run's first denoiser batch: SD3's skip-layer passes have another
         self._hooks = []
 
     # -- hooks ----------------------------------------------------------------------------
-    def __enter__(self) -> "FluxConceptAttention":
+    def __enter__(self) -> "JointConceptAttention":
         add = self._hooks.append
-        add(self.transformer.register_forward_pre_hook(self._start_pass))
+        add(self.transformer.register_forward_pre_hook(self._start_pass, with_kwargs=True))
         for i, block in enumerate(self.transformer.transformer_blocks):
             attn = block.attn
             if getattr(attn, "fused_projections", False):
@@ -89,10 +89,13 @@ class FluxConceptAttention:
                 self._seen[role] = args[0]
         return hook
 
-    def _start_pass(self, _module, _args) -> None:
+    def _start_pass(self, _module, args, kwargs) -> None:
         self._passes += 1
         unconditional = self.cfg and not self.family.cfg_in_batch and self._passes % 2 == 0
-        if self._embeds is None or unconditional:
+        x = kwargs.get("hidden_states", args[0] if args else None)
+        batch = None if x is None else x.shape[0]
+        self._batch = self._batch or batch
+        if self._embeds is None or unconditional or batch != self._batch:
             self._stream = None
             return
         c = self.transformer.context_embedder(self._embeds.to(self.transformer.dtype))
@@ -123,16 +126,21 @@ class FluxConceptAttention:
         temb = kwargs["temb"]
         rows = self.family.conditional_rows(k.shape[0], self.cfg)
         c = self._stream.expand(len(range(k.shape[0])[rows]), -1, -1) if self._stream.shape[0] == 1 else self._stream
-        d = attn.head_dim
+        d = k.shape[-1] // attn.heads
+        last = getattr(block, "context_pre_only", False)  # SD3's last block: text read, not updated
 
-        def heads(x):
-            return x.unflatten(-1, (-1, d))  # (rows, positions, heads, d)
+        def heads(x, norm=None):
+            x = x.unflatten(-1, (-1, d))  # (rows, positions, heads, d)
+            return x if norm is None else norm(x)
 
-        norm_c, gate_msa, shift_mlp, scale_mlp, gate_mlp = block.norm1_context(c, emb=temb[rows])
-        cq = attn.norm_added_q(heads(attn.add_q_proj(norm_c)))
-        ck = attn.norm_added_k(heads(attn.add_k_proj(norm_c)))
+        if last:
+            norm_c = block.norm1_context(c, temb[rows])
+        else:
+            norm_c, gate_msa, shift_mlp, scale_mlp, gate_mlp = block.norm1_context(c, emb=temb[rows])
+        cq = heads(attn.add_q_proj(norm_c), attn.norm_added_q)
+        ck = heads(attn.add_k_proj(norm_c), attn.norm_added_k)
         cv = heads(attn.add_v_proj(norm_c))
-        ik, iv = attn.norm_k(heads(k[rows])), heads(v[rows])
+        ik, iv = heads(k[rows], attn.norm_k), heads(v[rows])
         rotary = kwargs.get("image_rotary_emb")
         if rotary is not None:  # the image part of the joint sequence's rotation; the concepts sit at 0
             n = ik.shape[1]
@@ -143,6 +151,8 @@ class FluxConceptAttention:
         o_x = out[rows]  # (rows, N, inner): the image tokens' attention output, before to_out
         saliency = torch.softmax(torch.matmul(o_x.float(), o_c.float().transpose(-1, -2)), dim=-1)  # over concepts
         saliency = saliency.sum(dim=0).transpose(0, 1)  # (concepts, N), the conditional images summed
+        if last:
+            return c, saliency
         # the text stream's update, on the concepts
         c = c + gate_msa.unsqueeze(1) * attn.to_add_out(o_c)
         normed = block.norm2_context(c) * (1 + scale_mlp[:, None]) + shift_mlp[:, None]
