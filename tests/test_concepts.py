@@ -279,3 +279,23 @@ def test_concept_attention_on_sd3_equals_the_eager_reference(tmp_path, collect, 
     assert np.array_equal(end.image, np.clip(np.rint(np.asarray(out.images[0]) * 255), 0, 255).astype(np.uint8))
     with pytest.raises(InvalidRequest, match="joint block indices 0..2"):
         engine.validate(GenerationRequest(PROMPT, width=64, height=64, concepts=("x",), concept_layers=(3,)))
+
+
+def test_concept_encodings_are_cached_per_name(flux_engine, collect, monkeypatch):
+    """A playlist sets the same concepts run after run: only names never seen are encoded."""
+    pipe, encoded = flux_engine.pipe, []
+    original = pipe._get_t5_prompt_embeds
+
+    def counting(prompt=None, **kw):
+        encoded.append(list(prompt))
+        return original(prompt=prompt, **kw)
+
+    monkeypatch.setattr(pipe, "_get_t5_prompt_embeds", counting)
+    flux_engine.family.__dict__.pop("_concept_cache", None)
+    req = GenerationRequest(PROMPT, seed=1, steps=1, width=64, height=64, concepts=("moon", "sea"))
+    flux_engine.generate(req, Bus([collect]))
+    flux_engine.generate(req, Bus([collect]))
+    flux_engine.generate(GenerationRequest(PROMPT, seed=1, steps=1, width=64, height=64, concepts=("sea", "moon", "sky")),
+                         Bus([collect]))
+    concept_calls = [p for p in encoded if p != [PROMPT]]
+    assert concept_calls == [["moon", "sea"], ["sky"]]

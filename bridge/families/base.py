@@ -29,6 +29,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+CONCEPT_CACHE = 64  # concept embeddings kept per loaded model
+
 
 @dataclass(frozen=True, eq=False)
 class Site:
@@ -138,6 +140,21 @@ class ModelFamily:
     def concept_blocks(self) -> int:
         """How many blocks a concept-layer choice may name (0: concept maps read every layer)."""
         return 0
+
+    def cached_concepts(self, names, encode):
+        """(concepts, width) for ``names``, encoding only those not seen lately: ``encode(list of
+        names)`` → (n, width).  A transformer's text encoder is large (T5-XXL over its whole
+        sequence, for each concept), and a playlist sets the same concepts run after run."""
+        import torch
+
+        cache = self.__dict__.setdefault("_concept_cache", {})
+        missing = [n for n in dict.fromkeys(names) if n not in cache]
+        if missing:
+            for name, row in zip(missing, encode(missing)):
+                cache[name] = row
+            while len(cache) > CONCEPT_CACHE:  # oldest first (dicts keep insertion order)
+                cache.pop(next(iter(cache)))
+        return torch.stack([cache[n] for n in names])
 
     def concept_producer(self, latent_hw, map_hw, cfg: bool, device, layers=None):
         """The run's concept-map producer (bridge/attention/concepts.py), or None where this

@@ -126,9 +126,11 @@ class FluxFamily(ModelFamily):
     # -- concepts -------------------------------------------------------------------------
     def concept_embeddings(self, names):
         """(concepts, T5 width): each concept's first token, encoded as the pipeline encodes a prompt."""
-        states = self.pipe._get_t5_prompt_embeds(prompt=list(names), num_images_per_prompt=1,
-                                                 max_sequence_length=self.max_sequence_length, device=self.transformer.device)
-        return states[:, 0]
+        def encode(missing):
+            return self.pipe._get_t5_prompt_embeds(prompt=missing, num_images_per_prompt=1,
+                                                   max_sequence_length=self.max_sequence_length, device=self.transformer.device)[:, 0]
+
+        return self.cached_concepts(names, encode)
 
     has_concept_maps = True
     token_patch = 2  # latent pixels per token side (the 2 × 2 packing)

@@ -157,13 +157,17 @@ class SD3Family(ModelFamily):
         import torch
 
         device = self.transformer.device
-        if getattr(self.pipe, "text_encoder_3", None) is not None:
-            return self.pipe._get_t5_prompt_embeds(prompt=list(names), num_images_per_prompt=1,
-                                                   max_sequence_length=self.max_sequence_length, device=device)[:, 0]
-        states = torch.cat([self.pipe._get_clip_prompt_embeds(prompt=list(names), device=device, clip_model_index=i)[0]
-                            for i in (0, 1)], dim=-1)
-        width = self.transformer.config.joint_attention_dim
-        return torch.nn.functional.pad(states, (0, width - states.shape[-1]))[:, 1]
+
+        def encode(missing):
+            if getattr(self.pipe, "text_encoder_3", None) is not None:
+                return self.pipe._get_t5_prompt_embeds(prompt=missing, num_images_per_prompt=1,
+                                                       max_sequence_length=self.max_sequence_length, device=device)[:, 0]
+            states = torch.cat([self.pipe._get_clip_prompt_embeds(prompt=missing, device=device, clip_model_index=i)[0]
+                                for i in (0, 1)], dim=-1)
+            width = self.transformer.config.joint_attention_dim
+            return torch.nn.functional.pad(states, (0, width - states.shape[-1]))[:, 1]
+
+        return self.cached_concepts(names, encode)
 
     def concept_producer(self, latent_hw, map_hw, cfg: bool, device, layers=None):
         from .joint_concepts import JointConceptAttention
