@@ -107,7 +107,7 @@ def run(prompts: int, model: str, steps: int, guidance, device: str, seed: int, 
         for m in METHODS:
             ious[m] += result[m]
     return {
-        "model": model, "family": engine.family.name, "method": "ConceptAttention" if engine.family.name == "flux" else "OVAM",
+        "model": model, "family": engine.family.name, "method": "OVAM" if engine.family.name in ("sd", "sdxl") else "ConceptAttention",
         "prompts": prompts, "objects": objects, "objects_drawn": drawn, "steps": steps,
         "miou": {m: float(np.mean(v)) if v else 0.0 for m, v in ious.items()},
         "seconds_per_render": float(np.mean(seconds)), "seconds_per_render_median": float(np.median(seconds)),

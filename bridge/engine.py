@@ -326,6 +326,7 @@ class Engine:
         conceptual = self.family.concept_producer(latent_hw, req.map_size, cfg, self.device, req.concept_layers) \
             if self.family.has_concept_maps else None
         if conceptual is not None:
+            conceptual.timer = self.capture_timer
             conceptual.set_concepts(self._fit_concepts(current_concepts()))
             conceptual.start_step()
 

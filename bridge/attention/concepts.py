@@ -48,6 +48,7 @@ class OVAMConcepts:
         self._states = None  # (1, 77, dim) attribution prompt states
         self._keys: dict[str, object] = {}  # site → its keys of the attribution prompt, this set of concepts
         self._hooks = []
+        self.timer = None  # a CaptureTimer while a benchmark times the capture's own work
 
     def __enter__(self) -> "OVAMConcepts":
         for site in self.family.attention_sites():
@@ -88,12 +89,15 @@ class OVAMConcepts:
             agg = self._aggregator
             if agg is None:
                 return
+            started = self.timer.start() if self.timer else None
             keys = self._keys.get(site.name)
             if keys is None:
                 keys = self._keys[site.name] = site.module.to_k(self._states.to(q.dtype))
             probs = self.family.probabilities(site, Call((), {}, {"q": q, "k": keys.expand(q.shape[0], -1, -1)}), self.cfg)
             h, w, _ = self.family.layer_geometry(probs.shape[2], self.latent_hw)
             agg.add(probs, (h, w))
+            if self.timer:
+                self.timer.stop("concepts (OVAM)", started)
         return hook
 
     def end_step(self):

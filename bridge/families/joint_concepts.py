@@ -52,6 +52,7 @@ class JointConceptAttention:
         self._stream = None  # (rows, concepts, inner) the concept residual stream inside one pass
         self._seen: dict[str, torch.Tensor] = {}  # the current block's image k, v and attention output
         self._pending: list[torch.Tensor] = []  # this step's per-block saliency, (concepts, N)
+        self.timer = None  # a CaptureTimer while a benchmark times the capture's own work
         self._passes = 0
         self._batch = None  # the run's first denoiser batch: SD3's skip-layer passes have another
         self._hooks = []
@@ -106,7 +107,10 @@ class JointConceptAttention:
             if self._stream is None:
                 return
             seen, self._seen = self._seen, {}
+            started = self.timer.start() if self.timer else None
             self._stream, saliency = self._concept_block(block, seen, kwargs)
+            if self.timer:
+                self.timer.stop("concept stream", started)
             if index in self.layers and saliency is not None:
                 self._pending.append(saliency)
         return hook
