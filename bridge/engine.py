@@ -81,7 +81,10 @@ class Engine:
 
         self.loaded = loaded
         self.pipe = loaded.pipe
-        self.family = loaded.arch or family_for(self.pipe, loaded.source.name)
+        self.family = loaded.arch
+        if self.family is None:
+            self.family = family_for(self.pipe, loaded.source.name)
+            self.family.configure(loaded.defaults)
         self._lock = threading.Lock()
         # latent positions a request may have; a CPU's own cap, see limits.py (None: no cap)
         self.max_latent = CPU_LATENT_POSITIONS if str(loaded.device).startswith("cpu") else None
@@ -394,7 +397,7 @@ class Engine:
                     width=req.width, height=req.height, output_type="np",
                     generator=torch.Generator("cpu").manual_seed(req.seed),
                     callback_on_step_end=on_step_end, callback_on_step_end_tensor_inputs=["latents"],
-                    **self.family.guidance_kwargs(req.guidance, req.negative_prompt, cfg),
+                    **self.family.guidance_kwargs(req.guidance, req.negative_prompt, cfg), **self.family.pipeline_kwargs(),
                 )
                 with torch.inference_mode():
                     out = pipe(**kwargs)

@@ -60,6 +60,15 @@ class ModelFamily:
 
     def __init__(self, pipe):
         self.pipe = pipe
+        self.defaults: dict = {}  # the folder's bridge_defaults.json (bridge/models/defaults.py)
+
+    def configure(self, defaults: dict) -> None:
+        """Take the folder's recommendations that concern the architecture (text positions, size)."""
+        self.defaults = dict(defaults)
+
+    def pipeline_kwargs(self) -> dict:
+        """Keyword arguments every pipeline call of this model gets besides the request's."""
+        return {}
 
     @classmethod
     def accepts(cls, pipe) -> bool:

@@ -73,7 +73,7 @@ class FluxFamily(ModelFamily):
     # -- defaults -------------------------------------------------------------------------
     @property
     def native_size(self) -> tuple[int, int]:
-        side = int(getattr(self.pipe, "default_sample_size", 128)) * self.vae_factor
+        side = self.defaults.get("size") or int(getattr(self.pipe, "default_sample_size", 128)) * self.vae_factor
         return side, side
 
     @property
@@ -116,7 +116,12 @@ class FluxFamily(ModelFamily):
 
     @property
     def max_sequence_length(self) -> int:
-        return int(inspect.signature(type(self.pipe).__call__).parameters["max_sequence_length"].default)
+        """T5 positions: the folder's ``max_sequence_length``, else the pipeline's default."""
+        return self.defaults.get("max_sequence_length") or \
+            int(inspect.signature(type(self.pipe).__call__).parameters["max_sequence_length"].default)
+
+    def pipeline_kwargs(self) -> dict:
+        return {"max_sequence_length": self.max_sequence_length}
 
     def map_words(self, prompt: str, include_special: bool = False):
         from ..attention.t5words import t5_words

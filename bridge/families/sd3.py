@@ -120,8 +120,12 @@ class SD3Family(ModelFamily):
 
     @property
     def max_sequence_length(self) -> int:
-        """T5 positions of the text: the pipeline's ``max_sequence_length`` (what it pads to)."""
-        return int(inspect.signature(type(self.pipe).__call__).parameters["max_sequence_length"].default)
+        """T5 positions of the text: the folder's ``max_sequence_length``, else the pipeline's (what it pads to)."""
+        return self.defaults.get("max_sequence_length") or \
+            int(inspect.signature(type(self.pipe).__call__).parameters["max_sequence_length"].default)
+
+    def pipeline_kwargs(self) -> dict:
+        return {"max_sequence_length": self.max_sequence_length}
 
     def map_words(self, prompt: str, include_special: bool = False):
         from ..attention.t5words import joint_words, t5_words

@@ -29,12 +29,26 @@ def is_vae_every(k) -> bool:
     return not isinstance(k, bool) and isinstance(k, int) and LIMITS.vae_every.lo <= k <= LIMITS.vae_every.hi
 
 
+def is_text_positions(n) -> bool:
+    return not isinstance(n, bool) and isinstance(n, int) and 1 <= n <= 512
+
+
+def is_side(n) -> bool:
+    return not isinstance(n, bool) and isinstance(n, int) and n in LIMITS.width
+
+
 # key → (check, what a valid value is, type it is read as)
 KEYS = {
     "guidance": (is_guidance, f"a number from 0 to {MAX_GUIDANCE:g}", float),
     # A model whose VAE is cheap (the built-in shapes model decodes 64×64) can afford a full
     # decode of every step's preview, which shows the picture in its true colours.
     "vae_every": (is_vae_every, f"a whole number from {LIMITS.vae_every.lo} to {LIMITS.vae_every.hi}", int),
+    # Transformers whose pipelines pad the T5 text to a fixed length (Flux 512, SD3 256): a small
+    # model trained on short captions asks for fewer positions, and every step attends to them.
+    "max_sequence_length": (is_text_positions, "a whole number from 1 to 512", int),
+    # The side the model was trained at, where its pipeline has no sample size of its own (Flux's
+    # pipeline assumes 1024).
+    "size": (is_side, f"a multiple of {LIMITS.width.multiple} from {LIMITS.width.lo} to {LIMITS.width.hi}", int),
 }
 
 
@@ -61,9 +75,9 @@ def read_defaults(folder: str | Path) -> dict[str, float]:
     return out
 
 
-def write_defaults(folder: str | Path, guidance: float, vae_every: int | None = None) -> Path:
+def write_defaults(folder: str | Path, guidance: float, vae_every: int | None = None, **more) -> Path:
     path = Path(folder) / FILENAME
-    data = {"guidance": guidance, **({} if vae_every is None else {"vae_every": vae_every})}
+    data = {"guidance": guidance, **({} if vae_every is None else {"vae_every": vae_every}), **more}
     path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     read_defaults(folder)  # refuse to leave a file the loader would reject
     return path

@@ -206,6 +206,7 @@ def _load(source: ModelSource, dev: str, torch_dtype) -> LoadedModel:
     from ..families import family_for
 
     arch = family_for(pipe, source.name)
+    arch.configure(defaults)
     pipe.set_progress_bar_config(disable=True)  # the bridge shows its own progress
     if defaults:
         log.info("model defaults from its folder: %s", ", ".join(f"{k} {v:g}" for k, v in defaults.items()))

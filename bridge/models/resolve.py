@@ -16,7 +16,10 @@ from pathlib import Path
 from ..errors import ModelError
 
 BUILTIN_DIR = Path(__file__).resolve().parent.parent / "builtin" / "models"
-BUILTIN_NAMES = ("tiny", "shapes")
+BUILTIN_NAMES = ("tiny", "shapes", "shapes-dit")
+# how each built-in model is made, for the message when its folder is missing
+BUILTIN_RECIPES = {"tiny": "python -m bridge.builtin.make_tiny", "shapes": "python -m bridge.builtin.train_shapes",
+                   "shapes-dit": "python -m bridge.builtin.train_shapes_dit"}
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 
@@ -57,8 +60,7 @@ def resolve_model(model: str | None) -> ModelSource:
 def _builtin(name: str) -> ModelSource:
     folder = BUILTIN_DIR / name
     if name not in BUILTIN_NAMES:
-        raise ModelError(f"unknown built-in model 'builtin:{name}'; choose builtin:tiny or builtin:shapes")
+        raise ModelError(f"unknown built-in model 'builtin:{name}'; choose one of {', '.join('builtin:' + n for n in BUILTIN_NAMES)}")
     if not (folder / "model_index.json").is_file():
-        hint = "run `python -m bridge.builtin.make_tiny`" if name == "tiny" else "it has not been built in this checkout"
-        raise ModelError(f"built-in model 'builtin:{name}' is missing from {folder}; {hint}")
+        raise ModelError(f"built-in model 'builtin:{name}' is missing from {folder}; make it with `{BUILTIN_RECIPES[name]}`")
     return ModelSource("folder", str(folder), f"builtin:{name}")

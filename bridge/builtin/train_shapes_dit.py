@@ -1,0 +1,250 @@
+"""Train builtin:shapes-dit: a small FLUX.1-family transformer on the procedural shapes data.
+
+    python -m bridge.builtin.train_shapes_dit                  # the recipe, on the CPU
+    python -m bridge.builtin.train_shapes_dit --estimate       # projected duration, nothing saved
+
+The result is an ordinary FluxPipeline folder, ``bridge/builtin/models/shapes-dit/``, loaded by
+the same code as FLUX.1: a ``FluxTransformer2DModel`` (dual- and single-stream blocks, 2 × 2
+packed latents, rotary positions), a T5 encoder and a sentencepiece-style vocabulary of the
+captions (``tokenizer_2``), and — reused, frozen — the built-in shapes model's VAE (4 × 16 × 16
+latents of 64 × 64 images) and CLIP text encoder (its pooled vector, as FLUX.1 uses CLIP's).
+
+Training follows FLUX.1's objective, rectified flow: x_σ = (1 − σ)·x₀ + σ·ε with σ drawn
+logit-normally (SD3's recipe), the transformer predicts ε − x₀.  The T5 encoder learns with it;
+10 % of captions are dropped so that true CFG works at inference.  The grounding term of the
+UNet recipe (bridge/builtin/training/grounding.py) pulls each colour and shape piece's attention
+(the image queries' attention over the text, from every block) inside its object's mask.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bridge.builtin.training import dit
+from bridge.builtin.training.grounding import grounding_loss
+from bridge.builtin.training.precision import bf16_native, mixed_precision
+from bridge.builtin.training.stages import lr_at
+from bridge.models.resolve import BUILTIN_DIR
+
+log = logging.getLogger("train_shapes_dit")
+
+DEFAULT_OUT = BUILTIN_DIR / "shapes-dit"
+SHAPES = BUILTIN_DIR / "shapes"  # whose VAE and CLIP text encoder are reused
+GUIDANCE = 3.0
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m bridge.builtin.train_shapes_dit",
+                                description="Train the built-in shapes transformer (seeded; the defaults are the recipe).",
+                                epilog="Example: python -m bridge.builtin.train_shapes_dit --steps 200 --out /tmp/shapes-dit")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="pipeline folder to write (default: %(default)s)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
+    p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto")
+    p.add_argument("--scenes", type=int, default=40000, help="scenes drawn and encoded once")
+    p.add_argument("--steps", type=int, default=3000, help="training steps")
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--ema", type=float, default=0.995)
+    p.add_argument("--dual", type=int, default=3, help="dual-stream blocks")
+    p.add_argument("--single", type=int, default=3, help="single-stream blocks")
+    p.add_argument("--drop-caption", type=float, default=0.1)
+    p.add_argument("--ground-weight", type=float, default=0.1, help="weight of the attention grounding term (0: off)")
+    p.add_argument("--pixel-weight", type=float, default=1.0)
+    p.add_argument("--guidance", type=float, default=GUIDANCE, help="guidance the folder recommends (true CFG)")
+    p.add_argument("--estimate", action="store_true", help="time a few steps, print the projected duration, save nothing")
+    p.add_argument("--log-every", type=int, default=100)
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    return p.parse_args(argv)
+
+
+def load_reused(device):
+    """The shipped shapes model's VAE, CLIP tokenizer and text encoder, frozen."""
+    from diffusers import AutoencoderKL
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    vae = AutoencoderKL.from_pretrained(SHAPES / "vae", torch_dtype=torch.float32).to(device).eval().requires_grad_(False)
+    clip = CLIPTextModel.from_pretrained(SHAPES / "text_encoder", torch_dtype=torch.float32).to(device).eval().requires_grad_(False)
+    return vae, CLIPTokenizer.from_pretrained(SHAPES / "tokenizer"), clip
+
+
+def encode_data(args, vae, clip_tok, clip, t5_enc: dit.T5CaptionEncoder, device, count: int):
+    """Latents, masks, T5 ids and owners, CLIP pooled vectors of ``count`` scenes (seed + 2)."""
+    from bridge.builtin.training.captions import CaptionEncoder
+    from bridge.builtin.training.dataset import SceneStream
+
+    clip_enc = CaptionEncoder(clip_tok)
+    stream = SceneStream(args.seed + 2, 512, device)
+    parts: dict[str, list] = {"z": [], "masks": [], "ids": [], "owner": [], "pooled": []}
+    done = 0
+    while done < count:
+        scenes, x, masks = stream.next()
+        take = min(len(scenes), count - done)
+        scenes, x, masks = scenes[:take], x[:take], masks[:take]
+        with torch.no_grad():
+            parts["z"].append(vae.encode(x).latent_dist.mean * vae.config.scaling_factor)
+            clip_ids, _ = clip_enc.batch(scenes)
+            parts["pooled"].append(clip(clip_ids.to(device)).pooler_output)
+        ids, owner = t5_enc.batch(scenes)
+        parts["masks"].append(torch.nn.functional.adaptive_avg_pool2d(masks, 16).half())
+        parts["ids"].append(ids.to(device))
+        parts["owner"].append(owner.to(device))
+        done += take
+    data = {k: torch.cat(v) for k, v in parts.items()}
+    with torch.no_grad():
+        empty_clip, _ = clip_enc.encode([])
+        data["empty_pooled"] = clip(torch.tensor([empty_clip], device=device)).pooler_output[0]
+    data["empty_ids"] = torch.tensor(t5_enc.empty(), device=device)
+    return data
+
+
+def train(args, data, t5, transformer, device, stop_after=None, times=None):
+    from tqdm import tqdm
+
+    store: list = []
+    default_processors = transformer.attn_processors
+    if args.ground_weight > 0:
+        transformer.set_attn_processor(dit.grounded_processors(transformer, store, dit.TEXT_POSITIONS))
+    params = list(transformer.parameters()) + list(t5.parameters())
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
+    ema = [p.detach().clone() for p in params]
+    gen = torch.Generator(device="cpu").manual_seed(args.seed + 2)
+    rng = np.random.default_rng(args.seed + 3)
+    n = len(data["z"])
+    img_ids = dit.image_ids(8, 8, device)
+    txt_ids = torch.zeros(dit.TEXT_POSITIONS, 3, device=device)
+    order, cursor = torch.randperm(n, generator=gen), 0
+    total = args.steps if stop_after is None else stop_after
+    bar = tqdm(range(total), desc="transformer", disable=not args.progress)
+    t0 = time.time()
+    for step in bar:
+        if times is not None:
+            times.append(time.perf_counter())
+        lr = lr_at(step, args.steps, args.lr)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        if cursor + args.batch > n:
+            order, cursor = torch.randperm(n, generator=gen), 0
+        idx = order[cursor:cursor + args.batch].to(device)
+        cursor += args.batch
+        z, masks = data["z"][idx], data["masks"][idx]
+        ids, owner, pooled = data["ids"][idx].clone(), data["owner"][idx].clone(), data["pooled"][idx].clone()
+        drop = torch.from_numpy(rng.random(len(idx)) < args.drop_caption).to(device)
+        ids[drop], owner[drop], pooled[drop] = data["empty_ids"], -1, data["empty_pooled"]
+        noise = torch.randn(z.shape, generator=gen).to(device)
+        sigma = torch.sigmoid(torch.randn(len(idx), generator=gen)).to(device)  # logit-normal (SD3)
+        s = sigma.view(-1, 1, 1, 1)
+        noisy = (1 - s) * z + s * noise
+        store.clear()
+        with mixed_precision(device, args.bf16):
+            text = t5(ids).last_hidden_state
+            pred = transformer(hidden_states=dit.pack(noisy), timestep=sigma, pooled_projections=pooled,
+                               encoder_hidden_states=text, txt_ids=txt_ids, img_ids=img_ids, return_dict=False)[0].float()
+        mse = ((pred - dit.pack(noise - z)) ** 2).mean()
+        loss = mse
+        ground = torch.zeros((), device=device)
+        if args.ground_weight > 0:
+            ground = grounding_loss(store, masks, owner, args.pixel_weight)
+            loss = loss + args.ground_weight * ground
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        decay = min(args.ema, (1 + step) / (10 + step))
+        with torch.no_grad():
+            torch._foreach_lerp_(ema, [p.detach() for p in params], 1 - decay)
+        if step % args.log_every == 0 or step == total - 1:
+            bar.set_postfix(mse=f"{mse.item():.4f}", ground=f"{ground.item():.3f}", lr=f"{lr:.1e}")
+            if not args.progress:
+                log.info("step %d mse %.4f ground %.3f (%.0f s)", step, mse.item(), ground.item(), time.time() - t0)
+    store.clear()
+    with torch.no_grad():
+        for p, e in zip(params, ema):
+            p.copy_(e)
+    transformer.set_attn_processor(default_processors)
+    return transformer.eval(), t5.eval()
+
+
+def save(out: Path, vae, clip_tok, clip, t5_tok_dir: Path, t5, transformer, meta: dict, guidance: float) -> int:
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline
+    from transformers import T5Tokenizer
+
+    from bridge.models.defaults import write_defaults
+
+    vae.register_to_config(shift_factor=0.0)  # FluxPipeline unshifts latents; this VAE's are centred by its scaling only
+    pipe = FluxPipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=1.0, use_dynamic_shifting=False),
+        vae=vae.to("cpu", torch.float16), text_encoder=clip.to("cpu", torch.float16), tokenizer=clip_tok,
+        text_encoder_2=t5.to("cpu", torch.float16), tokenizer_2=T5Tokenizer.from_pretrained(t5_tok_dir),
+        transformer=transformer.to("cpu", torch.float16),
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix="shapes-dit-", dir=out.parent))
+    pipe.save_pretrained(tmp, safe_serialization=True)
+    (tmp / "training.json").write_text(json.dumps(meta, indent=2) + "\n")
+    write_defaults(tmp, guidance, 1, max_sequence_length=dit.TEXT_POSITIONS, size=64)
+    shutil.copy(SHAPES / "latent_rgb.json", tmp / "latent_rgb.json")  # the same VAE: the same preview fit
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+    log.info("saved %s (%.2f MB)", out, size / 1e6)
+    return size
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.bf16 = args.precision == "bf16" or (args.precision == "auto" and bf16_native(device))
+    log.info("training on %s with %d threads, %s", device, torch.get_num_threads(), "bf16 autocast" if args.bf16 else "fp32")
+    from transformers import T5Tokenizer
+
+    torch.manual_seed(args.seed)
+    t0 = time.time()
+    vae, clip_tok, clip = load_reused(device)
+    tok_dir = dit.write_caption_tokenizer(Path(tempfile.mkdtemp(prefix="shapes-dit-tok-")))
+    t5_tok = T5Tokenizer.from_pretrained(tok_dir)
+    t5 = dit.make_t5(len(t5_tok)).to(device)
+    transformer = dit.make_transformer(args.dual, args.single, clip.config.hidden_size).to(device)
+    enc = dit.T5CaptionEncoder(t5_tok)
+    if args.estimate:
+        data = encode_data(args, vae, clip_tok, clip, enc, device, 1024)
+        times: list[float] = []
+        train(args, data, t5, transformer, device, stop_after=9, times=times)
+        each = (times[-1] - times[3]) / (len(times) - 4)
+        log.info("estimate: %.2f s a step × %d = %.1f min (plus about %.1f min for the scenes)", each, args.steps,
+                 each * args.steps / 60, args.scenes / 1024 * (time.time() - t0 - each * 9) / 60 * 0.5)
+        return 0
+    data = encode_data(args, vae, clip_tok, clip, enc, device, args.scenes)
+    t_data = time.time() - t0
+    log.info("%d scenes drawn and encoded in %.1f s", args.scenes, t_data)
+    transformer, t5 = train(args, data, t5, transformer, device)
+    seconds = time.time() - t0
+    meta = {
+        "command": "python -m bridge.builtin.train_shapes_dit " + " ".join(sys.argv[1:] if argv is None else argv),
+        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "device": str(device), "threads": torch.get_num_threads(), "seconds": round(seconds, 1),
+        "seconds_by_stage": {"scenes": round(t_data, 1), "transformer": round(seconds - t_data, 1)}, "torch": torch.__version__,
+        "reused": "vae/ and text_encoder/ (CLIP) of builtin:shapes, frozen",
+    }
+    save(args.out, vae, clip_tok, clip, tok_dir, t5, transformer, meta, args.guidance)
+    shutil.rmtree(tok_dir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
