@@ -203,3 +203,9 @@ class RawClient:
     def close(self):
         self.ws.close()
         self._thread.join(2)
+
+
+def answer(client: WsClient, message: dict, request_id, timeout: float = 30.0) -> dict:
+    """Send a control with an ``id`` and return the reply that echoes it (a status or an error)."""
+    client.send({**message, "id": request_id})
+    return client.until(lambda m: isinstance(m, dict) and m.get("id") == request_id, timeout)

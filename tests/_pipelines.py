@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bridge.tokenizers.clip_bpe import write_clip_tokenizer
-from bridge.tokenizers.t5_unigram import T5_CORPUS, write_t5_tokenizer  # noqa: F401 (tests import them from here)
+from bridge.tokenizers.t5_unigram import write_t5_tokenizer  # noqa: F401 (tests import it from here)
 
 MERGES = 1000
 

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from _pipelines import make_flux_like
-from _qk_reference import QKRecorder, daam_reference
+from _qk_reference import QKRecorder
 from bridge.bus import Bus
 from bridge.engine import Engine, GenerationRequest
 from bridge.errors import InvalidRequest

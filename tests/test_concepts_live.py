@@ -13,7 +13,7 @@ from bridge.control import ControlError, parse_json_control, parse_osc_control
 from bridge.presets import PresetError, apply_overrides, defaults
 from bridge.protocol import Frame
 from bridge.recording import load_recording
-from tests._live import OscCollector, WsClient, greeted_client, is_json, live_session, wait_for
+from tests._live import answer, OscCollector, WsClient, greeted_client, is_json, live_session, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -27,11 +27,6 @@ def client(server):
     with greeted_client(server) as c:
         yield c
         c.send({"type": "concepts", "concepts": []})  # the next test starts without concepts
-
-
-def answer(client, message, request_id):
-    client.send({**message, "id": request_id})
-    return client.until(lambda m: isinstance(m, dict) and m.get("id") == request_id, 30)
 
 
 def test_concept_controls_parse_from_json_and_osc():

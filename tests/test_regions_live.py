@@ -8,7 +8,7 @@ from pythonosc.udp_client import SimpleUDPClient
 
 from bridge.presets import PresetError, apply_overrides, defaults
 from bridge.protocol import Frame
-from tests._live import WsClient, greeted_client, is_json, live_session, wait_for
+from tests._live import answer, WsClient, greeted_client, is_json, live_session, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -22,11 +22,6 @@ def client(server):
     with greeted_client(server) as c:
         yield c
         c.send({"type": "regions", "regions": []})  # the next test starts without regions
-
-
-def answer(client, message, request_id):
-    client.send({**message, "id": request_id})
-    return client.until(lambda m: isinstance(m, dict) and m.get("id") == request_id, 30)
 
 
 def test_regions_set_over_the_websocket_give_one_self_map_per_region_each_step(server, client):

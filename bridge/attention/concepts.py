@@ -36,14 +36,31 @@ def attribution_positions(tokenizer, concepts: tuple[str, ...]) -> tuple[str, tu
     return " ".join(concepts), tuple(positions)
 
 
-class OVAMConcepts:
+class ConceptSwitch:
+    """The concept names a producer maps: set at any time, taken at a step boundary."""
+
+    concepts: tuple[str, ...] = ()  # the current step's
+    _next: tuple[str, ...] | None = ()  # set since the last step; None: nothing new
+
+    def set_concepts(self, names) -> None:
+        names = tuple(names)
+        if names != self.concepts:
+            self._next = names
+
+    def take_next(self) -> tuple[str, ...] | None:
+        """The names to switch to now (they become :attr:`concepts`), or None when unchanged."""
+        names, self._next = self._next, None
+        if names is not None:
+            self.concepts = names
+        return names
+
+
+class OVAMConcepts(ConceptSwitch):
     """OVAM concept maps for a UNet family's cross-attention sites (see the module docstring)."""
 
     def __init__(self, family, latent_hw, map_hw, cfg: bool, device):
         self.family = family
         self.latent_hw, self.map_hw, self.cfg, self.device = tuple(latent_hw), tuple(map_hw), cfg, device
-        self.concepts: tuple[str, ...] = ()  # the current step's
-        self._next: tuple[str, ...] | None = ()
         self._aggregator = None  # an Aggregator over the attribution prompt's tokens
         self._states = None  # (1, 77, dim) attribution prompt states
         self._keys: dict[str, object] = {}  # site → its keys of the attribution prompt, this set of concepts
@@ -62,19 +79,14 @@ class OVAMConcepts:
             h.remove()
         self._hooks.clear()
 
-    def set_concepts(self, names) -> None:
-        names = tuple(names)
-        if names != self.concepts:
-            self._next = names
-
     def start_step(self) -> None:
         """Take the concepts set since the last step (encoding them costs one text encoder pass)."""
-        if self._next is None:
+        names = self.take_next()
+        if names is None:
             return
         from .aggregate import Aggregator
 
-        names, self._next = self._next, None
-        self.concepts, self._keys = names, {}
+        self._keys = {}
         if not names:
             self._aggregator = self._states = None
             return

@@ -33,7 +33,8 @@ import torch
 from bridge.builtin.training import dit
 from bridge.builtin.training.grounding import grounding_loss
 from bridge.builtin.training.precision import bf16_native, mixed_precision
-from bridge.builtin.training.stages import lr_at
+from bridge.builtin.training.save import replace_folder
+from bridge.builtin.training.stages import Ema, lr_at
 from bridge.models.resolve import BUILTIN_DIR
 
 log = logging.getLogger("train_shapes_dit")
@@ -118,7 +119,7 @@ def train(args, data, t5, transformer, device, stop_after=None, times=None):
         transformer.set_attn_processor(dit.grounded_processors(transformer, store, dit.TEXT_POSITIONS))
     params = list(transformer.parameters()) + list(t5.parameters())
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
-    ema = [p.detach().clone() for p in params]
+    ema = Ema(params, args.ema)
     gen = torch.Generator(device="cpu").manual_seed(args.seed + 2)
     rng = np.random.default_rng(args.seed + 3)
     n = len(data["z"])
@@ -161,17 +162,13 @@ def train(args, data, t5, transformer, device, stop_after=None, times=None):
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-        decay = min(args.ema, (1 + step) / (10 + step))
-        with torch.no_grad():
-            torch._foreach_lerp_(ema, [p.detach() for p in params], 1 - decay)
+        ema.update(step)
         if step % args.log_every == 0 or step == total - 1:
             bar.set_postfix(mse=f"{mse.item():.4f}", ground=f"{ground.item():.3f}", lr=f"{lr:.1e}")
             if not args.progress:
                 log.info("step %d mse %.4f ground %.3f (%.0f s)", step, mse.item(), ground.item(), time.time() - t0)
     store.clear()
-    with torch.no_grad():
-        for p, e in zip(params, ema):
-            p.copy_(e)
+    ema.apply()
     transformer.set_attn_processor(default_processors)
     return transformer.eval(), t5.eval()
 
@@ -195,12 +192,7 @@ def save(out: Path, vae, clip_tok, clip, t5_tok_dir: Path, t5, transformer, meta
     (tmp / "training.json").write_text(json.dumps(meta, indent=2) + "\n")
     write_defaults(tmp, guidance, 1, max_sequence_length=dit.TEXT_POSITIONS, size=64)
     shutil.copy(SHAPES / "latent_rgb.json", tmp / "latent_rgb.json")  # the same VAE: the same preview fit
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
-    size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
-    log.info("saved %s (%.2f MB)", out, size / 1e6)
-    return size
+    return replace_folder(tmp, out)
 
 
 def main(argv=None) -> int:

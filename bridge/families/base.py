@@ -236,3 +236,23 @@ class ModelFamily:
     def spatial_latents(self, latents):
         """The pipeline's latents as (batch, channels, h, w), e.g. unpacking packed layouts."""
         return latents
+
+
+class TransformerFamily(ModelFamily):
+    """What the joint-attention transformer families share: the denoiser is ``pipe.transformer``,
+    recognised by its class name."""
+
+    transformer_class = "?"  # e.g. "FluxTransformer2DModel"
+
+    @classmethod
+    def accepts(cls, pipe) -> bool:
+        transformer = getattr(pipe, "transformer", None)
+        return transformer is not None and type(transformer).__name__ == cls.transformer_class
+
+    @property
+    def transformer(self):
+        return self.pipe.transformer
+
+    @property
+    def denoiser(self):
+        return self.pipe.transformer

@@ -31,7 +31,7 @@ import inspect
 
 import numpy as np
 
-from .base import Call, ModelFamily, Site
+from .base import Call, Site, TransformerFamily
 from .sd3 import joint_text_probabilities
 
 
@@ -50,25 +50,23 @@ def flux_attention_sites(transformer) -> list[Site]:
     return sites
 
 
-class FluxFamily(ModelFamily):
+def query_key(taps: dict, fused: str, q_role: str, k_role: str):
+    """(q, k) from a fused qkv projection's output, or from the separate ones (None where absent)."""
+    if fused in taps:
+        q, k, _ = taps[fused].chunk(3, dim=-1)
+        return q, k
+    return taps.get(q_role), taps.get(k_role)
+
+
+class FluxFamily(TransformerFamily):
     name = "flux"
+    transformer_class = "FluxTransformer2DModel"
     attention_kind = "joint attention"
     cfg_in_batch = False  # true CFG is a second transformer call per step, not a batch half
 
     def __init__(self, pipe):
         super().__init__(pipe)
         self._run_hw: tuple[int, int] | None = None  # the current run's latent (h, w), for unpacking
-
-    @classmethod
-    def accepts(cls, pipe) -> bool:
-        transformer = getattr(pipe, "transformer", None)
-        return transformer is not None and type(transformer).__name__ == "FluxTransformer2DModel"
-
-    @property
-    def transformer(self):
-        return self.pipe.transformer
-
-    denoiser = transformer
 
     # -- defaults -------------------------------------------------------------------------
     @property
@@ -190,10 +188,7 @@ class FluxFamily(ModelFamily):
         from diffusers.models.embeddings import apply_rotary_emb
 
         attn, taps = site.module, call.taps
-        if "qkv" in taps:
-            q, k, _ = taps["qkv"].chunk(3, dim=-1)
-        else:
-            q, k = taps.get("q"), taps.get("k")
+        q, k = query_key(taps, "qkv", "q", "k")
         if q is None or k is None:
             return None
         rows = self.conditional_rows(q.shape[0], cfg)
@@ -204,10 +199,7 @@ class FluxFamily(ModelFamily):
         q, k = heads(q, attn.norm_q), heads(k, attn.norm_k)
         text = self.max_sequence_length
         if "text_q" in taps or "text_qkv" in taps:  # dual-stream: [text; image] is joined inside the call
-            if "text_qkv" in taps:
-                text_q, text_k, _ = taps["text_qkv"].chunk(3, dim=-1)
-            else:
-                text_q, text_k = taps.get("text_q"), taps.get("text_k")
+            text_q, text_k = query_key(taps, "text_qkv", "text_q", "text_k")
             if text_q is None or text_k is None:
                 return None
             text = text_q.shape[1]

@@ -29,13 +29,15 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..attention.concepts import ConceptSwitch
+
 
 def default_concept_layers(blocks: int) -> tuple[int, ...]:
     """The later half of the dual-stream blocks."""
     return tuple(range(blocks // 2, blocks))
 
 
-class JointConceptAttention:
+class JointConceptAttention(ConceptSwitch):
     """The concept residual stream and its saliency maps for one run (see the module docstring)."""
 
     def __init__(self, family, latent_hw, map_hw, cfg: bool, device, layers=None):
@@ -46,8 +48,6 @@ class JointConceptAttention:
         patch = family.token_patch
         self.grid = (latent_hw[0] // patch, latent_hw[1] // patch)
         self.map_hw, self.cfg, self.device = tuple(map_hw), cfg, device
-        self.concepts: tuple[str, ...] = ()
-        self._next: tuple[str, ...] | None = ()
         self._embeds = None  # (concepts, joint_attention_dim) T5 states of the current concepts
         self._stream = None  # (rows, concepts, inner) the concept residual stream inside one pass
         self._seen: dict[str, torch.Tensor] = {}  # the current block's image k, v and attention output
@@ -166,16 +166,11 @@ class JointConceptAttention:
         return c, saliency
 
     # -- concepts and steps -----------------------------------------------------------------
-    def set_concepts(self, names) -> None:
-        names = tuple(names)
-        if names != self.concepts:
-            self._next = names
-
     def start_step(self) -> None:
-        if self._next is None:
+        names = self.take_next()
+        if names is None:
             return
-        names, self._next = self._next, None
-        self.concepts, self._pending = names, []
+        self._pending = []
         self._embeds = self.family.concept_embeddings(names) if names else None
 
     def end_step(self):

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import inspect
 
-from .base import Call, ModelFamily, Site
+from .base import Call, Site, TransformerFamily
 
 CHUNK_BYTES = 64 << 20  # float32 scores of one query chunk (all rows, heads and keys)
 CLIP_POSITIONS = 77
@@ -61,8 +61,9 @@ def joint_text_probabilities(q, k, text_k, scale: float, block: str = "text"):
     return torch.cat(out, dim=2)
 
 
-class SD3Family(ModelFamily):
+class SD3Family(TransformerFamily):
     name = "sd3"
+    transformer_class = "SD3Transformer2DModel"
     attention_kind = "joint attention"
 
     def __init__(self, pipe, text_part: str = "both"):
@@ -70,17 +71,6 @@ class SD3Family(ModelFamily):
         if text_part not in TEXT_PARTS:
             raise ValueError(f"text part must be one of {', '.join(TEXT_PARTS)}, got {text_part!r}")
         self.text_part = text_part  # "both": a word's CLIP tokens and T5 pieces; "clip" or "t5": one of them
-
-    @classmethod
-    def accepts(cls, pipe) -> bool:
-        transformer = getattr(pipe, "transformer", None)
-        return transformer is not None and type(transformer).__name__ == "SD3Transformer2DModel"
-
-    @property
-    def transformer(self):
-        return self.pipe.transformer
-
-    denoiser = transformer
 
     @property
     def patch(self) -> int:

@@ -39,6 +39,11 @@ def save_pipeline(out: Path, vae, unet, text, tokenizer_dir: Path, meta: dict, p
     (tmp / "training.json").write_text(json.dumps(meta, indent=2) + "\n")
     if guidance is not None:
         write_defaults(tmp, guidance, vae_every)
+    return replace_folder(tmp, out)
+
+
+def replace_folder(tmp: Path, out: Path) -> int:
+    """Put the finished folder ``tmp`` (made next to ``out``) in ``out``'s place; its size in bytes."""
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)

@@ -52,6 +52,24 @@ def estimate(args, device, tokenizer, warmup: int = 3, timed: int = 6) -> float:
     return total
 
 
+class Ema:
+    """An exponential moving average of ``params`` (decay warming up from 0.1), copied into them at the end."""
+
+    def __init__(self, params, decay: float):
+        self.params, self.decay = params, decay
+        self.shadow = [p.detach().clone() for p in params]
+
+    def update(self, step: int) -> None:
+        decay = min(self.decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            torch._foreach_lerp_(self.shadow, [p.detach() for p in self.params], 1 - decay)
+
+    def apply(self) -> None:
+        with torch.no_grad():
+            for p, e in zip(self.params, self.shadow):
+                p.copy_(e)
+
+
 def lr_at(step: int, total: int, peak: float, warmup: int = 200) -> float:
     """Linear warm-up, then cosine decay to 10 % of the peak."""
     if step < warmup:
@@ -110,7 +128,7 @@ def train_denoiser(args, data: TrainingSet, tokenizer, device, stop_after=None, 
     unet.set_attn_processor(training_processors(unet, probs_store if args.ground_weight > 0 else None))
     params = list(unet.parameters()) + list(text.parameters())
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
-    ema = [p.detach().clone() for p in params]
+    ema = Ema(params, args.ema)
     gen = torch.Generator(device="cpu").manual_seed(args.seed + 2)
     rng = np.random.default_rng(args.seed + 3)
     alphas = noise_sched.alphas_cumprod.to(device)
@@ -158,16 +176,12 @@ def train_denoiser(args, data: TrainingSet, tokenizer, device, stop_after=None, 
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-        decay = min(args.ema, (1 + step) / (10 + step))
-        with torch.no_grad():
-            torch._foreach_lerp_(ema, [p.detach() for p in params], 1 - decay)
+        ema.update(step)
         if step % args.log_every == 0 or step == args.steps - 1:
             bar.set_postfix(mse=f"{mse.item():.4f}", ground=f"{ground.item():.3f}", lr=f"{lr:.1e}")
             if not args.progress:
                 log.info("unet step %d mse %.4f ground %.3f (%.1f s)", step, mse.item(), ground.item(), time.time() - t_start)
     probs_store.clear()
-    with torch.no_grad():
-        for p, e in zip(params, ema):
-            p.copy_(e)
+    ema.apply()
     unet.set_attn_processor(default_processors)
     return unet.eval(), text.eval()
