@@ -41,6 +41,8 @@ def test_caption_names_every_object_with_its_colour():
     assert sd.caption(objs) == "a red circle, an orange star and a blue cross"
     pieces = sd.caption_pieces(objs)
     assert [(w, j) for w, j in pieces if j >= 0] == [("red", 0), ("circle", 0), ("orange", 1), ("star", 1), ("blue", 2), ("cross", 2)]
+    assert sd.caption(objs, "gray", nouns_only=True) == "circle, star and cross"
+    assert sd.Scene(objs[:2], "gray", True, nouns_only=True).pieces == [("circle", 0), ("and", -1), ("star", 1)]
 
 
 def test_rasterised_masks_are_the_drawn_objects():

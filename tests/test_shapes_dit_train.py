@@ -34,6 +34,27 @@ def test_every_caption_word_is_one_piece_and_objects_own_their_colour_and_shape(
     assert enc.empty()[0] == t5_tokenizer.eos_token_id
 
 
+def test_nouns_only_share_recaptions_the_same_scenes(t5_tokenizer):
+    """--nouns-only: a share of the scenes keep their images but are captioned by shape nouns,
+    each noun owned by its object; the scenes drawn are the recipe's either way."""
+    from argparse import Namespace
+
+    from bridge.builtin import train_shapes_dit as tsd
+
+    vae, clip_tok, clip = tsd.load_reused("cpu")
+    enc = dit.T5CaptionEncoder(t5_tokenizer)
+    plain = tsd.encode_data(Namespace(seed=0, nouns_only=0.0), vae, clip_tok, clip, enc, "cpu", 48)
+    bare = tsd.encode_data(Namespace(seed=0, nouns_only=0.5), vae, clip_tok, clip, enc, "cpu", 48)
+    assert torch.equal(plain["z"], bare["z"]) and torch.equal(plain["masks"], bare["masks"])
+    changed = (plain["ids"] != bare["ids"]).any(1)
+    assert 10 <= int(changed.sum()) <= 38
+    for row in changed.nonzero()[:, 0].tolist():
+        words = [p.lstrip("▁") for p in t5_tokenizer.convert_ids_to_tokens(bare["ids"][row]) if p not in ("<pad>", "</s>")]
+        owned = {w for w, o in zip(words, bare["owner"][row].tolist()) if o >= 0}
+        assert owned <= set(sd.SHAPES) and not set(words) & set(sd.COLOURS)
+        assert not torch.equal(plain["pooled"][row], bare["pooled"][row])  # CLIP's pooled vector follows the caption
+
+
 def test_grounded_attention_is_fluxs_attention_and_keeps_the_image_over_text_block():
     """Same outputs as diffusers' FluxAttnProcessor for dual- and single-stream blocks; what it
     keeps is each image query's softmax over the text keys, heads averaged."""

@@ -63,39 +63,41 @@ class Scene:
     background: str
     name_background: bool
     size: int = IMAGE_SIZE
+    nouns_only: bool = False  # caption names the shapes only ("star and circle"): see caption_pieces
 
     @property
     def caption(self) -> str:
-        return caption(self.objects, self.background if self.name_background else None)
+        return caption(self.objects, self.background if self.name_background else None, self.nouns_only)
 
     @property
     def pieces(self) -> list[tuple[str, int]]:
-        return caption_pieces(self.objects, self.background if self.name_background else None)
+        return caption_pieces(self.objects, self.background if self.name_background else None, self.nouns_only)
 
 
 def _article(word: str) -> str:
     return "an" if word[0] in "aeiou" else "a"
 
 
-def caption_pieces(objects, background: str | None = None) -> list[tuple[str, int]]:
+def caption_pieces(objects, background: str | None = None, nouns_only: bool = False) -> list[tuple[str, int]]:
     """The caption as words, each with the index of the object it names (−1 for other words).
 
     Colour and shape words carry their object's index, so training can tie those words' tokens
-    to that object's mask.
+    to that object's mask.  ``nouns_only`` gives the bare form ("star and circle"): a text
+    encoder that has seen words on their own encodes a lone concept word in distribution.
     """
     pieces: list[tuple[str, int]] = []
     for j, o in enumerate(objects):
         if j > 0:
             pieces.append(("and", -1) if j == len(objects) - 1 else (",", -1))
-        pieces += [(_article(o.colour), -1), (o.colour, j), (o.shape, j)]
-    if background is not None:
+        pieces += [(o.shape, j)] if nouns_only else [(_article(o.colour), -1), (o.colour, j), (o.shape, j)]
+    if background is not None and not nouns_only:
         pieces += [("on", -1), ("a", -1), (background, -1), ("background", -1)]
     return pieces
 
 
-def caption(objects, background: str | None = None) -> str:
+def caption(objects, background: str | None = None, nouns_only: bool = False) -> str:
     """``"a red circle, a blue square and an orange star on a white background"``."""
-    return " ".join(w for w, _ in caption_pieces(objects, background)).replace(" ,", ",")
+    return " ".join(w for w, _ in caption_pieces(objects, background, nouns_only)).replace(" ,", ",")
 
 
 def sample_scene(rng: np.random.Generator, size: int = IMAGE_SIZE, n_objects: int | None = None) -> Scene:

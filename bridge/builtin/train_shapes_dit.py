@@ -25,6 +25,7 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +62,8 @@ def parse_args(argv=None):
     p.add_argument("--dual", type=int, default=3, help="dual-stream blocks")
     p.add_argument("--single", type=int, default=3, help="single-stream blocks")
     p.add_argument("--drop-caption", type=float, default=0.1)
+    p.add_argument("--nouns-only", type=float, default=0.0,
+                   help="share of scenes captioned by their shape nouns alone (\"star and circle\"), so lone concept words are in distribution")
     p.add_argument("--ground-weight", type=float, default=0.1, help="weight of the attention grounding term (0: off)")
     p.add_argument("--pixel-weight", type=float, default=1.0)
     p.add_argument("--guidance", type=float, default=GUIDANCE, help="guidance the folder recommends (true CFG)")
@@ -87,12 +90,16 @@ def encode_data(args, vae, clip_tok, clip, t5_enc: dit.T5CaptionEncoder, device,
 
     clip_enc = CaptionEncoder(clip_tok)
     stream = SceneStream(args.seed + 2, 512, device)
+    bare = np.random.default_rng(args.seed + 4)  # its own generator: the scenes drawn stay the recipe's
     parts: dict[str, list] = {"z": [], "masks": [], "ids": [], "owner": [], "pooled": []}
     done = 0
     while done < count:
         scenes, x, masks = stream.next()
         take = min(len(scenes), count - done)
         scenes, x, masks = scenes[:take], x[:take], masks[:take]
+        if args.nouns_only > 0:
+            scenes = [replace(s, nouns_only=True) if u < args.nouns_only else s
+                      for s, u in zip(scenes, bare.random(len(scenes)))]
         with torch.no_grad():
             parts["z"].append(vae.encode(x).latent_dist.mean * vae.config.scaling_factor)
             clip_ids, _ = clip_enc.batch(scenes)
