@@ -15,6 +15,9 @@ mask, as bench/attribution.py finds it):
   words, argmax           the same argmax over the shape nouns' final word maps (no background
                           word exists in the prompt, so a pixel is background where every
                           noun's peak-normalised map is below 0.4)
+  per step                the concepts' argmax of each step's own map (not averaged), as a
+                          curve, with its middle and best step: ConceptAttention's paper finds
+                          the middle of denoising the most useful
 
 Usage:
   python bench/concept_maps.py [--prompts 100] [--model builtin] [--steps 20] [--out result.json]
@@ -59,10 +62,11 @@ class Collector:
         pass
 
 
-def score(scene: sd.Scene, words, cumulative_last: np.ndarray, concept_mean: np.ndarray, concepts: tuple[str, ...],
-          image: np.ndarray) -> dict[str, list[float]]:
-    """Per method, the IoU of each drawn object."""
+def score(scene: sd.Scene, words, cumulative_last: np.ndarray, concept_steps: list[np.ndarray], concepts: tuple[str, ...],
+          image: np.ndarray) -> dict[str, list]:
+    """Per method, the IoU of each drawn object ("per step": a list per object, one IoU a step)."""
     hw = image.shape[:2]
+    concept_mean = np.mean(concept_steps, axis=0)
     truth = object_masks(image, scene)
     final = resize_map(cumulative_last, hw)
     concept_maps = resize_map(concept_mean, hw)
@@ -71,6 +75,8 @@ def score(scene: sd.Scene, words, cumulative_last: np.ndarray, concept_mean: np.
     noun_maps = final[nouns] / np.maximum(final[nouns].reshape(len(nouns), -1).max(axis=1), 1e-12)[:, None, None]
     noun_won = np.where(noun_maps.max(axis=0) >= TAU, noun_maps.argmax(axis=0), -1)
     out = {m: [] for m in METHODS}
+    out["per step"] = []
+    per_step = [segments(resize_map(m, hw)) for m in concept_steps]
     for j, mask in enumerate(truth):
         if mask is None:
             continue
@@ -79,6 +85,7 @@ def score(scene: sd.Scene, words, cumulative_last: np.ndarray, concept_mean: np.
         out[METHODS[1]].append(float(iou(won == c, mask)))
         out[METHODS[2]].append(float(iou(daam_mask(concept_maps[c], TAU), mask)))
         out[METHODS[3]].append(float(iou(noun_won == j, mask)))
+        out["per step"].append([float(iou(w == c, mask)) for w in per_step])
     return out
 
 
@@ -92,6 +99,7 @@ def run(prompts: int, model: str, steps: int, guidance, device: str, seed: int, 
     sink = Collector()
     bus = Bus([sink])
     ious = {m: [] for m in METHODS}
+    curves = []
     drawn = objects = 0
     seconds = []
     for i, scene in enumerate(tqdm(sd.sample_scenes(seed, prompts), desc="concept maps", disable=not progress)):
@@ -101,15 +109,18 @@ def run(prompts: int, model: str, steps: int, guidance, device: str, seed: int, 
         seconds.append(time.perf_counter() - t0)
         if end.status != "completed":
             raise RuntimeError(f"render of {scene.caption!r} ended {end.status}: {end.error}")
-        result = score(scene, sink.start.words, sink.cumulative[-1], np.mean(sink.concepts, axis=0), concepts, end.image)
+        result = score(scene, sink.start.words, sink.cumulative[-1], sink.concepts, concepts, end.image)
         objects += len(scene.objects)
         drawn += len(result[METHODS[0]])
         for m in METHODS:
             ious[m] += result[m]
+        curves += result["per step"]
+    curve = np.mean(curves, axis=0) if curves else np.zeros(steps)
     return {
         "model": model, "family": engine.family.name, "method": "OVAM" if engine.family.name in ("sd", "sdxl") else "ConceptAttention",
         "prompts": prompts, "objects": objects, "objects_drawn": drawn, "steps": steps,
         "miou": {m: float(np.mean(v)) if v else 0.0 for m, v in ious.items()},
+        "concepts_argmax_per_step": [round(float(v), 4) for v in curve],
         "seconds_per_render": float(np.mean(seconds)), "seconds_per_render_median": float(np.median(seconds)),
     }
 
@@ -122,6 +133,11 @@ def format_summary(s: dict) -> str:
     lines += [f"  {m:<22} {v:.3f}" for m, v in s["miou"].items()]
     gap = s["miou"]["concepts, argmax"] - s["miou"]["word maps, τ = 0.4"]
     lines.append(f"concepts (argmax) − word maps (τ = 0.4): {gap:+.3f}  (ConceptAttention's paper ordering: ≥ +0.05)")
+    curve = s["concepts_argmax_per_step"]
+    best = int(np.argmax(curve))
+    lines.append("concepts, argmax of each step's own map, steps 1…{}:\n  {}".format(len(curve), " ".join(f"{v:.2f}" for v in curve)))
+    lines.append(f"  middle step ({len(curve) // 2 + 1}): {curve[len(curve) // 2]:.3f}; best step ({best + 1}): {curve[best]:.3f}; "
+                 f"best − word maps: {curve[best] - s['miou']['word maps, τ = 0.4']:+.3f}")
     return "\n".join(lines)
 
 
