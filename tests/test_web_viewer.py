@@ -458,6 +458,27 @@ def test_a_slow_renderer_gets_fewer_particles_unless_a_count_was_asked_for(live_
         assert page.evaluate("window.viewer.particles.count") == 65536
 
 
+def test_fewer_particles_after_a_run_still_gather_into_its_image(live_bridge):
+    """A show PC's renderer slows down after a run has ended: the fewer particles are scattered
+    anew and must gather again into the finished image, not stay in chaos until the next run
+    (the morph's phase is the run's, not the renderer's)."""
+    wait_idle(live_bridge)
+    with browser_page() as page:
+        page.goto(live_bridge.url)  # the default count, which a slow renderer lowers
+        page.wait_for_function("window.viewer && window.viewer.connection === 'open' && window.viewer.particles", timeout=20_000)
+        submit(page, PROMPT, STEPS, seed=5)
+        page.wait_for_function("window.viewer.state === 'idle' && window.viewer.counts.steps >= 1", timeout=120_000)
+        target = page.evaluate("window.viewer.phaseTarget")
+        assert target > 0.5  # the last step is in the detail phase: the morph holds the image
+        page.evaluate("""() => { const busy = () => { const t = performance.now() + 60; while (performance.now() < t) {} };
+                                 window.__slow = setInterval(busy, 65); }""")
+        page.wait_for_function("window.viewer.particles.count <= 16384", timeout=60_000)
+        page.evaluate("clearInterval(window.__slow)")
+        assert page.evaluate("window.viewer.phaseTarget") == target
+        page.wait_for_function(f"window.viewer.phaseSmooth > {0.9 * target}", timeout=20_000)
+        assert not page.errors, page.errors
+
+
 def test_a_bad_value_is_refused_with_the_bridges_sentence(live_bridge):
     with browser_page() as page:
         open_viewer(page, live_bridge.url)

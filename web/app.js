@@ -498,7 +498,9 @@ function checkRenderer(elapsed) {
   const count = Math.max(MIN_PARTICLES, sim.count >> 2);
   view.particles = new ParticleSim(sim.gl, Math.ceil(Math.sqrt(count)));
   view.particles.setHomes(gridHomes(view.particles.count, 1));
+  const phase = view.phaseTarget;
   scatterParticles();
+  view.phaseTarget = phase; // the run's phase, not the renderer's: after a run the fewer particles gather again
   if (view.lastPreview) view.particles.setPreview(view.lastPreview.data, view.lastPreview.w, view.lastPreview.h);
   updateParticleAttention();
   view.particleNote = `${view.particles.count} particles: this browser draws slowly (${Math.round(1 / median)} frames/s)`;
