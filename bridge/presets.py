@@ -61,7 +61,7 @@ FIELDS: tuple[Field, ...] = (
     Field("description", "", "str", "", "one line shown by --help"),
     Field("mode", "", "str", "vj", "vj: a new prompt interrupts the run; installation: loop the playlist", choices=MODES),
     # model
-    Field("model", "model", "str", "builtin", "model: builtin, builtin:tiny, a hub id, a folder or a .safetensors file"),
+    Field("model", "model", "str", "builtin", "model: builtin, builtin:shapes-dit (a FLUX.1-family transformer), builtin:tiny, a hub id, a folder or a .safetensors file"),
     Field("device", "model", "str", "auto", "auto, cpu, cuda, cuda:1, mps"),
     Field("max_latent", "model", "int", 0, "most latent positions (height × width of the latent) a request may ask "
           "for; 0: the device's own limit (CPU: 4096, i.e. 512² for SD; GPU: the largest side)", 0, 1 << 20),

@@ -23,10 +23,13 @@ examples:
   python run_bridge.py render --prompt "a cat in a hat" --model stable-diffusion-v1-5/stable-diffusion-v1-5 --out runs/cat
   python run_bridge.py render --prompt "a castle" --model ~/models/sd15.safetensors --width 768 --height 512 --out runs/castle
   python run_bridge.py render --prompt "neon city" --phases 0.1,0.5,0.4 --vae-every 5 --layers 16,32 --out runs/city
+  python run_bridge.py render --model builtin:shapes-dit --prompt "a yellow star and a green circle" --concepts "star,circle,background" --out runs/star-dit
 
---model takes `builtin` (default, offline), `builtin:tiny`, a diffusers folder, a .safetensors/.ckpt
-file or a hub id.  --layers keeps only some cross-attention layers: resolution factors (8 16 32 64,
-relative to the image, 8 = latent size) and/or name parts (down, mid, up, up_blocks.1).
+--model takes `builtin` (default, offline), `builtin:shapes-dit` (the built-in FLUX.1-family
+transformer, offline), `builtin:tiny`, a diffusers folder (SD 1.x/2.x, SDXL, SD3/SD3.5, FLUX.1),
+a .safetensors/.ckpt file or a hub id.  --layers keeps only some attention layers: on UNets
+resolution factors (8 16 32 64, relative to the image, 8 = latent size) and/or name parts (down,
+mid, up, up_blocks.1); on transformers block names (single, transformer_blocks, transformer_blocks.3).
 """
 
 log = logging.getLogger(__name__)
