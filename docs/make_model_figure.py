@@ -3,9 +3,11 @@
 
 Renders through ``run_bridge.py render`` (seed 0, 20 steps, CPU), exactly as a user would, then
 puts the image and the cumulative maps of the chosen words side by side, each map scaled to
-its own maximum with the "hot" colormap.
+its own maximum with the "hot" colormap.  With ``--concepts`` a second row shows each concept's
+map averaged over the steps and their argmax segmentation (as ``export --what concepts``).
 
 Usage: python docs/make_model_figure.py [--prompt P] [--words star circle yellow green]
+       python docs/make_model_figure.py --model builtin:shapes-dit --concepts star circle background --out docs/img/shapes-dit-maps.png
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bridge.export import concept_averages, segments  # noqa: E402
+from bridge.palette import WORDS  # noqa: E402
+from bridge.recording import load_recording  # noqa: E402
 from bridge.timelapse import heatmap  # noqa: E402
 
 TILE = 182
@@ -33,24 +38,35 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--prompt", default="a yellow star and a green circle")
     p.add_argument("--words", nargs="+", default=["star", "circle", "yellow", "green"])
+    p.add_argument("--model", default="builtin")
+    p.add_argument("--concepts", nargs="*", default=[], help="concepts for a second row (default: none)")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "img" / "shapes-daam.png")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         run = Path(tmp) / "run"
-        subprocess.run([sys.executable, str(ROOT / "run_bridge.py"), "render", "--prompt", args.prompt,
-                        "--seed", "0", "--device", "cpu", "--out", str(run), "--no-progress"], check=True)
+        extra = ["--concepts", ",".join(args.concepts)] if args.concepts else []
+        subprocess.run([sys.executable, str(ROOT / "run_bridge.py"), "render", "--model", args.model, "--prompt", args.prompt,
+                        "--seed", "0", "--device", "cpu", "--out", str(run), "--no-progress", *extra], check=True)
         words = json.loads((run / "manifest.json").read_text())["words"]
         daam = np.load(run / "daam.npy").astype(np.float32)
         image = np.asarray(Image.open(run / "final.png").convert("RGB"))
-    tiles = [heatmap.resize_rgb(image, (TILE, TILE))]
+        names, means, _ = concept_averages(load_recording(run)) if args.concepts else ((), {}, [])
+    rows = [[heatmap.resize_rgb(image, (TILE, TILE))]]
     for word in args.words:
         if word not in words:
             raise SystemExit(f"'{word}' is not a word of the prompt; its words are {words}")
-        h = heatmap.heat(daam[words.index(word)], (TILE, TILE))
-        tiles.append(heatmap.heat_image(h, "hot"))
-    sheet = np.full((TILE, len(tiles) * TILE + (len(tiles) - 1) * GAP, 3), 255, np.uint8)
-    for i, t in enumerate(tiles):
-        sheet[:, i * (TILE + GAP): i * (TILE + GAP) + TILE] = t
+        rows[0].append(heatmap.heat_image(heatmap.heat(daam[words.index(word)], (TILE, TILE)), "hot"))
+    if names:
+        stack = np.stack([heatmap.upsample(means[n], (TILE, TILE)) for n in names])
+        colours = np.array([WORDS[i % len(WORDS)] for i in range(len(names))], dtype=np.float32)
+        picture = 0.45 * heatmap.resize_rgb(image, (TILE, TILE)).astype(np.float32) + 0.55 * colours[segments(stack)]
+        rows.append([np.clip(np.rint(picture), 0, 255).astype(np.uint8)]
+                    + [heatmap.heat_image(heatmap.heat(means[n], (TILE, TILE)), "hot") for n in names])
+    width = max(len(r) for r in rows)
+    sheet = np.full((len(rows) * TILE + (len(rows) - 1) * GAP, width * TILE + (width - 1) * GAP, 3), 255, np.uint8)
+    for j, row in enumerate(rows):
+        for i, t in enumerate(row):
+            sheet[j * (TILE + GAP): j * (TILE + GAP) + TILE, i * (TILE + GAP): i * (TILE + GAP) + TILE] = t
     Image.fromarray(sheet).save(args.out)
     print(f"wrote {args.out}")
     return 0
