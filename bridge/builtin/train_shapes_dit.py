@@ -49,26 +49,28 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m bridge.builtin.train_shapes_dit",
                                 description="Train the built-in shapes transformer (seeded; the defaults are the recipe).",
                                 epilog="Example: python -m bridge.builtin.train_shapes_dit --steps 200 --out /tmp/shapes-dit")
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="pipeline folder to write (default: %(default)s)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT,
+                   help="pipeline folder to write (default: %(default)s, the shipped model, replaced only once training has finished)")
+    p.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="seeds the scenes, the weights and the noise (default: %(default)s)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
     p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto")
     p.add_argument("--scenes", type=int, default=40000, help="scenes drawn and encoded once")
     p.add_argument("--steps", type=int, default=3000, help="training steps")
-    p.add_argument("--batch", type=int, default=128)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--ema", type=float, default=0.995)
+    p.add_argument("--batch", type=int, default=128, help="scenes a step (default: %(default)s)")
+    p.add_argument("--lr", type=float, default=1e-3, help="peak AdamW learning rate, warm-up then cosine (default: %(default)s)")
+    p.add_argument("--ema", type=float, default=0.995, help="decay of the weights' moving average that is saved (default: %(default)s)")
     p.add_argument("--dual", type=int, default=3, help="dual-stream blocks")
     p.add_argument("--single", type=int, default=3, help="single-stream blocks")
-    p.add_argument("--drop-caption", type=float, default=0.1)
+    p.add_argument("--drop-caption", type=float, default=0.1, help="share of empty captions, for CFG (default: %(default)s)")
     p.add_argument("--nouns-only", type=float, default=0.0,
                    help="share of scenes captioned by their shape nouns alone (\"star and circle\"), so lone concept words are in distribution")
     p.add_argument("--ground-weight", type=float, default=0.1, help="weight of the attention grounding term (0: off)")
-    p.add_argument("--pixel-weight", type=float, default=1.0)
+    p.add_argument("--pixel-weight", type=float, default=1.0,
+                   help="weight of the grounding term's pixel part against its token part (default: %(default)s)")
     p.add_argument("--guidance", type=float, default=GUIDANCE, help="guidance the folder recommends (true CFG)")
     p.add_argument("--estimate", action="store_true", help="time a few steps, print the projected duration, save nothing")
-    p.add_argument("--log-every", type=int, default=100)
+    p.add_argument("--log-every", type=int, default=100, help="a log line every N steps (default: %(default)s)")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     return p.parse_args(argv)
 

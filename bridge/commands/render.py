@@ -10,6 +10,7 @@ from ..denoised import PREVIEW_SOURCES
 from ..errors import UserError
 from ..presets import FIELD_BY_KEY
 from ..threads import MAX_THREADS
+from ..wiretext import word_list
 
 HELP = "generate one image and record every step's per-word attention maps"
 DESCRIPTION = """\
@@ -214,13 +215,14 @@ def run(args) -> int:
     finally:
         bus.close()  # returns once the recording is on disk
     start = keeper.start
-    dropped = ", ".join(start.dropped_words) if start.dropped_words else "none"
+    # a very long prompt would make this one line thousands of characters: clipped, still naming the count
+    dropped = word_list(start.dropped_words, sep=", ") if start.dropped_words else "none"
     if not recorder.ok:  # the image was made but not kept: that is a failed command
         print(f"error: the recording in {out} is incomplete: {recorder.error}")
         return 1
     print(
         f"{end.status}: {end.steps_done}/{start.steps} steps in {end.elapsed:.1f} s on {engine.device} "
-        f"({engine.model_name}); words: {' · '.join(start.words)}; dropped words: {dropped}; recording: {out}"
+        f"({engine.model_name}); words: {word_list(start.words, 400, ' · ')}; dropped words: {dropped}; recording: {out}"
     )
     if end.status == "failed":
         print(f"error: the run failed: {end.error}")
