@@ -35,18 +35,20 @@ def test_render_records_a_run_and_prints_a_summary(tmp_path, capsys):
     assert np.load(out / "daam.npy").shape == (7, 24, 32)
 
 
-def test_render_reports_dropped_words(tmp_path, capsys):
+def test_render_reports_dropped_words(tmp_path, capfd):
     prompt = " ".join(f"word{i}" for i in range(60))  # well over 75 tokens
     assert main(["render", "--prompt", prompt, "--steps", "1", "--out", str(tmp_path / "long"), *TINY]) == 0
-    printed = capsys.readouterr().out
+    printed = capfd.readouterr().out
     assert "dropped words: " in printed and "word59" in printed.split("dropped words: ")[1]
     assert "word59" in load_recording(tmp_path / "long").start.dropped_words
     # 300 words: the summary stays one readable line that still names the last and the count
     prompt = " ".join(f"word{i}" for i in range(300))
     assert main(["render", "--prompt", prompt, "--steps", "1", "--out", str(tmp_path / "longer"), *TINY]) == 0
-    summary = [line for line in capsys.readouterr().out.splitlines() if line.startswith("completed:")]
+    printed = capfd.readouterr()
+    summary = [line for line in printed.out.splitlines() if line.startswith("completed:")]
     assert len(summary) == 1 and len(summary[0]) < 900, summary
     assert "word299" in summary[0] and "words)" in summary[0]
+    assert "The following part of your input was truncated" not in printed.err  # not the cut text again
 
 
 @pytest.mark.parametrize(

@@ -156,6 +156,21 @@ def _load_single_file(source: ModelSource, dtype):
     return cls.from_single_file(source.location, dtype=dtype, **kwargs)
 
 
+class _TruncationReported(logging.Filter):
+    """diffusers logs the whole cut-off text of a long prompt (thousands of characters, twice on
+    Flux and SD3); the bridge reports the dropped words itself, in one clipped line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("The following part of your input was truncated")
+
+
+def _quiet_truncation_notices(dlog) -> None:
+    dlog.get_logger("diffusers")  # makes diffusers' own handler, if it has none yet
+    for handler in logging.getLogger("diffusers").handlers:
+        if not any(isinstance(f, _TruncationReported) for f in handler.filters):
+            handler.addFilter(_TruncationReported())
+
+
 def load_model(model: str | None = "builtin", device: str = "auto", dtype: str = "auto", progress: bool = True,
                threads: int = 0) -> LoadedModel:
     """Load ``model`` (see :func:`resolve_model`) → :class:`LoadedModel`; ModelError on any failure.
@@ -173,6 +188,7 @@ def load_model(model: str | None = "builtin", device: str = "auto", dtype: str =
     torch_dtype = pick_dtype(dtype, dev)
     (dlog.enable_progress_bar if progress else dlog.disable_progress_bar)()
     (tlog.enable_progress_bar if progress else tlog.disable_progress_bar)()
+    _quiet_truncation_notices(dlog)
     # Loading makes transformers warn that torchvision is missing: the image processors it
     # would serve belong to safety checkers and image encoders the bridge never loads.
     verbosity = tlog.get_verbosity()
