@@ -45,7 +45,6 @@ WINDOWS = {"all steps (DAAM)": slice(None), "last 10": slice(-10, None), "last 5
 
 def ceiling_miou(scenes, tau: float, layer_grids=LAYER_GRIDS) -> float:
     """mIoU of perfect per-layer attention (the mask pooled to each grid) against the masks."""
-    import torch
     import torch.nn.functional as F
 
     _, masks = sd.rasterise(scenes)

@@ -224,7 +224,7 @@ def build(root=None):
 
     # Textures from the websocket (Script TOPs upload what ws_callbacks stored).
     attention = script_top(comp, "attention_map", 2, 0, "rgba32float")
-    step_map = script_top(comp, "step_map", 2, 1, "rgba32float")
+    script_top(comp, "step_map", 2, 1, "rgba32float")
     preview = script_top(comp, "preview_image", 2, 2, "rgba8fixed")
     region = script_top(comp, "region_map", 2, 3, "rgba32float")  # the first region's self-attention
     concept = script_top(comp, "concept_map", 2, 4, "rgba32float")  # the Concept parameter's concept map

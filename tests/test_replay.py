@@ -99,8 +99,8 @@ def test_pause_holds_and_resume_continues_where_it_was(tmp_path):
 
 
 def test_next_ends_the_run_as_cancelled_and_plays_the_next(tmp_path):
-    a = synthetic_recording(tmp_path / "a", steps=20, step_seconds=0.05, run_id="run-a")
-    b = synthetic_recording(tmp_path / "b", steps=3, step_seconds=0.001, run_id="run-b")
+    synthetic_recording(tmp_path / "a", steps=20, step_seconds=0.05, run_id="run-a")
+    synthetic_recording(tmp_path / "b", steps=3, step_seconds=0.001, run_id="run-b")
     sink = Timed()
     player = Player(open_playlist(find_recordings(tmp_path)), Bus([sink]), gap=0)
     t = play_in_thread(player)

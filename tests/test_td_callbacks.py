@@ -31,7 +31,7 @@ from bridge import particles as reference
 from bridge import protocol as P
 from bridge.bus import Bus
 from bridge.control import parse_json_control
-from bridge.frames import RunEnd, RunStart, StepFrame, normalize_maps
+from bridge.frames import StepFrame, normalize_maps
 from tests._browser import ROOT
 
 TD = ROOT / "td_project"

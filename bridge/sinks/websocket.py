@@ -19,7 +19,7 @@ from ..frames import RunEnd, RunStart, StepFrame
 from .selection import Selection
 from .ws.fanout import ClientState, FanOut
 from .ws.incoming import MAX_CONTROL, Incoming
-from .ws.access import MAX_CLIENTS, token_query
+from .ws.access import MAX_CLIENTS
 from .ws.server import STALL_TIMEOUT, WsServer, needs_token
 from .ws.static import StaticFiles
 
