@@ -30,6 +30,7 @@ NN is the word's index in the run, so repeated words keep distinct files.
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import re
 from dataclasses import dataclass
@@ -251,6 +252,10 @@ def _concepts(rec: Recording, out: Path, image: np.ndarray, options: ExportOptio
     colours = np.array([WORDS[i % len(WORDS)] for i in range(len(last))], dtype=np.float32)
     picture = 0.45 * image.astype(np.float32) + 0.55 * colours[won]
     _save(folder / "segments.png", np.clip(np.rint(picture), 0, 255).astype(np.uint8), written, "concepts")
+    key = [{"concept": name, "colour": "#%02x%02x%02x" % tuple(int(c) for c in colours[k]),
+            "mask": f"masks/{file_stem(names.index(name), name)}.png"} for k, name in enumerate(last)]
+    (folder / "segments.json").write_text(json.dumps({"segments": key}, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    written.setdefault("concepts", []).append(str(folder / "segments.json"))
     for k, name in enumerate(last):
         _save(folder / "masks" / (file_stem(names.index(name), name) + ".png"), (won == k).astype(np.uint8) * 255,
               written, "concepts")

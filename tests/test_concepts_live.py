@@ -156,11 +156,25 @@ def test_export_writes_each_concepts_average_the_segmentation_and_its_masks(conc
     out = tmp_path / "export"
     result = export(concept_run, out, ExportOptions(what=("concepts",), size=128), progress=False)
     names = sorted(p.name for p in (out / "concepts").iterdir())
-    assert names == ["00_square.png", "01_circle.png", "02_background.png", "curves.csv", "masks", "segments.png"]
+    assert names == ["00_square.png", "01_circle.png", "02_background.png", "curves.csv", "masks", "segments.json", "segments.png"]
     assert sorted(p.name for p in (out / "concepts" / "masks").iterdir()) == ["00_square.png", "01_circle.png", "02_background.png"]
     masks = np.stack([np.asarray(Image.open(out / "concepts" / "masks" / n)) for n in ("00_square.png", "01_circle.png", "02_background.png")])
     assert masks.shape == (3, 128, 128) and (masks.sum(0) == 255).all()  # the argmax: every pixel in exactly one
-    assert np.asarray(Image.open(out / "concepts" / "segments.png")).shape == (128, 128, 3)
+    segments = np.asarray(Image.open(out / "concepts" / "segments.png")).astype(int)
+    assert segments.shape == (128, 128, 3)
+    # the key names each segment's colour: the argmax picture is that colour over the image, 55 %
+    import json
+
+    from bridge.export import _final_image, _resized
+
+    key = json.loads((out / "concepts" / "segments.json").read_text())["segments"]
+    assert [k["concept"] for k in key] == ["square", "circle", "background"]
+    assert [k["mask"] for k in key] == ["masks/00_square.png", "masks/01_circle.png", "masks/02_background.png"]
+    image = _resized(_final_image(load_recording(concept_run)), 128).astype(float)  # what export drew on
+    for k, m in zip(key, masks):
+        rgb = np.array([int(k["colour"][i:i + 2], 16) for i in (1, 3, 5)], float)
+        expect = 0.45 * image[m == 255] + 0.55 * rgb
+        assert np.abs(segments[m == 255] - expect).max() <= 1.0
     lines = (out / "concepts" / "curves.csv").read_text().splitlines()
     assert lines[0] == "step,share_00_square,share_01_circle,share_02_background" and len(lines) == 5
     assert lines[1].endswith(",1.0000,,") and lines[2].endswith(",1.0000,,")
