@@ -225,11 +225,22 @@ def segments(maps: np.ndarray) -> np.ndarray:
     return np.argmax(maps / np.where(peak > 0, peak, 1)[:, None, None], axis=0)
 
 
+def segment_colours(count: int) -> np.ndarray:
+    """(count, 3) float32 RGB of the segments: the word palette in concept order."""
+    from .palette import WORDS
+
+    return np.array([WORDS[i % len(WORDS)] for i in range(count)], dtype=np.float32)
+
+
+def segment_picture(image: np.ndarray, won: np.ndarray, count: int) -> np.ndarray:
+    """The argmax segmentation ``won`` (h, w) drawn at 55 % over ``image`` (h, w, 3), uint8."""
+    picture = 0.45 * image.astype(np.float32) + 0.55 * segment_colours(count)[won]
+    return np.clip(np.rint(picture), 0, 255).astype(np.uint8)
+
+
 def _concepts(rec: Recording, out: Path, image: np.ndarray, options: ExportOptions, written: dict) -> None:
     """Per concept its averaged map over the image, the argmax segmentation and its masks, the
     share curves (a run without concepts: nothing is written)."""
-    from .palette import WORDS
-
     last, means, shares = concept_averages(rec)
     if not means:
         return
@@ -249,9 +260,8 @@ def _concepts(rec: Recording, out: Path, image: np.ndarray, options: ExportOptio
               written, "concepts")
     stack = np.stack([heatmap.upsample(means[n], size) for n in last])
     won = segments(stack)
-    colours = np.array([WORDS[i % len(WORDS)] for i in range(len(last))], dtype=np.float32)
-    picture = 0.45 * image.astype(np.float32) + 0.55 * colours[won]
-    _save(folder / "segments.png", np.clip(np.rint(picture), 0, 255).astype(np.uint8), written, "concepts")
+    _save(folder / "segments.png", segment_picture(image, won, len(last)), written, "concepts")
+    colours = segment_colours(len(last))
     key = [{"concept": name, "colour": "#%02x%02x%02x" % tuple(int(c) for c in colours[k]),
             "mask": f"masks/{file_stem(names.index(name), name)}.png"} for k, name in enumerate(last)]
     (folder / "segments.json").write_text(json.dumps({"segments": key}, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")

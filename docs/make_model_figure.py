@@ -25,8 +25,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bridge.export import concept_averages, segments  # noqa: E402
-from bridge.palette import WORDS  # noqa: E402
+from bridge.export import concept_averages, segment_picture, segments  # noqa: E402
 from bridge.recording import load_recording  # noqa: E402
 from bridge.timelapse import heatmap  # noqa: E402
 
@@ -58,9 +57,7 @@ def main(argv=None) -> int:
         rows[0].append(heatmap.heat_image(heatmap.heat(daam[words.index(word)], (TILE, TILE)), "hot"))
     if names:
         stack = np.stack([heatmap.upsample(means[n], (TILE, TILE)) for n in names])
-        colours = np.array([WORDS[i % len(WORDS)] for i in range(len(names))], dtype=np.float32)
-        picture = 0.45 * heatmap.resize_rgb(image, (TILE, TILE)).astype(np.float32) + 0.55 * colours[segments(stack)]
-        rows.append([np.clip(np.rint(picture), 0, 255).astype(np.uint8)]
+        rows.append([segment_picture(heatmap.resize_rgb(image, (TILE, TILE)), segments(stack), len(names))]
                     + [heatmap.heat_image(heatmap.heat(means[n], (TILE, TILE)), "hot") for n in names])
     width = max(len(r) for r in rows)
     sheet = np.full((len(rows) * TILE + (len(rows) - 1) * GAP, width * TILE + (width - 1) * GAP, 3), 255, np.uint8)
