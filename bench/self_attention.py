@@ -9,6 +9,13 @@ For held-out prompts (bench/attribution.py's scenes, a seed training never used)
 3. score each box's map: **share** = the part of its map's mass (summed over the run's steps,
    bicubic to the image size) that lies on its own object — against the object's area
    fraction, which a map spread evenly would get;
+   — and against the **ceiling** of the model's grid: the object's own mask, average-pooled to
+   the finest grid its attention layers have (image pixels per cell: the family's smallest
+   layer factor; 8 × 8 tokens on builtin:shapes-dit) and upsampled as the capture upsamples,
+   i.e. a map that attends to exactly the object's cells (where the layers mix grids, as the
+   UNet's do, the finest grid's ceiling is an upper bound).  A small object on a coarse grid
+   spills past its edges however sharp the attention is, so the ceiling says how much of a
+   shortfall is the grid's and how much the model's;
 4. **diffused**: the same box's diffused attention (bridge/selfgrid.py: the run's self grid,
    16 cells a side, summed over steps, expanded 3 times with a 0.1 cut) and its share;
 5. **when**: the first step from which a box's per-step share stays ≥ 90 % of its final-step
@@ -64,6 +71,18 @@ def share(map_: np.ndarray, mask: np.ndarray) -> float:
     return float((m * mask).sum() / total) if total > 0 else 0.0
 
 
+def ceiling(mask: np.ndarray, factor: int, map_hw: tuple[int, int]) -> float:
+    """The share of a map that is the object's mask pooled to a ``factor``-pixel grid, upsampled
+    bicubically to the map size and clamped as bridge/attention/selfagg.py does."""
+    import torch
+    import torch.nn.functional as F
+
+    h, w = mask.shape
+    cells = mask.astype(np.float32).reshape(h // factor, factor, w // factor, factor).mean(axis=(1, 3))
+    up = F.interpolate(torch.from_numpy(cells)[None, None], size=map_hw, mode="bicubic", align_corners=False).clamp_(min=0)
+    return share(up[0, 0].numpy(), mask)
+
+
 def first_settled(values: list[float], final: float) -> int:
     """First step from which ``values`` stay ≥ SETTLED × ``final``."""
     ok = [v >= SETTLED * final for v in values]
@@ -91,7 +110,8 @@ def main(argv=None) -> int:
 
     engine = Engine.load(args.model, device=args.device, progress=False)
     sink = Frames()
-    shares, last_shares, areas, self_steps, word_steps, diffused = [], [], [], [], [], []
+    factor = min(engine.family.layer_factors)
+    shares, last_shares, areas, self_steps, word_steps, diffused, ceilings = [], [], [], [], [], [], []
     for i, scene in enumerate(tqdm(A.sd.sample_scenes(A.BENCH_SEED, args.prompts), desc="self-attention")):
         base = GenerationRequest(scene.caption, seed=i, steps=args.steps, layers=layers)
         image = A.render(engine, base, Bus([sink])).image
@@ -114,6 +134,7 @@ def main(argv=None) -> int:
             diffused.append(share(selfgrid.diffuse(matrix, regions[r], image.shape[:2]), mask))
             last_shares.append(per_step[-1])
             areas.append(float(mask.mean()))
+            ceilings.append(ceiling(mask, factor, self_maps.shape[-2:]))
             self_steps.append(first_settled(per_step, per_step[-1]))
             noun = A.word_index(words, scene, j, "shape")
             ious = masks.iou_with_final(cumulative[:, noun:noun + 1], 0.4)
@@ -125,7 +146,8 @@ def main(argv=None) -> int:
     print(f"share of a box's self-attention on its own object: mean {statistics.mean(shares):.3f}, "
           f"median {statistics.median(shares):.3f}, 10th percentile {np.percentile(shares, 10):.3f} (target ≥ 0.7); "
           f"the last step's map alone: mean {statistics.mean(last_shares):.3f}; "
-          f"the object's area fraction (an even spread): mean {statistics.mean(areas):.3f}")
+          f"the object's area fraction (an even spread): mean {statistics.mean(areas):.3f}; "
+          f"the ceiling of a map on exactly the object's cells of the {factor}-pixel grid: mean {statistics.mean(ceilings):.3f}")
     print(f"share of the box's diffused attention ({GRID}×{GRID} self grid) on its own object: mean "
           f"{statistics.mean(diffused):.3f}, median {statistics.median(diffused):.3f}")
     print(f"step from which the box's per-step share stays ≥ {SETTLED:.0%} of its last: median {statistics.median(self_steps):.0f}; "

@@ -73,6 +73,42 @@ def test_grounded_attention_is_fluxs_attention_and_keeps_the_image_over_text_blo
     assert torch.allclose(store[0].sum(-1), torch.ones(2, 16), atol=1e-5)
 
 
+def test_text_grounding_keeps_each_caption_tokens_attention_over_the_image_in_dual_blocks_only():
+    """--text-ground-weight reads the other direction of the joint attention: the text queries
+    over the image keys, softmax over the image alone — checked against the attention
+    recomputed from the dual block's own projections; the outputs stay Flux's."""
+    from diffusers.models.embeddings import apply_rotary_emb
+
+    torch.manual_seed(1)
+    model = dit.make_transformer(1, 1, 16).eval()
+    kwargs = dict(hidden_states=torch.randn(2, 16, 16), timestep=torch.tensor([0.3, 0.7]), pooled_projections=torch.randn(2, 16),
+                  encoder_hidden_states=torch.randn(2, dit.TEXT_POSITIONS, dit.WIDTH), txt_ids=torch.zeros(dit.TEXT_POSITIONS, 3),
+                  img_ids=dit.image_ids(4, 4, "cpu"), return_dict=False)
+    seen = {}
+    attn = model.transformer_blocks[0].attn
+    hook = attn.register_forward_pre_hook(lambda _m, _a, kw: seen.update(kw), with_kwargs=True)
+    with torch.no_grad():
+        plain = model(**kwargs)[0]
+        store, text_store = [], []
+        model.set_attn_processor(dit.grounded_processors(model, store, dit.TEXT_POSITIONS, text_store))
+        grounded = model(**kwargs)[0]
+    hook.remove()
+    assert torch.allclose(plain, grounded, atol=1e-5)
+    assert len(store) == 2 and len(text_store) == 1  # both blocks read image → text; only the dual one text → image
+    kept = text_store[0]
+    assert kept.shape == (2, 16, dit.TEXT_POSITIONS)
+    assert torch.allclose(kept.sum(1), torch.ones(2, dit.TEXT_POSITIONS), atol=1e-5)  # a distribution over the image
+    with torch.no_grad():
+        d = attn.head_dim
+        x, c = seen["hidden_states"], seen["encoder_hidden_states"]
+        q = torch.cat([attn.norm_added_q(attn.add_q_proj(c).unflatten(-1, (-1, d))), attn.norm_q(attn.to_q(x).unflatten(-1, (-1, d)))], 1)
+        k = torch.cat([attn.norm_added_k(attn.add_k_proj(c).unflatten(-1, (-1, d))), attn.norm_k(attn.to_k(x).unflatten(-1, (-1, d)))], 1)
+        q, k = (apply_rotary_emb(t, seen["image_rotary_emb"], sequence_dim=1).transpose(1, 2) for t in (q, k))
+        t = dit.TEXT_POSITIONS
+        want = torch.softmax(q[:, :, :t] @ k[:, :, t:].transpose(-1, -2) / d ** 0.5, dim=-1).mean(1)  # (B, T, N)
+    assert torch.allclose(kept, want.transpose(1, 2), atol=1e-5)
+
+
 def test_packing_is_fluxpipelines():
     from diffusers import FluxPipeline
 
@@ -86,11 +122,13 @@ def test_tiny_training_run_writes_a_flux_folder_the_engine_loads(tmp_path, colle
     from bridge.engine import Engine, GenerationRequest
 
     out = tmp_path / "shapes-dit"
-    assert tsd.main(["--steps", "3", "--scenes", "64", "--batch", "8", "--out", str(out), "--no-progress", "--log-every", "1"]) == 0
+    assert tsd.main(["--steps", "3", "--scenes", "64", "--batch", "8", "--out", str(out), "--no-progress", "--log-every", "1",
+                     "--text-ground-weight", "0.2"]) == 0
     assert json.loads((out / "model_index.json").read_text())["_class_name"] == "FluxPipeline"
     defaults = json.loads((out / "bridge_defaults.json").read_text())
     assert defaults == {"guidance": 3.0, "vae_every": 1, "max_sequence_length": dit.TEXT_POSITIONS, "size": 64}
-    assert json.loads((out / "training.json").read_text())["args"]["steps"] == 3
+    recipe = json.loads((out / "training.json").read_text())["args"]
+    assert recipe["steps"] == 3 and recipe["text_ground_weight"] == 0.2
     engine = Engine.load(str(out), device="cpu", progress=False)
     assert engine.loaded.family == "flux" and engine.native_size == (64, 64) and engine.family.max_sequence_length == 24
     end = engine.generate(GenerationRequest("a yellow star and a green circle", steps=3, concepts=("star", "background")),
@@ -101,3 +139,25 @@ def test_tiny_training_run_writes_a_flux_folder_the_engine_loads(tmp_path, colle
     assert np.isfinite(collect.frames[-1].maps.astype(np.float32)).all()
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     assert size < 15e6
+
+
+def test_text_grounding_term_moves_the_text_streams_query_weights(t5_tokenizer):
+    """One training step with and without --text-ground-weight, same seed, same data: the term
+    is in the loss, so it reaches the dual-stream block's text-query projection."""
+    from bridge.builtin import train_shapes_dit as tsd
+
+    vae, clip_tok, clip = tsd.load_reused("cpu")
+    enc = dit.T5CaptionEncoder(t5_tokenizer)
+    base = tsd.parse_args(["--steps", "1", "--batch", "8", "--no-progress"])
+    base.bf16 = False
+    data = tsd.encode_data(base, vae, clip_tok, clip, enc, "cpu", 8)
+    weights = {}
+    for weight in (0.0, 5.0):
+        torch.manual_seed(0)
+        t5, transformer = dit.make_t5(len(t5_tokenizer)), dit.make_transformer(1, 1, clip.config.hidden_size)
+        args = tsd.parse_args(["--steps", "1", "--batch", "8", "--no-progress", "--ema", "0", "--text-ground-weight", str(weight)])
+        args.bf16 = False
+        tsd.train(args, data, t5, transformer, "cpu")
+        attn = transformer.transformer_blocks[0].attn
+        weights[weight] = attn.add_q_proj.weight.detach().clone()
+    assert not torch.allclose(weights[0.0], weights[5.0])

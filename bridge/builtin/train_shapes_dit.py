@@ -14,6 +14,9 @@ logit-normally (SD3's recipe), the transformer predicts ε − x₀.  The T5 enc
 10 % of captions are dropped so that true CFG works at inference.  The grounding term of the
 UNet recipe (bridge/builtin/training/grounding.py) pulls each colour and shape piece's attention
 (the image queries' attention over the text, from every block) inside its object's mask.
+``--text-ground-weight`` adds the other direction, off in the recipe: each caption piece's
+attention over the image in the dual-stream blocks — the attention ConceptAttention's concept
+queries make with the text stream's weights (docs/MODEL.md says what it did).
 """
 
 from __future__ import annotations
@@ -66,6 +69,9 @@ def parse_args(argv=None):
     p.add_argument("--nouns-only", type=float, default=0.0,
                    help="share of scenes captioned by their shape nouns alone (\"star and circle\"), so lone concept words are in distribution")
     p.add_argument("--ground-weight", type=float, default=0.1, help="weight of the attention grounding term (0: off)")
+    p.add_argument("--text-ground-weight", type=float, default=0.0,
+                   help="weight of the grounding term on the other direction: each caption word's attention over the image, "
+                        "in the dual-stream blocks (what ConceptAttention's concept queries read; 0: off)")
     p.add_argument("--pixel-weight", type=float, default=1.0,
                    help="weight of the grounding term's pixel part against its token part (default: %(default)s)")
     p.add_argument("--guidance", type=float, default=GUIDANCE, help="guidance the folder recommends (true CFG)")
@@ -123,9 +129,10 @@ def train(args, data, t5, transformer, device, stop_after=None, times=None):
     from tqdm import tqdm
 
     store: list = []
+    text_store = [] if args.text_ground_weight > 0 else None
     default_processors = transformer.attn_processors
-    if args.ground_weight > 0:
-        transformer.set_attn_processor(dit.grounded_processors(transformer, store, dit.TEXT_POSITIONS))
+    if args.ground_weight > 0 or text_store is not None:
+        transformer.set_attn_processor(dit.grounded_processors(transformer, store, dit.TEXT_POSITIONS, text_store))
     params = list(transformer.parameters()) + list(t5.parameters())
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
     ema = Ema(params, args.ema)
@@ -157,6 +164,8 @@ def train(args, data, t5, transformer, device, stop_after=None, times=None):
         s = sigma.view(-1, 1, 1, 1)
         noisy = (1 - s) * z + s * noise
         store.clear()
+        if text_store is not None:
+            text_store.clear()
         with mixed_precision(device, args.bf16):
             text = t5(ids).last_hidden_state
             pred = transformer(hidden_states=dit.pack(noisy), timestep=sigma, pooled_projections=pooled,
@@ -167,15 +176,20 @@ def train(args, data, t5, transformer, device, stop_after=None, times=None):
         if args.ground_weight > 0:
             ground = grounding_loss(store, masks, owner, args.pixel_weight)
             loss = loss + args.ground_weight * ground
+        text_ground = torch.zeros((), device=device)
+        if text_store is not None:
+            text_ground = grounding_loss(text_store, masks, owner)
+            loss = loss + args.text_ground_weight * text_ground
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         ema.update(step)
         if step % args.log_every == 0 or step == total - 1:
-            bar.set_postfix(mse=f"{mse.item():.4f}", ground=f"{ground.item():.3f}", lr=f"{lr:.1e}")
+            bar.set_postfix(mse=f"{mse.item():.4f}", ground=f"{ground.item():.3f}", text=f"{text_ground.item():.3f}", lr=f"{lr:.1e}")
             if not args.progress:
-                log.info("step %d mse %.4f ground %.3f (%.0f s)", step, mse.item(), ground.item(), time.time() - t0)
+                log.info("step %d mse %.4f ground %.3f text ground %.3f (%.0f s)", step, mse.item(), ground.item(),
+                         text_ground.item(), time.time() - t0)
     store.clear()
     ema.apply()
     transformer.set_attn_processor(default_processors)

@@ -79,10 +79,13 @@ class T5CaptionEncoder:
 
 class GroundedFluxAttention:
     """Training only: Flux's attention written out, keeping each image query's attention over
-    the text keys (renormalised over the text, heads averaged) for the grounding loss."""
+    the text keys (renormalised over the text, heads averaged) for the grounding loss — and,
+    where ``text_store`` is given, in the dual-stream blocks the other direction too: each text
+    query's attention over the image keys (renormalised over the image, heads averaged), the
+    attention ConceptAttention's concept queries make with the text stream's weights."""
 
-    def __init__(self, store: list, text_positions: int):
-        self.store, self.text = store, text_positions
+    def __init__(self, store: list, text_positions: int, text_store: list | None = None):
+        self.store, self.text, self.text_store = store, text_positions, text_store
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, image_rotary_emb=None):
         from diffusers.models.embeddings import apply_rotary_emb
@@ -106,6 +109,8 @@ class GroundedFluxAttention:
         probs = torch.softmax(scores.float(), dim=-1)
         t = self.text
         self.store.append(torch.softmax(scores[:, :, t:, :t].float(), dim=-1).mean(1))  # (B, N, T)
+        if self.text_store is not None and encoder_hidden_states is not None:
+            self.text_store.append(torch.softmax(scores[:, :, :t, t:].float(), dim=-1).mean(1).transpose(1, 2))  # (B, N, T)
         out = (probs.to(v.dtype) @ v).transpose(1, 2).flatten(2)
         if encoder_hidden_states is None:
             return out
@@ -113,8 +118,8 @@ class GroundedFluxAttention:
         return attn.to_out[1](attn.to_out[0](image_out)), attn.to_add_out(text_out)
 
 
-def grounded_processors(transformer, store: list, text_positions: int) -> dict:
-    return {name: GroundedFluxAttention(store, text_positions) for name in transformer.attn_processors}
+def grounded_processors(transformer, store: list, text_positions: int, text_store: list | None = None) -> dict:
+    return {name: GroundedFluxAttention(store, text_positions, text_store) for name in transformer.attn_processors}
 
 
 def pack(z):
