@@ -68,10 +68,13 @@ def parse_args(argv=None):
     p.add_argument("--drop-caption", type=float, default=0.1, help="share of empty captions, for CFG (default: %(default)s)")
     p.add_argument("--nouns-only", type=float, default=0.0,
                    help="share of scenes captioned by their shape nouns alone (\"star and circle\"), so lone concept words are in distribution")
-    p.add_argument("--ground-weight", type=float, default=0.1, help="weight of the attention grounding term (0: off)")
+    p.add_argument("--ground-weight", type=float, default=0.1,
+                   help="weight of the grounding term on each image position's attention over the caption words, "
+                        "the word maps' direction (default: %(default)s; 0: off)")
     p.add_argument("--text-ground-weight", type=float, default=0.0,
                    help="weight of the grounding term on the other direction: each caption word's attention over the image, "
-                        "in the dual-stream blocks (what ConceptAttention's concept queries read; 0: off)")
+                        "in the dual-stream blocks, what ConceptAttention's concept queries read (default: 0, off: "
+                        "0.3 nearly doubles the concept maps but costs the word maps; docs/MODEL.md)")
     p.add_argument("--pixel-weight", type=float, default=1.0,
                    help="weight of the grounding term's pixel part against its token part (default: %(default)s)")
     p.add_argument("--guidance", type=float, default=GUIDANCE, help="guidance the folder recommends (true CFG)")
