@@ -20,7 +20,7 @@ mask, as bench/attribution.py finds it):
                           the middle of denoising the most useful
 
 Usage:
-  python bench/concept_maps.py [--prompts 100] [--model builtin] [--steps 20] [--out result.json]
+  python bench/concept_maps.py [--prompts 100] [--model builtin] [--steps 20] [--concept-layers 1,2] [--out result.json]
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ def score(scene: sd.Scene, words, cumulative_last: np.ndarray, concept_steps: li
     return out
 
 
-def run(prompts: int, model: str, steps: int, guidance, device: str, seed: int, progress: bool = True):
+def run(prompts: int, model: str, steps: int, guidance, device: str, seed: int, progress: bool = True, concept_layers=None):
     from tqdm import tqdm
 
     from bridge.bus import Bus
@@ -105,7 +105,8 @@ def run(prompts: int, model: str, steps: int, guidance, device: str, seed: int, 
     for i, scene in enumerate(tqdm(sd.sample_scenes(seed, prompts), desc="concept maps", disable=not progress)):
         concepts = tuple(dict.fromkeys(o.shape for o in scene.objects)) + (BACKGROUND,)
         t0 = time.perf_counter()
-        end = engine.generate(GenerationRequest(scene.caption, seed=i, steps=steps, guidance=guidance, concepts=concepts), bus)
+        end = engine.generate(GenerationRequest(scene.caption, seed=i, steps=steps, guidance=guidance, concepts=concepts,
+                                                concept_layers=concept_layers), bus)
         seconds.append(time.perf_counter() - t0)
         if end.status != "completed":
             raise RuntimeError(f"render of {scene.caption!r} ended {end.status}: {end.error}")
@@ -118,6 +119,7 @@ def run(prompts: int, model: str, steps: int, guidance, device: str, seed: int, 
     curve = np.mean(curves, axis=0) if curves else np.zeros(steps)
     return {
         "model": model, "family": engine.family.name, "method": "OVAM" if engine.family.name in ("sd", "sdxl") else "ConceptAttention",
+        "concept_layers": list(concept_layers) if concept_layers else "default",
         "prompts": prompts, "objects": objects, "objects_drawn": drawn, "steps": steps,
         "miou": {m: float(np.mean(v)) if v else 0.0 for m, v in ious.items()},
         "concepts_argmax_per_step": [round(float(v), 4) for v in curve],
@@ -126,7 +128,8 @@ def run(prompts: int, model: str, steps: int, guidance, device: str, seed: int, 
 
 
 def format_summary(s: dict) -> str:
-    lines = [f"{s['prompts']} held-out prompts on {s['model']} ({s['family']}: concepts by {s['method']}), "
+    layers = "" if s["concept_layers"] == "default" else f", blocks {','.join(map(str, s['concept_layers']))}"
+    lines = [f"{s['prompts']} held-out prompts on {s['model']} ({s['family']}: concepts by {s['method']}{layers}), "
              f"{s['objects_drawn']} of {s['objects']} objects drawn; render with concepts "
              f"{s['seconds_per_render']:.2f} s mean, {s['seconds_per_render_median']:.2f} s median",
              "mIoU over drawn objects:"]
@@ -150,9 +153,14 @@ def main(argv=None) -> int:
     p.add_argument("--guidance", type=float, default=None, help="default: the model's")
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=BENCH_SEED, help="scene generator seed (default: %(default)s, bench/attribution.py's)")
+    p.add_argument("--concept-layers", default=None, metavar="N,N,…",
+                   help="on Flux, the dual-stream blocks whose concept maps are averaged, as render's flag (default: the later half)")
     p.add_argument("--out", type=Path, help="also write the summary as JSON")
     args = p.parse_args(argv)
-    summary = run(args.prompts, args.model, args.steps, args.guidance, args.device, args.seed)
+    from bridge.commands.render import parse_layer_indices
+
+    summary = run(args.prompts, args.model, args.steps, args.guidance, args.device, args.seed,
+                  concept_layers=parse_layer_indices(args.concept_layers))
     print(format_summary(summary))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
