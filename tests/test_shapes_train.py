@@ -69,6 +69,45 @@ def test_pixel_term_asks_for_the_whole_object_where_the_token_term_does_not():
     assert grounding.grounding_loss([core], masks, owner, pixel_weight=1.0).item() > 1.0
 
 
+def _eager_self_share(probs: np.ndarray, mask: np.ndarray) -> float:
+    """Share of an object's query rows' attention on its keys, both weighted by the object's
+    coverage of the layer's grid (the mask block-averaged to it), written out cell by cell."""
+    side = int(round(probs.shape[0] ** 0.5))
+    f = mask.shape[0] // side
+    cover = [mask[(c // side) * f:(c // side + 1) * f, (c % side) * f:(c % side + 1) * f].mean() for c in range(side * side)]
+    num = sum(cover[q] * probs[q, n] * cover[n] for q in range(len(cover)) for n in range(len(cover)))
+    return num / sum(cover)
+
+
+def test_self_grounding_loss_matches_an_eager_share():
+    rng = np.random.default_rng(5)
+    masks = torch.zeros(2, sd.MAX_OBJECTS, 16, 16)
+    masks[0, 0, 2:9, 3:7] = 1
+    masks[0, 1, 10:15, 9:16] = 1
+    masks[1, 0, 4:13, 0:5] = 1  # image 1 draws one object; its other slots are empty
+    layers = []
+    for side in (8, 4):  # two grids, as the UNet's two levels
+        logits = rng.normal(size=(2, side * side, side * side)) * 2
+        layers.append(torch.softmax(torch.from_numpy(logits), -1).float())
+    expected = []
+    for probs in layers:
+        shares = [_eager_self_share(probs[b].double().numpy(), masks[b, k].numpy())
+                  for b in range(2) for k in range(sd.MAX_OBJECTS) if masks[b, k].sum() > 0]
+        expected.append(np.mean([(1 - x) ** 2 for x in shares]))
+    got = grounding.self_grounding_loss(layers, masks).item()
+    assert got == pytest.approx(float(np.mean(expected)), rel=1e-5)
+    # Known answers: an object's rows all on its own cells → 0; all off the object → 1.
+    m = torch.zeros(1, sd.MAX_OBJECTS, 8, 8)
+    m[0, 0, :4] = 1
+    onto = torch.zeros(1, 64, 64)
+    onto[0, :, :32] = 1 / 32
+    off = torch.zeros(1, 64, 64)
+    off[0, :, 32:] = 1 / 32
+    assert grounding.self_grounding_loss([onto], m).item() == pytest.approx(0.0, abs=1e-6)
+    assert grounding.self_grounding_loss([off], m).item() == pytest.approx(1.0, abs=1e-6)
+    assert grounding.self_grounding_loss([off], torch.zeros_like(m)).item() == 0.0
+
+
 def test_noise_tilt_weights_images_by_timestep():
     t = torch.tensor([0, 250, 500, 1000])
     assert grounding.noise_tilt(t, 1000, 0.0).tolist() == [1.0, 1.0, 1.0, 1.0]
@@ -132,9 +171,10 @@ def test_tiny_training_run_writes_a_loadable_pipeline(tmp_path, collect):
     assert np.isfinite(sink.frames[-1].cumulative.astype(np.float32)).all()
 
 
-def test_training_attention_matches_the_default_processor_and_keeps_cross_probs():
+def test_training_attention_matches_the_default_processor_and_keeps_the_probs():
     """The explicit training attention computes what diffusers' default does, and keeps one
-    (B, N, L) probability map per cross-attention layer that sums to one over the tokens."""
+    (B, N, L) probability map per cross-attention layer that sums to one over the tokens, and
+    one (B, N, N) per self-attention layer."""
     torch.manual_seed(0)
     unet = arch.make_unet((32, 64)).eval()
     z = torch.randn(2, 4, arch.LATENT_SIZE, arch.LATENT_SIZE)
@@ -143,9 +183,14 @@ def test_training_attention_matches_the_default_processor_and_keeps_cross_probs(
     with torch.no_grad():
         expected = unet(z, t, cond).sample
         store: list = []
-        unet.set_attn_processor(grounding.training_processors(unet, store))
+        self_store: list = []
+        unet.set_attn_processor(grounding.training_processors(unet, store, self_store))
         got = unet(z, t, cond).sample
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    assert len(self_store) == 7  # each transformer block's self-attention too
+    for p in self_store:
+        assert p.shape[0] == 2 and p.shape[1] == p.shape[2]
+        torch.testing.assert_close(p.sum(-1), torch.ones(p.shape[:2]))
     cross_layers = sum(name.endswith("attn2.processor") for name in unet.attn_processors)
     assert len(store) == cross_layers == 7  # one per down level, the mid block, two per up level
     sides = sorted({int(p.shape[1] ** 0.5) for p in store})
@@ -189,3 +234,38 @@ def test_saved_pipeline_predicts_v_and_has_a_short_text_encoder(tmp_path):
     assert sched["prediction_type"] == "v_prediction" and sched["timestep_spacing"] == "trailing"
     assert json.loads((out / "text_encoder" / "config.json").read_text())["max_position_embeddings"] == arch.MAX_TOKENS
     assert json.loads((out / "tokenizer" / "tokenizer_config.json").read_text())["model_max_length"] == arch.MAX_TOKENS
+
+
+def _unet_weights(folder):
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "unet" / "diffusion_pytorch_model.safetensors"))
+
+
+def test_fine_tune_starts_from_a_folder_and_the_self_term_moves_self_attention(tmp_path):
+    """--init keeps the folder's VAE and tokenizer and starts from its weights; one step with the
+    self-grounding term gives other self-attention weights than the same step without it."""
+    base = tmp_path / "base"
+    common = ["--steps", "1", "--batch", "4", "--scenes", "16", "--no-progress", "--precision", "fp32", "--lr", "0.05"]
+    assert ts.main(["--out", str(base), "--vae-steps", "1", "--vae-batch", "2", *common]) == 0
+    runs = {}
+    for weight in ("0", "1"):
+        out = tmp_path / f"tuned-{weight}"
+        assert ts.main(["--out", str(out), "--init", str(base), "--self-ground-weight", weight, *common]) == 0
+        runs[weight] = _unet_weights(out)
+    meta = json.loads((tmp_path / "tuned-1" / "training.json").read_text())
+    assert meta["args"]["self_ground_weight"] == 1.0 and meta["args"]["init"] == str(base)
+    assert meta["init_training"]["args"]["vae_steps"] == 1  # the base's own record is kept
+    for part in ("vae/diffusion_pytorch_model.safetensors", "tokenizer/tokenizer.json"):
+        assert (tmp_path / "tuned-1" / part).read_bytes() == (base / part).read_bytes()
+    start = _unet_weights(base)
+    q = "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.weight"
+    assert not torch.equal(runs["0"][q], start[q])  # a step was taken from the base's weights
+    assert not torch.equal(runs["1"][q], runs["0"][q])
+
+
+def test_init_that_is_not_a_pipeline_folder_is_a_usage_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        ts.parse_args(["--init", str(tmp_path)])
+    assert e.value.code == 2
+    assert "not a pipeline folder" in capsys.readouterr().err

@@ -26,6 +26,7 @@ Everything is seeded; the exact command and numbers of the shipped weights are i
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import shutil
 import sys
@@ -40,7 +41,7 @@ from bridge.builtin.training.captions import CaptionEncoder
 from bridge.builtin.training.dataset import encode_scenes
 from bridge.builtin.training.precision import bf16_native
 from bridge.builtin.training.save import save_pipeline
-from bridge.builtin.training.stages import estimate, train_denoiser, train_vae
+from bridge.builtin.training.stages import estimate, load_vae, train_denoiser, train_vae
 from bridge.limits import LIMITS
 from bridge.tokenizers import clip_bpe
 
@@ -84,6 +85,12 @@ def parse_args(argv=None):
     p.add_argument("--ground-weight", type=float, default=0.1, help="weight of the attention grounding term (0: off)")
     p.add_argument("--pixel-weight", type=float, default=1.0,
                    help="weight, inside the grounding term, of the per-pixel coverage loss (0: off; see docs/MODEL.md)")
+    p.add_argument("--self-ground-weight", type=float, default=0.0,
+                   help="weight of the self-attention grounding term: each object's pixels' self-attention pulled "
+                        "onto the object, as bench/self_attention.py scores it (0: off; see docs/MODEL.md)")
+    p.add_argument("--init", type=Path, default=None, metavar="FOLDER",
+                   help="fine-tune: start the UNet and text encoder from this pipeline folder's weights and use its "
+                        "VAE and tokenizer (the VAE stage is skipped; --widths, --merges, --max-tokens are the folder's)")
     p.add_argument("--ground-noise-tilt", type=float, default=0.0,
                    help="shift the grounding term towards noisy timesteps: per-image weight 1 + tilt·(2t/1000 − 1), "
                         "0 flat, 1 from 0 (clean) to 2 (pure noise); must lie in 0..1 (default: %(default)s)")
@@ -97,6 +104,8 @@ def parse_args(argv=None):
     p.add_argument("--log-every", type=int, default=100)
     p.add_argument("--no-progress", dest="progress", action="store_false", help="log lines instead of bars")
     args = p.parse_args(argv)
+    if args.init is not None and not (args.init / "model_index.json").is_file():
+        p.error(f"--init {args.init}: not a pipeline folder (no model_index.json)")
     if not 0.0 <= args.ground_noise_tilt <= 1.0:
         p.error(f"--ground-noise-tilt must lie in 0..1 (above 1 some weights turn negative), got {args.ground_noise_tilt}")
     if not LIMITS.guidance.lo <= args.guidance <= LIMITS.guidance.hi:  # the folder's default must be a valid request
@@ -121,13 +130,16 @@ def main(argv=None) -> int:
     from transformers import CLIPTokenizer
 
     tok_dir = Path(tempfile.mkdtemp(prefix="shapes-tok-"))
-    clip_bpe.write_clip_tokenizer(tok_dir, args.merges, model_max_length=args.max_tokens)
+    if args.init is not None:
+        shutil.copytree(args.init / "tokenizer", tok_dir, dirs_exist_ok=True)
+    else:
+        clip_bpe.write_clip_tokenizer(tok_dir, args.merges, model_max_length=args.max_tokens)
     tokenizer = CLIPTokenizer.from_pretrained(tok_dir)
     if args.estimate:
         estimate(args, device, tokenizer)
         return 0
     t0 = time.time()
-    vae = train_vae(args, device)
+    vae = train_vae(args, device) if args.init is None else load_vae(args.init).to(device)
     t_vae = time.time() - t0
     with tqdm(total=args.scenes, desc="scenes", disable=not args.progress) as bar:
         data = encode_scenes(vae, CaptionEncoder(tokenizer), args, device, bar=bar)
@@ -145,6 +157,8 @@ def main(argv=None) -> int:
         "seconds_by_stage": {"vae": round(t_vae, 1), "scenes": round(t_data, 1), "unet": round(t_all - t_vae - t_data, 1)},
         "torch": torch.__version__,
     }
+    if args.init is not None and (args.init / "training.json").is_file():  # a fine-tune keeps its base's record
+        meta["init_training"] = json.loads((args.init / "training.json").read_text())
     args.out.parent.mkdir(parents=True, exist_ok=True)
     save_pipeline(args.out, vae, unet, text, tok_dir, meta, args.prediction, args.guidance, VAE_EVERY)
     shutil.rmtree(tok_dir, ignore_errors=True)

@@ -1,5 +1,6 @@
-"""Attention during training: explicit processors that keep the cross-attention probabilities,
-and the grounding loss that pulls each object word's attention onto its object's mask."""
+"""Attention during training: explicit processors that keep the attention probabilities, the
+grounding loss that pulls each object word's attention onto its object's mask, and the
+self-grounding loss that pulls an object's pixels' self-attention onto the object."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import torch.nn.functional as F
 
 
 class TrainingAttention:
-    """Explicit attention that can keep the cross-attention probabilities.
+    """Explicit attention that can keep its probabilities (heads averaged) in ``store``.
 
     Training only: the shipped pipeline uses diffusers' default processors.  At these head sizes
     (8–16 channels) the explicit form is also faster on a CPU than the fused kernel.
@@ -34,10 +35,11 @@ class TrainingAttention:
         return attn.to_out[1](attn.to_out[0](out))
 
 
-def training_processors(unet, store: list | None):
-    """Explicit attention everywhere; cross-attention layers also fill ``store`` when given."""
+def training_processors(unet, store: list | None, self_store: list | None = None):
+    """Explicit attention everywhere; cross-attention layers also fill ``store`` and
+    self-attention layers ``self_store``, where given."""
     return {
-        name: TrainingAttention(store if name.endswith("attn2.processor") else None)
+        name: TrainingAttention(store if name.endswith("attn2.processor") else self_store)
         for name in unet.attn_processors
     }
 
@@ -76,6 +78,29 @@ def grounding_loss(probs_list, masks, owner, pixel_weight: float = 0.0, sample_w
             bce = F.binary_cross_entropy(p, token_mask, reduction="none").mean(-1)
             loss = loss + pixel_weight * (bce * owned * w.view(-1, 1)).sum() / owned.sum()
         losses.append(loss)
+    return torch.stack(losses).mean()
+
+
+def self_grounding_loss(probs_list, masks, sample_weight=None):
+    """Mean over drawn objects of (1 − share of its pixels' self-attention on the object)².
+
+    The share is what bench/self_attention.py measures at inference: the object's query rows,
+    weighted by its coverage of the layer's grid, and the part of their attention that falls on
+    keys inside it (weighted by coverage too).  probs_list: (B, N, N) per self-attention layer;
+    masks (B, K, H, W) at any resolution (pooled to each layer's); ``sample_weight`` (B,) as in
+    :func:`grounding_loss`.
+    """
+    w = torch.ones(masks.shape[0], device=masks.device) if sample_weight is None else sample_weight.float()
+    losses = []
+    for probs in probs_list:
+        m = F.adaptive_avg_pool2d(masks.float(), int(math.isqrt(probs.shape[1]))).flatten(2)  # (B, K, N)
+        rows = m.sum(-1)  # (B, K): the object's coverage of this grid
+        drawn = (rows > 0).float()
+        if drawn.sum() == 0:
+            return masks.new_zeros(())
+        inside = torch.einsum("bkq,bqn,bkn->bk", m, probs, m)
+        share = inside / rows.clamp_min(1e-8)
+        losses.append(((1 - share) ** 2 * drawn * w.view(-1, 1)).sum() / drawn.sum())
     return torch.stack(losses).mean()
 
 

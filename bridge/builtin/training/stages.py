@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from .architectures import make_text_encoder, make_train_scheduler, make_unet, make_vae
 from .captions import CaptionEncoder
 from .dataset import SceneStream, TrainingSet, encode_scenes
-from .grounding import grounding_loss, noise_tilt, training_processors
+from .grounding import grounding_loss, noise_tilt, self_grounding_loss, training_processors
 from .precision import mixed_precision
 
 log = logging.getLogger("train_shapes")
@@ -34,9 +34,12 @@ def estimate(args, device, tokenizer, warmup: int = 3, timed: int = 6) -> float:
         return (times[-1] - times[warmup]) / (len(times) - 1 - warmup)
 
     per_stage = []
-    vae_times: list[float] = []
-    vae = train_vae(args, device, stop_after=warmup + timed + 1, times=vae_times)
-    per_stage.append(("vae", per_step(vae_times), args.vae_steps))
+    if args.init is None:
+        vae_times: list[float] = []
+        vae = train_vae(args, device, stop_after=warmup + timed + 1, times=vae_times)
+        per_stage.append(("vae", per_step(vae_times), args.vae_steps))
+    else:
+        vae = load_vae(args.init).to(device)
     sample = 2048
     t0 = time.perf_counter()
     data = encode_scenes(vae, CaptionEncoder(tokenizer), args, device, limit=sample)
@@ -115,17 +118,40 @@ def train_vae(args, device, stop_after=None, times=None):
     return vae
 
 
+def load_vae(folder):
+    """A saved pipeline folder's VAE, in float32 for training."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL.from_pretrained(folder, subfolder="vae").float()
+
+
+def load_denoiser(folder):
+    """A saved pipeline folder's UNet and text encoder, in float32 for training."""
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet").float()
+    return unet, CLIPTextModel.from_pretrained(folder, subfolder="text_encoder").float()
+
+
 def train_denoiser(args, data: TrainingSet, tokenizer, device, stop_after=None, times=None):
     from tqdm import tqdm
 
     torch.manual_seed(args.seed + 1)
-    unet = make_unet(args.widths).to(device)
-    text = make_text_encoder(args.merges, int(tokenizer.model_max_length)).to(device)
+    if args.init is not None:  # fine-tuning: start from a saved pipeline's weights
+        unet, text = load_denoiser(args.init)
+        unet, text = unet.to(device), text.to(device)
+    else:
+        unet = make_unet(args.widths).to(device)
+        text = make_text_encoder(args.merges, int(tokenizer.model_max_length)).to(device)
     text.set_attn_implementation("eager")  # explicit attention: faster at this size, and matches the UNet's
     noise_sched = make_train_scheduler(args.prediction)
     probs_store: list = []
+    self_store: list = []
+    self_weight = args.self_ground_weight
     default_processors = unet.attn_processors
-    unet.set_attn_processor(training_processors(unet, probs_store if args.ground_weight > 0 else None))
+    unet.set_attn_processor(training_processors(unet, probs_store if args.ground_weight > 0 else None,
+                                                self_store if self_weight > 0 else None))
     params = list(unet.parameters()) + list(text.parameters())
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
     ema = Ema(params, args.ema)
@@ -154,6 +180,7 @@ def train_denoiser(args, data: TrainingSet, tokenizer, device, stop_after=None, 
         a = alphas[t].view(-1, 1, 1, 1)
         noisy = a.sqrt() * z + (1 - a).sqrt() * noise
         probs_store.clear()
+        self_store.clear()
         with mixed_precision(device, args.bf16):
             cond = text(ids).last_hidden_state
             pred = unet(noisy, t, cond).sample.float()
@@ -172,16 +199,23 @@ def train_denoiser(args, data: TrainingSet, tokenizer, device, stop_after=None, 
             tilt = noise_tilt(t, noise_sched.config.num_train_timesteps, args.ground_noise_tilt)
             ground = grounding_loss(probs_store, masks, owner, args.pixel_weight, tilt)
             loss = loss + args.ground_weight * ground
+        self_ground = torch.zeros((), device=device)
+        if self_weight > 0:
+            self_ground = self_grounding_loss(self_store, masks)
+            loss = loss + self_weight * self_ground
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         ema.update(step)
         if step % args.log_every == 0 or step == args.steps - 1:
-            bar.set_postfix(mse=f"{mse.item():.4f}", ground=f"{ground.item():.3f}", lr=f"{lr:.1e}")
+            bar.set_postfix(mse=f"{mse.item():.4f}", ground=f"{ground.item():.3f}", self_ground=f"{self_ground.item():.3f}",
+                            lr=f"{lr:.1e}")
             if not args.progress:
-                log.info("unet step %d mse %.4f ground %.3f (%.1f s)", step, mse.item(), ground.item(), time.time() - t_start)
+                log.info("unet step %d mse %.4f ground %.3f self ground %.3f (%.1f s)", step, mse.item(), ground.item(),
+                         self_ground.item(), time.time() - t_start)
     probs_store.clear()
+    self_store.clear()
     ema.apply()
     unet.set_attn_processor(default_processors)
     return unet.eval(), text.eval()
