@@ -55,14 +55,19 @@ def test_nouns_only_share_recaptions_the_same_scenes(t5_tokenizer):
         assert not torch.equal(plain["pooled"][row], bare["pooled"][row])  # CLIP's pooled vector follows the caption
 
 
+def _tiny_forward_inputs() -> dict:
+    """Random inputs for a 4 × 4-token transformer from make_transformer(…, 16): two images, two timesteps."""
+    return dict(hidden_states=torch.randn(2, 16, 16), timestep=torch.tensor([0.3, 0.7]), pooled_projections=torch.randn(2, 16),
+                encoder_hidden_states=torch.randn(2, dit.TEXT_POSITIONS, dit.WIDTH), txt_ids=torch.zeros(dit.TEXT_POSITIONS, 3),
+                img_ids=dit.image_ids(4, 4, "cpu"), return_dict=False)
+
+
 def test_grounded_attention_is_fluxs_attention_and_keeps_the_image_over_text_block():
     """Same outputs as diffusers' FluxAttnProcessor for dual- and single-stream blocks; what it
     keeps is each image query's softmax over the text keys, heads averaged."""
     torch.manual_seed(0)
     model = dit.make_transformer(1, 1, 16).eval()
-    kwargs = dict(hidden_states=torch.randn(2, 16, 16), timestep=torch.tensor([0.3, 0.7]), pooled_projections=torch.randn(2, 16),
-                  encoder_hidden_states=torch.randn(2, dit.TEXT_POSITIONS, dit.WIDTH), txt_ids=torch.zeros(dit.TEXT_POSITIONS, 3),
-                  img_ids=dit.image_ids(4, 4, "cpu"), return_dict=False)
+    kwargs = _tiny_forward_inputs()
     with torch.no_grad():
         plain = model(**kwargs)[0]
         store: list = []
@@ -81,9 +86,7 @@ def test_text_grounding_keeps_each_caption_tokens_attention_over_the_image_in_du
 
     torch.manual_seed(1)
     model = dit.make_transformer(1, 1, 16).eval()
-    kwargs = dict(hidden_states=torch.randn(2, 16, 16), timestep=torch.tensor([0.3, 0.7]), pooled_projections=torch.randn(2, 16),
-                  encoder_hidden_states=torch.randn(2, dit.TEXT_POSITIONS, dit.WIDTH), txt_ids=torch.zeros(dit.TEXT_POSITIONS, 3),
-                  img_ids=dit.image_ids(4, 4, "cpu"), return_dict=False)
+    kwargs = _tiny_forward_inputs()
     seen = {}
     attn = model.transformer_blocks[0].attn
     hook = attn.register_forward_pre_hook(lambda _m, _a, kw: seen.update(kw), with_kwargs=True)
