@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -28,9 +28,11 @@ sys.path.insert(0, str(ROOT))
 from bridge.export import concept_averages, segment_picture, segments  # noqa: E402
 from bridge.recording import load_recording  # noqa: E402
 from bridge.timelapse import heatmap  # noqa: E402
+from bridge.timelapse.caption import font  # noqa: E402
 
 TILE = 182
 GAP = 10
+LABEL = 24  # a strip under each row naming its panels
 
 
 def main(argv=None) -> int:
@@ -51,6 +53,7 @@ def main(argv=None) -> int:
         image = np.asarray(Image.open(run / "final.png").convert("RGB"))
         names, means, _ = concept_averages(load_recording(run)) if args.concepts else ((), {}, [])
     rows = [[heatmap.resize_rgb(image, (TILE, TILE))]]
+    labels = [["image"] + [f'word "{w}"' for w in args.words]]
     for word in args.words:
         if word not in words:
             raise SystemExit(f"'{word}' is not a word of the prompt; its words are {words}")
@@ -59,12 +62,19 @@ def main(argv=None) -> int:
         stack = np.stack([heatmap.upsample(means[n], (TILE, TILE)) for n in names])
         rows.append([segment_picture(heatmap.resize_rgb(image, (TILE, TILE)), segments(stack), len(names))]
                     + [heatmap.heat_image(heatmap.heat(means[n], (TILE, TILE)), "hot") for n in names])
+        labels.append(["concepts, argmax"] + [f'concept "{n}"' for n in names])
     width = max(len(r) for r in rows)
-    sheet = np.full((len(rows) * TILE + (len(rows) - 1) * GAP, width * TILE + (width - 1) * GAP, 3), 255, np.uint8)
+    pitch = TILE + LABEL + GAP
+    sheet = np.full((len(rows) * pitch - GAP, width * TILE + (width - 1) * GAP, 3), 255, np.uint8)
     for j, row in enumerate(rows):
         for i, t in enumerate(row):
-            sheet[j * (TILE + GAP): j * (TILE + GAP) + TILE, i * (TILE + GAP): i * (TILE + GAP) + TILE] = t
-    Image.fromarray(sheet).save(args.out)
+            sheet[j * pitch: j * pitch + TILE, i * (TILE + GAP): i * (TILE + GAP) + TILE] = t
+    picture = Image.fromarray(sheet)
+    draw = ImageDraw.Draw(picture)
+    for j, row in enumerate(labels):
+        for i, text in enumerate(row):
+            draw.text((i * (TILE + GAP) + TILE / 2, j * pitch + TILE + LABEL / 2), text, fill=(40, 40, 40), font=font(15), anchor="mm")
+    picture.save(args.out)
     print(f"wrote {args.out}")
     return 0
 
