@@ -69,14 +69,17 @@ def test_pixel_term_asks_for_the_whole_object_where_the_token_term_does_not():
     assert grounding.grounding_loss([core], masks, owner, pixel_weight=1.0).item() > 1.0
 
 
-def _eager_self_share(probs: np.ndarray, mask: np.ndarray) -> float:
+def _eager_self_share(probs: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
     """Share of an object's query rows' attention on its keys, both weighted by the object's
-    coverage of the layer's grid (the mask block-averaged to it), written out cell by cell."""
+    coverage of the layer's grid (the mask block-averaged to it), and the rows' mean KL from the
+    object's coverage as a distribution: written out cell by cell."""
     side = int(round(probs.shape[0] ** 0.5))
     f = mask.shape[0] // side
     cover = [mask[(c // side) * f:(c // side + 1) * f, (c % side) * f:(c % side + 1) * f].mean() for c in range(side * side)]
     num = sum(cover[q] * probs[q, n] * cover[n] for q in range(len(cover)) for n in range(len(cover)))
-    return num / sum(cover)
+    target = [c / sum(cover) for c in cover]
+    kl = [sum(t * np.log(t / max(probs[q, n], 1e-8)) for n, t in enumerate(target) if t > 0) for q in range(len(cover))]
+    return num / sum(cover), sum(c * k for c, k in zip(cover, kl)) / sum(cover)
 
 
 def test_self_grounding_loss_matches_an_eager_share():
@@ -89,13 +92,14 @@ def test_self_grounding_loss_matches_an_eager_share():
     for side in (8, 4):  # two grids, as the UNet's two levels
         logits = rng.normal(size=(2, side * side, side * side)) * 2
         layers.append(torch.softmax(torch.from_numpy(logits), -1).float())
-    expected = []
-    for probs in layers:
-        shares = [_eager_self_share(probs[b].double().numpy(), masks[b, k].numpy())
-                  for b in range(2) for k in range(sd.MAX_OBJECTS) if masks[b, k].sum() > 0]
-        expected.append(np.mean([(1 - x) ** 2 for x in shares]))
-    got = grounding.self_grounding_loss(layers, masks).item()
-    assert got == pytest.approx(float(np.mean(expected)), rel=1e-5)
+    for cover_weight in (0.0, 0.5):
+        expected = []
+        for probs in layers:
+            terms = [_eager_self_share(probs[b].double().numpy(), masks[b, k].numpy())
+                     for b in range(2) for k in range(sd.MAX_OBJECTS) if masks[b, k].sum() > 0]
+            expected.append(np.mean([(1 - x) ** 2 + cover_weight * kl for x, kl in terms]))
+        got = grounding.self_grounding_loss(layers, masks, cover_weight).item()
+        assert got == pytest.approx(float(np.mean(expected)), rel=1e-5)
     # Known answers: an object's rows all on its own cells → 0; all off the object → 1.
     m = torch.zeros(1, sd.MAX_OBJECTS, 8, 8)
     m[0, 0, :4] = 1
@@ -106,6 +110,12 @@ def test_self_grounding_loss_matches_an_eager_share():
     assert grounding.self_grounding_loss([onto], m).item() == pytest.approx(0.0, abs=1e-6)
     assert grounding.self_grounding_loss([off], m).item() == pytest.approx(1.0, abs=1e-6)
     assert grounding.self_grounding_loss([off], torch.zeros_like(m)).item() == 0.0
+    assert grounding.self_grounding_loss([onto], m, cover_weight=1.0).item() == pytest.approx(0.0, abs=1e-5)
+    # Every pixel on one cell of the object: all of the share, none of the cover.
+    point = torch.zeros(1, 64, 64)
+    point[0, :, 5] = 1
+    assert grounding.self_grounding_loss([point], m).item() == pytest.approx(0.0, abs=1e-6)
+    assert grounding.self_grounding_loss([point], m, cover_weight=1.0).item() > 1.0
 
 
 def test_noise_tilt_weights_images_by_timestep():

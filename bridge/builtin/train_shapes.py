@@ -88,6 +88,9 @@ def parse_args(argv=None):
     p.add_argument("--self-ground-weight", type=float, default=0.0,
                    help="weight of the self-attention grounding term: each object's pixels' self-attention pulled "
                         "onto the object, as bench/self_attention.py scores it (0: off; see docs/MODEL.md)")
+    p.add_argument("--self-cover-weight", type=float, default=0.0,
+                   help="weight, inside the self-attention term, of the cover part: each of an object's pixels asked to "
+                        "attend over the whole object, not only near itself (0: off; see docs/MODEL.md)")
     p.add_argument("--init", type=Path, default=None, metavar="FOLDER",
                    help="fine-tune: start the UNet and text encoder from this pipeline folder's weights and use its "
                         "VAE and tokenizer (the VAE stage is skipped; --widths, --merges, --max-tokens are the folder's)")

@@ -81,14 +81,18 @@ def grounding_loss(probs_list, masks, owner, pixel_weight: float = 0.0, sample_w
     return torch.stack(losses).mean()
 
 
-def self_grounding_loss(probs_list, masks, sample_weight=None):
-    """Mean over drawn objects of (1 − share of its pixels' self-attention on the object)².
+def self_grounding_loss(probs_list, masks, cover_weight: float = 0.0, sample_weight=None):
+    """Mean over drawn objects of (1 − share of its pixels' self-attention on the object)², plus
+    ``cover_weight`` × the cover term.
 
     The share is what bench/self_attention.py measures at inference: the object's query rows,
     weighted by its coverage of the layer's grid, and the part of their attention that falls on
-    keys inside it (weighted by coverage too).  probs_list: (B, N, N) per self-attention layer;
-    masks (B, K, H, W) at any resolution (pooled to each layer's); ``sample_weight`` (B,) as in
-    :func:`grounding_loss`.
+    keys inside it (weighted by coverage too).  A pixel that attends only to itself satisfies it,
+    so the cover term (the self-attention analogue of :func:`grounding_loss`'s pixel term) asks
+    each of the object's rows to spread over the whole object: KL(object ‖ row), the object's
+    coverage normalised to a distribution, averaged over its rows as the share is.
+    probs_list: (B, N, N) per self-attention layer; masks (B, K, H, W) at any resolution (pooled
+    to each layer's); ``sample_weight`` (B,) as in :func:`grounding_loss`.
     """
     w = torch.ones(masks.shape[0], device=masks.device) if sample_weight is None else sample_weight.float()
     losses = []
@@ -100,7 +104,14 @@ def self_grounding_loss(probs_list, masks, sample_weight=None):
             return masks.new_zeros(())
         inside = torch.einsum("bkq,bqn,bkn->bk", m, probs, m)
         share = inside / rows.clamp_min(1e-8)
-        losses.append(((1 - share) ** 2 * drawn * w.view(-1, 1)).sum() / drawn.sum())
+        loss = (1 - share) ** 2
+        if cover_weight > 0:
+            target = m / rows.clamp_min(1e-8).unsqueeze(-1)  # (B, K, N): the object as a distribution
+            log_p = probs.clamp_min(1e-8).log()
+            cross = -torch.einsum("bkq,bqn,bkn->bk", m, log_p, target) / rows.clamp_min(1e-8)
+            entropy = -(target * target.clamp_min(1e-8).log()).sum(-1)
+            loss = loss + cover_weight * (cross - entropy)
+        losses.append((loss * drawn * w.view(-1, 1)).sum() / drawn.sum())
     return torch.stack(losses).mean()
 
 
