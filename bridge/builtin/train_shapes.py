@@ -18,7 +18,9 @@ Three stages, on images drawn by :mod:`bridge.builtin.shapes_data`:
    token states are shaped by what the UNet draws.  Because every object's mask is known, a
    grounding term pulls the cross-attention of each colour and shape token inside its object's
    mask (TokenCompose's token loss, Wang et al. 2024) and over all of it (its pixel loss): this
-   is what makes the model's attention maps cover the objects they name.
+   is what makes the model's attention maps cover the objects they name.  ``--self-ground-weight``
+   (off in the recipe) does the same for self-attention: each object's pixels pulled onto the
+   object; ``--init FOLDER`` fine-tunes a saved folder instead of starting from scratch.
 
 Everything is seeded; the exact command and numbers of the shipped weights are in docs/MODEL.md.
 """
