@@ -274,8 +274,11 @@ def test_fine_tune_starts_from_a_folder_and_the_self_term_moves_self_attention(t
     assert not torch.equal(runs["1"][q], runs["0"][q])
 
 
-def test_init_that_is_not_a_pipeline_folder_is_a_usage_error(tmp_path, capsys):
-    with pytest.raises(SystemExit) as e:
-        ts.parse_args(["--init", str(tmp_path)])
-    assert e.value.code == 2
-    assert "not a pipeline folder" in capsys.readouterr().err
+def test_init_that_is_not_a_unet_pipeline_folder_is_a_usage_error(tmp_path, capsys):
+    from bridge.models.resolve import BUILTIN_DIR
+
+    for folder, missing in ((tmp_path, "no unet, text_encoder, vae, tokenizer"), (BUILTIN_DIR / "shapes-dit", "no unet")):
+        with pytest.raises(SystemExit) as e:
+            ts.parse_args(["--init", str(folder)])
+        assert e.value.code == 2
+        assert f"not a Stable Diffusion pipeline folder like the shipped one ({missing})" in capsys.readouterr().err

@@ -109,8 +109,10 @@ def parse_args(argv=None):
     p.add_argument("--log-every", type=int, default=100)
     p.add_argument("--no-progress", dest="progress", action="store_false", help="log lines instead of bars")
     args = p.parse_args(argv)
-    if args.init is not None and not (args.init / "model_index.json").is_file():
-        p.error(f"--init {args.init}: not a pipeline folder (no model_index.json)")
+    if args.init is not None:
+        missing = [part for part in ("unet", "text_encoder", "vae", "tokenizer") if not (args.init / part).is_dir()]
+        if missing:
+            p.error(f"--init {args.init}: not a Stable Diffusion pipeline folder like the shipped one (no {', '.join(missing)})")
     if not 0.0 <= args.ground_noise_tilt <= 1.0:
         p.error(f"--ground-noise-tilt must lie in 0..1 (above 1 some weights turn negative), got {args.ground_noise_tilt}")
     if not LIMITS.guidance.lo <= args.guidance <= LIMITS.guidance.hi:  # the folder's default must be a valid request
