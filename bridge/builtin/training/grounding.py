@@ -81,7 +81,7 @@ def grounding_loss(probs_list, masks, owner, pixel_weight: float = 0.0, sample_w
     return torch.stack(losses).mean()
 
 
-def self_grounding_loss(probs_list, masks, cover_weight: float = 0.0, sample_weight=None):
+def self_grounding_loss(probs_list, masks, cover_weight: float = 0.0):
     """Mean over drawn objects of (1 − share of its pixels' self-attention on the object)², plus
     ``cover_weight`` × the cover term.
 
@@ -92,26 +92,22 @@ def self_grounding_loss(probs_list, masks, cover_weight: float = 0.0, sample_wei
     each of the object's rows to spread over the whole object: KL(object ‖ row), the object's
     coverage normalised to a distribution, averaged over its rows as the share is.
     probs_list: (B, N, N) per self-attention layer; masks (B, K, H, W) at any resolution (pooled
-    to each layer's); ``sample_weight`` (B,) as in :func:`grounding_loss`.
+    to each layer's).
     """
-    w = torch.ones(masks.shape[0], device=masks.device) if sample_weight is None else sample_weight.float()
+    drawn = (masks.flatten(2).sum(-1) > 0).float()  # (B, K): the same on every layer's grid
+    if drawn.sum() == 0:
+        return masks.new_zeros(())
     losses = []
     for probs in probs_list:
         m = F.adaptive_avg_pool2d(masks.float(), int(math.isqrt(probs.shape[1]))).flatten(2)  # (B, K, N)
-        rows = m.sum(-1)  # (B, K): the object's coverage of this grid
-        drawn = (rows > 0).float()
-        if drawn.sum() == 0:
-            return masks.new_zeros(())
-        inside = torch.einsum("bkq,bqn,bkn->bk", m, probs, m)
-        share = inside / rows.clamp_min(1e-8)
-        loss = (1 - share) ** 2
+        rows = m.sum(-1).clamp_min(1e-8)  # (B, K): the object's coverage of this grid
+        loss = (1 - torch.einsum("bkq,bqn,bkn->bk", m, probs, m) / rows) ** 2
         if cover_weight > 0:
-            target = m / rows.clamp_min(1e-8).unsqueeze(-1)  # (B, K, N): the object as a distribution
-            log_p = probs.clamp_min(1e-8).log()
-            cross = -torch.einsum("bkq,bqn,bkn->bk", m, log_p, target) / rows.clamp_min(1e-8)
+            target = m / rows.unsqueeze(-1)  # (B, K, N): the object as a distribution
+            cross = -torch.einsum("bkq,bqn,bkn->bk", m, probs.clamp_min(1e-8).log(), target) / rows
             entropy = -(target * target.clamp_min(1e-8).log()).sum(-1)
             loss = loss + cover_weight * (cross - entropy)
-        losses.append((loss * drawn * w.view(-1, 1)).sum() / drawn.sum())
+        losses.append((loss * drawn).sum() / drawn.sum())
     return torch.stack(losses).mean()
 
 

@@ -148,10 +148,9 @@ def train_denoiser(args, data: TrainingSet, tokenizer, device, stop_after=None, 
     noise_sched = make_train_scheduler(args.prediction)
     probs_store: list = []
     self_store: list = []
-    self_weight = args.self_ground_weight
     default_processors = unet.attn_processors
     unet.set_attn_processor(training_processors(unet, probs_store if args.ground_weight > 0 else None,
-                                                self_store if self_weight > 0 else None))
+                                                self_store if args.self_ground_weight > 0 else None))
     params = list(unet.parameters()) + list(text.parameters())
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
     ema = Ema(params, args.ema)
@@ -200,9 +199,9 @@ def train_denoiser(args, data: TrainingSet, tokenizer, device, stop_after=None, 
             ground = grounding_loss(probs_store, masks, owner, args.pixel_weight, tilt)
             loss = loss + args.ground_weight * ground
         self_ground = torch.zeros((), device=device)
-        if self_weight > 0:
+        if args.self_ground_weight > 0:
             self_ground = self_grounding_loss(self_store, masks, args.self_cover_weight)
-            loss = loss + self_weight * self_ground
+            loss = loss + args.self_ground_weight * self_ground
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
