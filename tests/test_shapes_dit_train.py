@@ -144,6 +144,40 @@ def test_tiny_training_run_writes_a_flux_folder_the_engine_loads(tmp_path, colle
     assert size < 15e6
 
 
+def test_fine_tune_starts_from_a_folder_and_keeps_its_vocabulary(tmp_path):
+    """--init starts the transformer and T5 from a saved folder (a step moves them away from it),
+    keeps the folder's T5 vocabulary byte for byte and its training record under init_training."""
+    from safetensors.torch import load_file
+
+    from bridge.builtin import train_shapes_dit as tsd
+
+    common = ["--steps", "1", "--scenes", "16", "--batch", "4", "--no-progress", "--precision", "fp32", "--lr", "0.05"]
+    base, tuned = tmp_path / "base", tmp_path / "tuned"
+    assert tsd.main(["--out", str(base), "--dual", "1", "--single", "1", *common]) == 0
+    assert tsd.main(["--out", str(tuned), "--init", str(base), "--text-ground-weight", "0.5", *common]) == 0
+    for part in ("tokenizer_2/tokenizer.json", "tokenizer_2/tokenizer_config.json"):
+        assert (tuned / part).read_bytes() == (base / part).read_bytes()  # its vocabulary, not the recipe's
+    config = json.loads((tuned / "transformer" / "config.json").read_text())
+    assert (config["num_layers"], config["num_single_layers"]) == (1, 1)  # the folder's blocks, not --dual/--single's 3
+    meta = json.loads((tuned / "training.json").read_text())
+    assert meta["args"]["init"] == str(base) and meta["init_training"]["args"]["dual"] == 1
+    weights = [load_file(str(f / "transformer" / "diffusion_pytorch_model.safetensors")) for f in (base, tuned)]
+    q = "transformer_blocks.0.attn.add_q_proj.weight"
+    assert not torch.equal(weights[0][q], weights[1][q])
+
+
+def test_init_that_is_not_a_flux_pipeline_folder_is_a_usage_error(tmp_path, capsys):
+    from bridge.builtin import train_shapes_dit as tsd
+    from bridge.models.resolve import BUILTIN_DIR
+
+    for folder, missing in ((tmp_path, "no transformer, text_encoder_2, tokenizer_2"),
+                            (BUILTIN_DIR / "shapes", "no transformer, text_encoder_2, tokenizer_2")):
+        with pytest.raises(SystemExit) as e:
+            tsd.parse_args(["--init", str(folder)])
+        assert e.value.code == 2
+        assert f"not a FluxPipeline folder like the shipped one ({missing})" in capsys.readouterr().err
+
+
 def test_text_grounding_term_moves_the_text_streams_query_weights(t5_tokenizer):
     """One training step with and without --text-ground-weight, same seed, same data: the term
     is in the loss, so it reaches the dual-stream block's text-query projection."""

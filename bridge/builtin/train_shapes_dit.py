@@ -78,10 +78,34 @@ def parse_args(argv=None):
     p.add_argument("--pixel-weight", type=float, default=1.0,
                    help="weight of the grounding term's pixel part against its token part (default: %(default)s)")
     p.add_argument("--guidance", type=float, default=GUIDANCE, help="guidance the folder recommends (true CFG)")
+    p.add_argument("--init", type=Path, default=None, metavar="FOLDER",
+                   help="fine-tune: start the transformer and T5 from this FluxPipeline folder's weights and use its T5 "
+                        "vocabulary (--dual and --single are the folder's)")
     p.add_argument("--estimate", action="store_true", help="time a few steps, print the projected duration, save nothing")
     p.add_argument("--log-every", type=int, default=100, help="a log line every N steps (default: %(default)s)")
     p.add_argument("--no-progress", dest="progress", action="store_false")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.init is not None:
+        missing = [part for part in INIT_PARTS if not (args.init / part).is_dir()]
+        if missing:
+            p.error(f"--init {args.init}: not a FluxPipeline folder like the shipped one (no {', '.join(missing)})")
+    return args
+
+
+INIT_PARTS = ("transformer", "text_encoder_2", "tokenizer_2")
+
+
+def load_init(folder: Path, device):
+    """A saved FluxPipeline folder's transformer and T5 encoder in float32 for training, and a
+    copy of its T5 vocabulary."""
+    from diffusers import FluxTransformer2DModel
+    from transformers import T5EncoderModel
+
+    transformer = FluxTransformer2DModel.from_pretrained(folder / "transformer", torch_dtype=torch.float32).to(device)
+    t5 = T5EncoderModel.from_pretrained(folder / "text_encoder_2", torch_dtype=torch.float32).to(device)
+    tok_dir = Path(tempfile.mkdtemp(prefix="shapes-dit-tok-"))
+    shutil.copytree(folder / "tokenizer_2", tok_dir, dirs_exist_ok=True)
+    return transformer, t5, tok_dir
 
 
 def load_reused(device):
@@ -234,10 +258,14 @@ def main(argv=None) -> int:
     torch.manual_seed(args.seed)
     t0 = time.time()
     vae, clip_tok, clip = load_reused(device)
-    tok_dir = dit.write_caption_tokenizer(Path(tempfile.mkdtemp(prefix="shapes-dit-tok-")))
-    t5_tok = T5Tokenizer.from_pretrained(tok_dir)
-    t5 = dit.make_t5(len(t5_tok)).to(device)
-    transformer = dit.make_transformer(args.dual, args.single, clip.config.hidden_size).to(device)
+    if args.init is not None:  # fine-tuning: a saved folder's weights and vocabulary
+        transformer, t5, tok_dir = load_init(args.init, device)
+        t5_tok = T5Tokenizer.from_pretrained(tok_dir)
+    else:
+        tok_dir = dit.write_caption_tokenizer(Path(tempfile.mkdtemp(prefix="shapes-dit-tok-")))
+        t5_tok = T5Tokenizer.from_pretrained(tok_dir)
+        t5 = dit.make_t5(len(t5_tok)).to(device)
+        transformer = dit.make_transformer(args.dual, args.single, clip.config.hidden_size).to(device)
     enc = dit.T5CaptionEncoder(t5_tok)
     if args.estimate:
         data = encode_data(args, vae, clip_tok, clip, enc, device, 1024)
@@ -259,6 +287,8 @@ def main(argv=None) -> int:
         "seconds_by_stage": {"scenes": round(t_data, 1), "transformer": round(seconds - t_data, 1)}, "torch": torch.__version__,
         "reused": "vae/ and text_encoder/ (CLIP) of builtin:shapes, frozen",
     }
+    if args.init is not None and (args.init / "training.json").is_file():  # a fine-tune keeps its base's record
+        meta["init_training"] = json.loads((args.init / "training.json").read_text())
     save(args.out, vae, clip_tok, clip, tok_dir, t5, transformer, meta, args.guidance)
     shutil.rmtree(tok_dir, ignore_errors=True)
     return 0
