@@ -272,6 +272,12 @@ def test_fine_tune_starts_from_a_folder_and_the_self_term_moves_self_attention(t
     q = "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.weight"
     assert not torch.equal(runs["0"][q], start[q])  # a step was taken from the base's weights
     assert not torch.equal(runs["1"][q], runs["0"][q])
+    text = "text_encoder/model.safetensors"
+    assert (tmp_path / "tuned-1" / text).read_bytes() != (base / text).read_bytes()  # the text encoder learns too…
+    frozen = tmp_path / "frozen"
+    assert ts.main(["--out", str(frozen), "--init", str(base), "--self-ground-weight", "1", "--freeze-text", *common]) == 0
+    assert (frozen / text).read_bytes() == (base / text).read_bytes()  # …unless it is frozen
+    assert not torch.equal(_unet_weights(frozen)[q], start[q])  # while the UNet still learns
 
 
 def test_init_that_is_not_a_unet_pipeline_folder_is_a_usage_error(tmp_path, capsys):

@@ -96,6 +96,9 @@ def parse_args(argv=None):
     p.add_argument("--init", type=Path, default=None, metavar="FOLDER",
                    help="fine-tune: start the UNet and text encoder from this pipeline folder's weights and use its "
                         "VAE and tokenizer (the VAE stage is skipped; --widths, --merges, --max-tokens are the folder's)")
+    p.add_argument("--freeze-text", action="store_true",
+                   help="train the UNet alone and keep the text encoder's weights as they are (with --init: the CLIP "
+                        "encoder that builtin:shapes-dit reuses stays byte-identical)")
     p.add_argument("--ground-noise-tilt", type=float, default=0.0,
                    help="shift the grounding term towards noisy timesteps: per-image weight 1 + tilt·(2t/1000 − 1), "
                         "0 flat, 1 from 0 (clean) to 2 (pure noise); must lie in 0..1 (default: %(default)s)")

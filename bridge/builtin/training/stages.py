@@ -151,7 +151,9 @@ def train_denoiser(args, data: TrainingSet, tokenizer, device, stop_after=None, 
     default_processors = unet.attn_processors
     unet.set_attn_processor(training_processors(unet, probs_store if args.ground_weight > 0 else None,
                                                 self_store if args.self_ground_weight > 0 else None))
-    params = list(unet.parameters()) + list(text.parameters())
+    if args.freeze_text:
+        text.requires_grad_(False)
+    params = list(unet.parameters()) + ([] if args.freeze_text else list(text.parameters()))
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
     ema = Ema(params, args.ema)
     gen = torch.Generator(device="cpu").manual_seed(args.seed + 2)
