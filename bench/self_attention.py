@@ -92,6 +92,49 @@ def first_settled(values: list[float], final: float) -> int:
     return len(ok) - 1
 
 
+def measure(engine, prompts: int, steps: int = 20, layers=None, progress: bool = True) -> dict:
+    """Render ``prompts`` held-out scenes twice each (plain, then with a box in every drawn
+    object) and score the boxes' maps; returns per-object lists and the model's grid factor."""
+    from dataclasses import replace
+
+    from tqdm import tqdm
+
+    from bridge.bus import Bus
+    from bridge.engine import GenerationRequest
+    from bridge.regions import make
+
+    sink = Frames()
+    factor = min(engine.family.layer_factors)
+    out = {k: [] for k in ("shares", "last_shares", "areas", "self_steps", "word_steps", "diffused", "ceilings")}
+    scenes = A.sd.sample_scenes(A.BENCH_SEED, prompts)
+    for i, scene in enumerate(tqdm(scenes, desc="self-attention", disable=not progress)):
+        base = GenerationRequest(scene.caption, seed=i, steps=steps, layers=layers)
+        image = A.render(engine, base, Bus([sink])).image
+        objects = [(j, m) for j, m in enumerate(A.object_masks(image, scene)) if m is not None]
+        if not objects:
+            continue
+        words = sink.start.words
+        cumulative = np.stack([f.cumulative for f in sink.frames]).astype(np.float32)
+        regions = tuple(make("box", (c[:2], c[2:]), f"o{j}") for j, m in objects for c in [centre_box(m)])
+        again = A.render(engine, replace(base, regions=regions, self_grid=GRID), Bus([sink]))
+        assert np.array_equal(again.image, image), "a region changed the image"
+        self_maps = np.stack([f.kinds["self"] for f in sink.frames]).astype(np.float32)  # (S, R, h, w)
+        matrix = sum(f.kinds["selfgrid"].astype(np.float64) for f in sink.frames)
+        for r, (j, mask) in enumerate(objects):
+            per_step = [share(self_maps[s, r], mask) for s in range(len(self_maps))]
+            out["shares"].append(share(self_maps[:, r].sum(axis=0), mask))
+            out["diffused"].append(share(selfgrid.diffuse(matrix, regions[r], image.shape[:2]), mask))
+            out["last_shares"].append(per_step[-1])
+            out["areas"].append(float(mask.mean()))
+            out["ceilings"].append(ceiling(mask, factor, self_maps.shape[-2:]))
+            out["self_steps"].append(first_settled(per_step, per_step[-1]))
+            noun = A.word_index(words, scene, j, "shape")
+            ious = masks.iou_with_final(cumulative[:, noun:noun + 1], 0.4)
+            out["word_steps"].append(masks.stabilisation_steps(ious, np.arange(len(ious)), 0.9)[0] or 0)
+    out["factor"] = factor
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--prompts", type=int, default=100)
@@ -102,54 +145,21 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     layers = tuple(x.strip() for x in args.layers.split(",")) if args.layers else None
 
-    from tqdm import tqdm
-
-    from bridge.bus import Bus
-    from bridge.engine import Engine, GenerationRequest
-    from bridge.regions import make
+    from bridge.engine import Engine
 
     engine = Engine.load(args.model, device=args.device, progress=False)
-    sink = Frames()
-    factor = min(engine.family.layer_factors)
-    shares, last_shares, areas, self_steps, word_steps, diffused, ceilings = [], [], [], [], [], [], []
-    for i, scene in enumerate(tqdm(A.sd.sample_scenes(A.BENCH_SEED, args.prompts), desc="self-attention")):
-        base = GenerationRequest(scene.caption, seed=i, steps=args.steps, layers=layers)
-        image = A.render(engine, base, Bus([sink])).image
-        objects = [(j, m) for j, m in enumerate(A.object_masks(image, scene)) if m is not None]
-        if not objects:
-            continue
-        words = sink.start.words
-        cumulative = np.stack([f.cumulative for f in sink.frames]).astype(np.float32)
-        regions = tuple(make("box", (c[:2], c[2:]), f"o{j}") for j, m in objects for c in [centre_box(m)])
-        from dataclasses import replace
-
-        again = A.render(engine, replace(base, regions=regions, self_grid=GRID), Bus([sink]))
-        assert np.array_equal(again.image, image), "a region changed the image"
-        self_maps = np.stack([f.kinds["self"] for f in sink.frames]).astype(np.float32)  # (S, R, h, w)
-        matrix = sum(f.kinds["selfgrid"].astype(np.float64) for f in sink.frames)
-        for r, (j, mask) in enumerate(objects):
-            per_step = [share(self_maps[s, r], mask) for s in range(len(self_maps))]
-            final = share(self_maps[:, r].sum(axis=0), mask)
-            shares.append(final)
-            diffused.append(share(selfgrid.diffuse(matrix, regions[r], image.shape[:2]), mask))
-            last_shares.append(per_step[-1])
-            areas.append(float(mask.mean()))
-            ceilings.append(ceiling(mask, factor, self_maps.shape[-2:]))
-            self_steps.append(first_settled(per_step, per_step[-1]))
-            noun = A.word_index(words, scene, j, "shape")
-            ious = masks.iou_with_final(cumulative[:, noun:noun + 1], 0.4)
-            word_steps.append(masks.stabilisation_steps(ious, np.arange(len(ious)), 0.9)[0] or 0)
-
-    n = len(shares)
+    r = measure(engine, args.prompts, args.steps, layers)
+    shares, self_steps, word_steps = r["shares"], r["self_steps"], r["word_steps"]
+    n, factor = len(shares), r["factor"]
     print(f"{args.model}, {args.prompts} prompts, {args.steps} steps, layers {args.layers or 'all'}: {n} drawn objects, "
           f"a {BOX}×{BOX} px box in each")
     print(f"share of a box's self-attention on its own object: mean {statistics.mean(shares):.3f}, "
           f"median {statistics.median(shares):.3f}, 10th percentile {np.percentile(shares, 10):.3f} (target ≥ 0.7); "
-          f"the last step's map alone: mean {statistics.mean(last_shares):.3f}; "
-          f"the object's area fraction (an even spread): mean {statistics.mean(areas):.3f}; "
-          f"the ceiling of a map on exactly the object's cells of the {factor}-pixel grid: mean {statistics.mean(ceilings):.3f}")
+          f"the last step's map alone: mean {statistics.mean(r['last_shares']):.3f}; "
+          f"the object's area fraction (an even spread): mean {statistics.mean(r['areas']):.3f}; "
+          f"the ceiling of a map on exactly the object's cells of the {factor}-pixel grid: mean {statistics.mean(r['ceilings']):.3f}")
     print(f"share of the box's diffused attention ({GRID}×{GRID} self grid) on its own object: mean "
-          f"{statistics.mean(diffused):.3f}, median {statistics.median(diffused):.3f}")
+          f"{statistics.mean(r['diffused']):.3f}, median {statistics.median(r['diffused']):.3f}")
     print(f"step from which the box's per-step share stays ≥ {SETTLED:.0%} of its last: median {statistics.median(self_steps):.0f}; "
           f"step from which the shape word's mask stays ≥ 0.9 IoU with its last: median {statistics.median(word_steps):.0f} "
           f"(self-attention first in {sum(a < b for a, b in zip(self_steps, word_steps))} of {n} objects, "

@@ -69,17 +69,19 @@ def test_pixel_term_asks_for_the_whole_object_where_the_token_term_does_not():
     assert grounding.grounding_loss([core], masks, owner, pixel_weight=1.0).item() > 1.0
 
 
-def _eager_self_share(probs: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
-    """Share of an object's query rows' attention on its keys, both weighted by the object's
-    coverage of the layer's grid (the mask block-averaged to it), and the rows' mean KL from the
-    object's coverage as a distribution: written out cell by cell."""
+def _eager_self_share(probs: np.ndarray, mask: np.ndarray, power: float = 1.0) -> tuple[float, float]:
+    """Share of an object's query rows' attention on its keys, the keys weighted by the object's
+    coverage of the layer's grid (the mask block-averaged to it) and the rows by that coverage to
+    ``power``, and the rows' mean KL from the object's coverage as a distribution: written out
+    cell by cell."""
     side = int(round(probs.shape[0] ** 0.5))
     f = mask.shape[0] // side
     cover = [mask[(c // side) * f:(c // side + 1) * f, (c % side) * f:(c % side + 1) * f].mean() for c in range(side * side)]
-    num = sum(cover[q] * probs[q, n] * cover[n] for q in range(len(cover)) for n in range(len(cover)))
+    rows = [c ** power for c in cover]
+    num = sum(rows[q] * probs[q, n] * cover[n] for q in range(len(cover)) for n in range(len(cover)))
     target = [c / sum(cover) for c in cover]
     kl = [sum(t * np.log(t / max(probs[q, n], 1e-8)) for n, t in enumerate(target) if t > 0) for q in range(len(cover))]
-    return num / sum(cover), sum(c * k for c, k in zip(cover, kl)) / sum(cover)
+    return num / sum(rows), sum(r * k for r, k in zip(rows, kl)) / sum(rows)
 
 
 def test_self_grounding_loss_matches_an_eager_share():
@@ -92,14 +94,17 @@ def test_self_grounding_loss_matches_an_eager_share():
     for side in (8, 4):  # two grids, as the UNet's two levels
         logits = rng.normal(size=(2, side * side, side * side)) * 2
         layers.append(torch.softmax(torch.from_numpy(logits), -1).float())
-    for cover_weight in (0.0, 0.5):
+    results = {}
+    for cover_weight, power in ((0.0, 1.0), (0.5, 1.0), (0.0, 3.0), (0.5, 3.0)):
         expected = []
         for probs in layers:
-            terms = [_eager_self_share(probs[b].double().numpy(), masks[b, k].numpy())
+            terms = [_eager_self_share(probs[b].double().numpy(), masks[b, k].numpy(), power)
                      for b in range(2) for k in range(sd.MAX_OBJECTS) if masks[b, k].sum() > 0]
             expected.append(np.mean([(1 - x) ** 2 + cover_weight * kl for x, kl in terms]))
-        got = grounding.self_grounding_loss(layers, masks, cover_weight).item()
+        got = grounding.self_grounding_loss(layers, masks, cover_weight, query_power=power).item()
         assert got == pytest.approx(float(np.mean(expected)), rel=1e-5)
+        results[cover_weight, power] = got
+    assert results[0.0, 3.0] != pytest.approx(results[0.0, 1.0], rel=1e-3)  # the rim's rows count less
     # Known answers: an object's rows all on its own cells → 0; all off the object → 1.
     m = torch.zeros(1, sd.MAX_OBJECTS, 8, 8)
     m[0, 0, :4] = 1

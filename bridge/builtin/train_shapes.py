@@ -93,6 +93,9 @@ def parse_args(argv=None):
     p.add_argument("--self-cover-weight", type=float, default=0.0,
                    help="weight, inside the self-attention term, of the cover part: each of an object's pixels asked to "
                         "attend over the whole object, not only near itself (0: off; see docs/MODEL.md)")
+    p.add_argument("--self-query-power", type=float, default=1.0,
+                   help="inside the self-attention term, weight each of an object's pixels by its coverage raised to "
+                        "this power: above 1 the interior counts more than the rim (default: %(default)s)")
     p.add_argument("--init", type=Path, default=None, metavar="FOLDER",
                    help="fine-tune: start the UNet and text encoder from this pipeline folder's weights and use its "
                         "VAE and tokenizer (the VAE stage is skipped; --widths, --merges, --max-tokens are the folder's)")

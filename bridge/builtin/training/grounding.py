@@ -81,7 +81,7 @@ def grounding_loss(probs_list, masks, owner, pixel_weight: float = 0.0, sample_w
     return torch.stack(losses).mean()
 
 
-def self_grounding_loss(probs_list, masks, cover_weight: float = 0.0):
+def self_grounding_loss(probs_list, masks, cover_weight: float = 0.0, query_power: float = 1.0):
     """Mean over drawn objects of (1 − share of its pixels' self-attention on the object)², plus
     ``cover_weight`` × the cover term.
 
@@ -91,6 +91,9 @@ def self_grounding_loss(probs_list, masks, cover_weight: float = 0.0):
     so the cover term (the self-attention analogue of :func:`grounding_loss`'s pixel term) asks
     each of the object's rows to spread over the whole object: KL(object ‖ row), the object's
     coverage normalised to a distribution, averaged over its rows as the share is.
+    ``query_power`` weights the query rows by the coverage raised to it: above 1 the object's
+    interior counts more than its rim, whose pixels may look across the edge to draw it (the
+    bench's boxes sit inside the objects).
     probs_list: (B, N, N) per self-attention layer; masks (B, K, H, W) at any resolution (pooled
     to each layer's).
     """
@@ -100,11 +103,12 @@ def self_grounding_loss(probs_list, masks, cover_weight: float = 0.0):
     losses = []
     for probs in probs_list:
         m = F.adaptive_avg_pool2d(masks.float(), int(math.isqrt(probs.shape[1]))).flatten(2)  # (B, K, N)
-        rows = m.sum(-1).clamp_min(1e-8)  # (B, K): the object's coverage of this grid
-        loss = (1 - torch.einsum("bkq,bqn,bkn->bk", m, probs, m) / rows) ** 2
+        q = m if query_power == 1 else m ** query_power  # the query rows' weights
+        rows = q.sum(-1).clamp_min(1e-8)  # (B, K)
+        loss = (1 - torch.einsum("bkq,bqn,bkn->bk", q, probs, m) / rows) ** 2
         if cover_weight > 0:
-            target = m / rows.unsqueeze(-1)  # (B, K, N): the object as a distribution
-            cross = -torch.einsum("bkq,bqn,bkn->bk", m, probs.clamp_min(1e-8).log(), target) / rows
+            target = m / m.sum(-1, keepdim=True).clamp_min(1e-8)  # (B, K, N): the object as a distribution
+            cross = -torch.einsum("bkq,bqn,bkn->bk", q, probs.clamp_min(1e-8).log(), target) / rows
             entropy = -(target * target.clamp_min(1e-8).log()).sum(-1)
             loss = loss + cover_weight * (cross - entropy)
         losses.append((loss * drawn).sum() / drawn.sum())

@@ -202,7 +202,7 @@ def train_denoiser(args, data: TrainingSet, tokenizer, device, stop_after=None, 
             loss = loss + args.ground_weight * ground
         self_ground = torch.zeros((), device=device)
         if args.self_ground_weight > 0:
-            self_ground = self_grounding_loss(self_store, masks, args.self_cover_weight)
+            self_ground = self_grounding_loss(self_store, masks, args.self_cover_weight, args.self_query_power)
             loss = loss + args.self_ground_weight * self_ground
         opt.zero_grad(set_to_none=True)
         loss.backward()
