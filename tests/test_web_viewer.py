@@ -39,6 +39,7 @@ STEPS = 20 if UPDATE_DOCS else 6
 # The tiny random model's images and maps fill their canvases; the shapes model draws objects on
 # a dark background with maps on the objects, so the docs run asks only that something is lit.
 LIT = 0.05 if UPDATE_DOCS else 0.5
+HERO_SEED = 0  # README's picture: a seed the built-in model draws the prompt cleanly with
 PROMPT, DOCS_WORD = ("a yellow star and a green circle", "star") if UPDATE_DOCS else ("a red circle above a blue square", None)
 
 
@@ -168,13 +169,13 @@ def test_a_typed_prompt_runs_and_every_panel_fills(live_bridge):
     with browser_page() as page:
         open_viewer(page, live_bridge.url)
         assert lit_fraction(canvas_pixels(page, "#preview")) == 0.0  # nothing before a run
-        submit(page, PROMPT, STEPS, seed=3)
+        submit(page, PROMPT, STEPS, seed=HERO_SEED)
         wait_run_end(page, PROMPT)
         page.wait_for_function("window.viewer.counts.particleFrames > 10", timeout=60_000)  # particles drawn
 
         run = page.evaluate("window.viewer.run")
         assert run["prompt"] == PROMPT
-        assert run["seed"] == 3 and run["steps"] == STEPS
+        assert run["seed"] == HERO_SEED and run["steps"] == STEPS
         c = counts(page)
         assert c["steps"] + int(page.evaluate("Number(document.querySelector('#dropped').textContent.split(' ')[0]) || 0")) == STEPS
         assert c["maps"] >= 1 and c["cumulative"] >= 1 and c["preview"] >= 1 and c["final"] == 1
@@ -329,7 +330,9 @@ def test_a_box_dragged_on_the_preview_gets_its_self_attention_map(live_bridge):
         page.click("#clear-regions")
         page.wait_for_function("window.viewer.regions.length === 0", timeout=10_000)
         cleared = canvas_pixels(page, "#self")[..., :3].astype(float)
-        assert cleared.mean() < 0.6 * shown.mean()  # no region: the dimmed preview, no heat over it
+        # no region: the dimmed preview, no heat over it (its brightest pixels, since a focused
+        # map lights only its object)
+        assert np.percentile(cleared.max(-1), 99) < 0.6 * np.percentile(shown.max(-1), 99)
         assert not page.errors, page.errors
 
 
