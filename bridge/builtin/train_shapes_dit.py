@@ -16,7 +16,8 @@ UNet recipe (bridge/builtin/training/grounding.py) pulls each colour and shape p
 (the image queries' attention over the text, from every block) inside its object's mask.
 ``--text-ground-weight`` adds the other direction, off in the recipe: each caption piece's
 attention over the image in the dual-stream blocks — the attention ConceptAttention's concept
-queries make with the text stream's weights (docs/MODEL.md says what it did).
+queries make with the text stream's weights (docs/MODEL.md says what it did).  ``--init FOLDER``
+fine-tunes a saved folder instead of starting from scratch.
 """
 
 from __future__ import annotations
