@@ -273,28 +273,8 @@ def _concepts(rec: Recording, out: Path, image: np.ndarray, options: ExportOptio
 
 def _region_picture(image: np.ndarray, total: np.ndarray, region, width: int, options: ExportOptions) -> np.ndarray:
     """A region's map over the image, the region outlined in white."""
-    from PIL import ImageDraw
-
-    picture = Image.fromarray(heatmap.overlay(image, heatmap.normalized(heatmap.upsample(total, image.shape[:2])),
-                                              options.colormap, options.opacity))
-    scale = image.shape[1] / width
-    points = [(x * scale, y * scale) for x, y in region.points]
-    draw = ImageDraw.Draw(picture)
-    if region.shape == "box":
-        draw.rectangle([*points[0], *points[1]], outline=(255, 255, 255), width=2)
-    elif region.shape == "polygon":
-        draw.polygon(points, outline=(255, 255, 255))
-    elif region.shape == "mask":  # its edge: mask pixels with a neighbour outside
-        mask = np.asarray(Image.fromarray(region.mask_array()).resize(picture.size, Image.NEAREST))
-        p = np.pad(mask, 1)
-        edge = mask & ~(p[:-2, 1:-1] & p[2:, 1:-1] & p[1:-1, :-2] & p[1:-1, 2:])
-        pixels = np.asarray(picture).copy()
-        pixels[edge] = 255
-        return pixels
-    else:
-        (x, y), r = points[0], 4
-        draw.rectangle([x - r, y - r, x + r, y + r], outline=(255, 255, 255), width=2)
-    return np.asarray(picture)
+    picture = heatmap.overlay(image, heatmap.normalized(heatmap.upsample(total, image.shape[:2])), options.colormap, options.opacity)
+    return heatmap.outline_region(picture, region, image.shape[1] / width)
 
 
 def _final_image(rec: Recording) -> np.ndarray:

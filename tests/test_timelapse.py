@@ -219,6 +219,17 @@ def test_a_timelapse_of_a_self_attention_region(tiny_engine, tmp_path, capsys):
     left = [f[tile, : f.shape[1] // 2].astype(int) for f in video]  # the bare preview
     assert np.abs(right[0] - left[0]).mean() < 3  # step 0 had no region: no heat over it
     assert np.abs(right[-1] - left[-1]).mean() > 10  # later steps: the box's map over the preview
+    # The box is outlined in white over its map (exact pixels: the layout, not the lossy video).
+    from bridge.recording.reader import Recording
+    from bridge.timelapse.overlays import Single
+    from bridge.timelapse.style import Style
+
+    recorded = Recording(folder)
+    scale = 96 / recorded.start.width
+    style = Style((96, 96), ((0, "r0"),), map_kind="self", region_ids=("r0",), image_hw=(recorded.start.height, recorded.start.width))
+    edge = (slice(round(8 * scale) - 1, round(40 * scale) + 2), round(8 * scale))  # the box's left side
+    first, last = (Single(recorded.start, style).overlay(recorded.frame(i), np.zeros((96, 96, 3), np.uint8), 0) for i in (0, 3))
+    assert (last[edge] == 255).all(axis=-1).mean() > 0.8 and not (first == 255).all(axis=-1).any()
     assert main(["timelapse", str(folder), "-o", str(out), "--map", "self", "--words", "nope", "--no-progress"]) == 2
     assert "region 'nope' is not in this run; its regions are: r0" in capsys.readouterr().err
 

@@ -58,3 +58,29 @@ def resize_rgb(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     if image.shape[:2] == (h, w):
         return image
     return np.asarray(Image.fromarray(image, "RGB").resize((w, h), Image.LANCZOS))
+
+
+def outline_region(picture: np.ndarray, region, scale: float) -> np.ndarray:
+    """``picture`` (H, W, 3) uint8 with a query region (bridge/regions.py, in the run's image
+    pixels, times ``scale``) outlined in white: so that a self-attention map shows what asked."""
+    from PIL import ImageDraw
+
+    if region.shape == "mask":  # its edge: mask pixels with a neighbour outside
+        h, w = picture.shape[:2]
+        mask = np.asarray(Image.fromarray(region.mask_array()).resize((w, h), Image.NEAREST))
+        p = np.pad(mask, 1)
+        edge = mask & ~(p[:-2, 1:-1] & p[2:, 1:-1] & p[1:-1, :-2] & p[1:-1, 2:])
+        out = picture.copy()
+        out[edge] = 255
+        return out
+    image = Image.fromarray(picture)
+    draw = ImageDraw.Draw(image)
+    points = [(x * scale, y * scale) for x, y in region.points]
+    if region.shape == "box":
+        draw.rectangle([*points[0], *points[1]], outline=(255, 255, 255), width=2)
+    elif region.shape == "polygon":
+        draw.polygon(points, outline=(255, 255, 255))
+    else:  # a pixel: a small square around it
+        (x, y), r = points[0], 4
+        draw.rectangle([x - r, y - r, x + r, y + r], outline=(255, 255, 255), width=2)
+    return np.asarray(image)

@@ -8,7 +8,7 @@ import numpy as np
 
 from ..frames import RunStart, StepFrame
 from . import heatmap
-from .style import Style, frame_maps, label
+from .style import Style, frame_maps, label, shown_region
 
 
 class _Overlays:
@@ -22,7 +22,9 @@ class _Overlays:
 
     def overlay(self, frame: StepFrame, preview: np.ndarray, word_index: int) -> np.ndarray:
         h = heatmap.heat(frame_maps(frame, self.style.map_kind, self.style.region_ids, self.style)[word_index], self.style.tile)
-        return heatmap.overlay(preview, h, self.style.colormap, self.style.opacity)
+        out = heatmap.overlay(preview, h, self.style.colormap, self.style.opacity)
+        region = shown_region(frame, self.style, word_index)  # a self-attention map shows the region that asked
+        return out if region is None else heatmap.outline_region(out, region, self.style.tile[1] / self.style.image_hw[1])
 
 
 class Single(_Overlays):

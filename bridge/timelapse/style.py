@@ -31,6 +31,24 @@ def tile_size(start: RunStart, longest: int) -> tuple[int, int]:
     return (max(2, round(h * scale)), max(2, round(w * scale)))
 
 
+def shown_region(frame: StepFrame, style: Style, index: int):
+    """The query region (bridge.regions.Region) whose self-attention map is shown at ``index``,
+    or None: a word or concept map, or a step that did not have that region."""
+    if style.after:
+        return style.after[index]
+    if mapkinds.by_cli_name(style.map_kind).labels != "regions" or index >= len(style.region_ids):
+        return None
+    from ..regions import RegionError, from_dict
+
+    for k, d in enumerate(frame.regions or ()):
+        if str(d.get("id", "")) == style.region_ids[index]:
+            try:
+                return from_dict(d, k)
+            except RegionError:  # a recording edited by hand: show the map without its outline
+                return None
+    return None
+
+
 def step_labels(labels: str, regions, concepts) -> list[str]:
     """The ids a step's maps of a kind labelled by ``labels`` carry, in order (a StepFrame's or a
     recorded step line's ``regions`` and ``concepts``)."""
