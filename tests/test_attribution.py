@@ -255,6 +255,7 @@ def test_concepts_benchmark_renders_each_pair():
     scores = concepts.run(seeds=1, device="cpu", pairs=[("green", "triangle"), ("yellow", "star")], progress=False)
     assert set(scores) == {("green", "triangle"), ("yellow", "star")}
     # At its default guidance (3) the shipped model loses no pair (bench/concepts.py, 4 seeds:
-    # 139 of 140 clean; the recipe's weights before the self-attention fine-tune: 280 of 280 over 8).  "a green triangle" is the pair it loses at Stable Diffusion's 7.5
+    # 139 of 140 clean; the recipe's weights before the self-attention fine-tune: 280 of 280 over
+    # 8).  "a green triangle" is the pair the recipe's weights lose at Stable Diffusion's 7.5
     # (purity 0.00-0.06 in seeds 0-3), so this also fails if that default is lost.
     assert all(concepts.clean_share(p) == 1.0 for p in scores.values()), scores

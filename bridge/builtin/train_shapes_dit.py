@@ -49,6 +49,9 @@ SHAPES = BUILTIN_DIR / "shapes"  # whose VAE and CLIP text encoder are reused
 GUIDANCE = 3.0
 
 
+INIT_PARTS = ("transformer", "text_encoder_2", "tokenizer_2")  # what --init needs of a folder
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m bridge.builtin.train_shapes_dit",
                                 description="Train the built-in shapes transformer (seeded; the defaults are the recipe).",
@@ -91,9 +94,6 @@ def parse_args(argv=None):
         if missing:
             p.error(f"--init {args.init}: not a FluxPipeline folder like the shipped one (no {', '.join(missing)})")
     return args
-
-
-INIT_PARTS = ("transformer", "text_encoder_2", "tokenizer_2")
 
 
 def load_init(folder: Path, device):

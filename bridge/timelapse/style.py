@@ -40,13 +40,14 @@ def shown_region(frame: StepFrame, style: Style, index: int):
         return None
     from ..regions import RegionError, from_dict
 
-    for k, d in enumerate(frame.regions or ()):
-        if str(d.get("id", "")) == style.region_ids[index]:
-            try:
-                return from_dict(d, k)
-            except RegionError:  # a recording edited by hand: show the map without its outline
-                return None
-    return None
+    have = step_labels("regions", frame.regions, ())
+    if style.region_ids[index] not in have:
+        return None
+    k = have.index(style.region_ids[index])
+    try:
+        return from_dict(frame.regions[k], k)
+    except RegionError:  # a recording edited by hand: show the map without its outline
+        return None
 
 
 def step_labels(labels: str, regions, concepts) -> list[str]:
