@@ -198,3 +198,99 @@ def test_text_grounding_term_moves_the_text_streams_query_weights(t5_tokenizer):
         attn = transformer.transformer_blocks[0].attn
         weights[weight] = attn.add_q_proj.weight.detach().clone()
     assert not torch.allclose(weights[0.0], weights[5.0])
+
+
+def test_training_concept_stream_gives_the_captures_concept_maps():
+    """--concept-weight trains the maps the capture streams: the training hooks (under the
+    grounded processors training installs) give, block for block, the saliency the engine's
+    ConceptAttention producer (itself checked against an eager reference in test_concepts.py)
+    maps at a step — same blocks averaged, same concept stream, same embedding path."""
+    from types import SimpleNamespace
+
+    from bridge.families.joint_concepts import JointConceptAttention
+
+    torch.manual_seed(2)
+    model = dit.make_transformer(3, 1, 16).eval()
+    kwargs = _tiny_forward_inputs()
+    embeds = torch.randn(3, dit.WIDTH)  # three concepts' T5 states
+    family = SimpleNamespace(transformer=model, token_patch=1, cfg_in_batch=False, conditional_rows=lambda b, cfg: slice(0, b),
+                             concept_embeddings=lambda names: embeds)
+    with torch.no_grad(), JointConceptAttention(family, (4, 4), (4, 4), False, "cpu") as capture:
+        capture.set_concepts(("a", "b", "c"))
+        capture.start_step()
+        plain = model(**kwargs)[0]
+        streamed = capture.end_step()  # (concepts, 4, 4), the two images summed
+    assert capture.layers == (1, 2)
+    store: list = []
+    model.set_attn_processor(dit.grounded_processors(model, store, dit.TEXT_POSITIONS))
+    stream = dit.ConceptStream(model, capture.layers)
+    with torch.no_grad():
+        stream.begin(embeds)
+        trained = model(**kwargs)[0]
+        saliency = stream.end()
+    stream.remove()
+    assert torch.allclose(plain, trained, atol=1e-5)  # the concepts change nothing the image sees
+    assert len(saliency) == 2 and saliency[0].shape == (2, 16, 3)
+    mean = torch.stack(saliency).mean(0).sum(0).T.reshape(3, 4, 4)
+    torch.testing.assert_close(mean, streamed, rtol=1e-4, atol=1e-5)
+
+
+def test_concept_loss_is_cross_entropy_against_the_scenes_segmentation():
+    """concept_loss against a per-token loop: each token's target is its coverage by each
+    object under that object's concept, the rest background (last), normalised; the saliency
+    averaged over blocks; the kept images only."""
+    from bridge.builtin.training.grounding import concept_loss
+
+    torch.manual_seed(3)
+    b, k, side, c = 3, 3, 4, 4
+    saliency = [torch.softmax(torch.randn(b, side * side, c), -1) for _ in range(2)]
+    masks = (torch.rand(b, k, 8, 8) > 0.7).float() * torch.tensor([1.0, 1.0, 0.0]).view(1, k, 1, 1)  # object 2: no mask
+    masks[0, 1] = 0.0
+    shape_index = torch.tensor([[2, 0, -1], [1, 2, -1], [0, 1, -1]])
+    keep = torch.tensor([True, False, True])
+    pooled = torch.nn.functional.adaptive_avg_pool2d(masks, side).flatten(2)
+    mean = (saliency[0] + saliency[1]) / 2
+    want = []
+    for i in range(b):
+        if not keep[i]:
+            continue
+        total = 0.0
+        for n in range(side * side):
+            target = [0.0] * c
+            for j in range(k):
+                if shape_index[i, j] >= 0:
+                    target[shape_index[i, j]] += float(pooled[i, j, n])
+            target[-1] = max(0.0, 1 - sum(target[:-1]))
+            norm = sum(target)
+            total += -sum(t / norm * float(torch.log(mean[i, n, ci])) for ci, t in enumerate(target))
+        want.append(total / (side * side))
+    got = concept_loss(saliency, masks, shape_index, c, keep=keep)
+    assert abs(float(got) - sum(want) / len(want)) < 1e-5
+
+
+def test_concept_term_trains_the_concept_stream_and_t5(t5_tokenizer):
+    """One training step with and without --concept-weight, same seed, same data: the term
+    reaches the later dual-stream block's text-stream weights (which the concept stream uses)
+    and T5 (which embeds each concept alone)."""
+    from bridge.builtin import train_shapes_dit as tsd
+
+    vae, clip_tok, clip = tsd.load_reused("cpu")
+    enc = dit.T5CaptionEncoder(t5_tokenizer)
+    base = tsd.parse_args(["--steps", "1", "--batch", "8", "--no-progress"])
+    data = tsd.encode_data(base, vae, clip_tok, clip, enc, "cpu", 8)
+    data["concept_ids"] = dit.concept_ids(t5_tokenizer, tsd.CONCEPTS)
+    assert data["shapes"].shape == (8, sd.MAX_OBJECTS) and int(data["shapes"].max()) < len(sd.SHAPES)
+    weights = {}
+    for weight in (0.0, 5.0):
+        torch.manual_seed(0)
+        t5, transformer = dit.make_t5(len(t5_tokenizer)), dit.make_transformer(2, 1, clip.config.hidden_size)
+        args = tsd.parse_args(["--steps", "1", "--batch", "8", "--no-progress", "--ema", "0", "--drop-caption", "0",
+                               "--concept-weight", str(weight)])
+        args.bf16 = False
+        tsd.train(args, data, t5, transformer, "cpu")
+        weights[weight] = (transformer.transformer_blocks[1].attn.add_q_proj.weight.detach().clone(),
+                           t5.shared.weight.detach().clone())
+        assert not [h for b in transformer.transformer_blocks for h in b._forward_hooks.values()]  # hooks removed
+    assert not torch.allclose(weights[0.0][0], weights[5.0][0])
+    background = t5_tokenizer("background").input_ids[0]
+    assert not torch.allclose(weights[0.0][1][background], weights[5.0][1][background])

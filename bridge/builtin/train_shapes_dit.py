@@ -16,7 +16,12 @@ UNet recipe (bridge/builtin/training/grounding.py) pulls each colour and shape p
 (the image queries' attention over the text, from every block) inside its object's mask.
 ``--text-ground-weight`` adds the other direction, off in the recipe: each caption piece's
 attention over the image in the dual-stream blocks — the attention ConceptAttention's concept
-queries make with the text stream's weights (docs/MODEL.md says what it did).  ``--init FOLDER``
+queries make with the text stream's weights (docs/MODEL.md says what it did).
+``--concept-weight`` trains ConceptAttention's maps themselves: the concepts (the five shape
+nouns and "background", each encoded alone as the capture encodes them) are carried through the
+dual-stream blocks by the capture's own code, and their segmentation — the saliency softmax over
+the concepts, averaged over the blocks the capture averages — is pulled onto the scene's objects
+and background (cross entropy per image token).  ``--init FOLDER
 fine-tunes a saved folder instead of starting from scratch.
 """
 
@@ -35,8 +40,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bridge.builtin import shapes_data as sd
 from bridge.builtin.training import dit
-from bridge.builtin.training.grounding import grounding_loss
+from bridge.builtin.training.grounding import concept_loss, grounding_loss
 from bridge.builtin.training.precision import bf16_native, mixed_precision
 from bridge.builtin.training.save import replace_folder
 from bridge.builtin.training.stages import Ema, lr_at
@@ -47,6 +53,7 @@ log = logging.getLogger("train_shapes_dit")
 DEFAULT_OUT = BUILTIN_DIR / "shapes-dit"
 SHAPES = BUILTIN_DIR / "shapes"  # whose VAE and CLIP text encoder are reused
 GUIDANCE = 3.0
+CONCEPTS = sd.SHAPES + ("background",)  # what --concept-weight trains: the background last (concept_loss)
 
 
 INIT_PARTS = ("transformer", "text_encoder_2", "tokenizer_2")  # what --init needs of a folder
@@ -79,6 +86,9 @@ def parse_args(argv=None):
                    help="weight of the grounding term on the other direction: each caption word's attention over the image, "
                         "in the dual-stream blocks, what ConceptAttention's concept queries read (default: 0, off: "
                         "0.3 nearly doubles the concept maps but costs the word maps; docs/MODEL.md)")
+    p.add_argument("--concept-weight", type=float, default=0.0,
+                   help="weight of the concept term: ConceptAttention's segmentation of the shape nouns and \"background\", "
+                        "by the capture's own code, pulled onto the scene (default: 0, off; docs/MODEL.md)")
     p.add_argument("--pixel-weight", type=float, default=1.0,
                    help="weight of the grounding term's pixel part against its token part (default: %(default)s)")
     p.add_argument("--guidance", type=float, default=GUIDANCE, help="guidance the folder recommends (true CFG)")
@@ -127,7 +137,7 @@ def encode_data(args, vae, clip_tok, clip, t5_enc: dit.T5CaptionEncoder, device,
     clip_enc = CaptionEncoder(clip_tok)
     stream = SceneStream(args.seed + 2, 512, device)
     bare = np.random.default_rng(args.seed + 4)  # its own generator: the scenes drawn stay the recipe's
-    parts: dict[str, list] = {"z": [], "masks": [], "ids": [], "owner": [], "pooled": []}
+    parts: dict[str, list] = {"z": [], "masks": [], "ids": [], "owner": [], "pooled": [], "shapes": []}
     done = 0
     while done < count:
         scenes, x, masks = stream.next()
@@ -144,6 +154,8 @@ def encode_data(args, vae, clip_tok, clip, t5_enc: dit.T5CaptionEncoder, device,
         parts["masks"].append(torch.nn.functional.adaptive_avg_pool2d(masks, 16).half())
         parts["ids"].append(ids.to(device))
         parts["owner"].append(owner.to(device))
+        parts["shapes"].append(torch.tensor([[CONCEPTS.index(o.shape) for o in s.objects] + [-1] * (masks.shape[1] - len(s.objects))
+                                              for s in scenes], device=device))
         done += take
     data = {k: torch.cat(v) for k, v in parts.items()}
     with torch.no_grad():
@@ -161,6 +173,11 @@ def train(args, data, t5, transformer, device, stop_after=None, times=None):
     default_processors = transformer.attn_processors
     if args.ground_weight > 0 or text_store is not None:
         transformer.set_attn_processor(dit.grounded_processors(transformer, store, dit.TEXT_POSITIONS, text_store))
+    concepts = None
+    if args.concept_weight > 0:
+        from bridge.families.joint_concepts import default_concept_layers
+
+        concepts = dit.ConceptStream(transformer, default_concept_layers(len(transformer.transformer_blocks)))
     params = list(transformer.parameters()) + list(t5.parameters())
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
     ema = Ema(params, args.ema)
@@ -196,6 +213,8 @@ def train(args, data, t5, transformer, device, stop_after=None, times=None):
             text_store.clear()
         with mixed_precision(device, args.bf16):
             text = t5(ids).last_hidden_state
+            if concepts is not None:  # each concept alone through T5, its first token (as the capture embeds it)
+                concepts.begin(t5(data["concept_ids"]).last_hidden_state[:, 0])
             pred = transformer(hidden_states=dit.pack(noisy), timestep=sigma, pooled_projections=pooled,
                                encoder_hidden_states=text, txt_ids=txt_ids, img_ids=img_ids, return_dict=False)[0].float()
         mse = ((pred - dit.pack(noise - z)) ** 2).mean()
@@ -208,17 +227,24 @@ def train(args, data, t5, transformer, device, stop_after=None, times=None):
         if text_store is not None:
             text_ground = grounding_loss(text_store, masks, owner)
             loss = loss + args.text_ground_weight * text_ground
+        concept = torch.zeros((), device=device)
+        if concepts is not None:
+            concept = concept_loss(concepts.end(), masks, data["shapes"][idx], len(CONCEPTS), keep=~drop)
+            loss = loss + args.concept_weight * concept
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         ema.update(step)
         if step % args.log_every == 0 or step == total - 1:
-            bar.set_postfix(mse=f"{mse.item():.4f}", ground=f"{ground.item():.3f}", text=f"{text_ground.item():.3f}", lr=f"{lr:.1e}")
+            bar.set_postfix(mse=f"{mse.item():.4f}", ground=f"{ground.item():.3f}", text=f"{text_ground.item():.3f}",
+                            concept=f"{concept.item():.3f}", lr=f"{lr:.1e}")
             if not args.progress:
-                log.info("step %d mse %.4f ground %.3f text ground %.3f (%.0f s)", step, mse.item(), ground.item(),
-                         text_ground.item(), time.time() - t0)
+                log.info("step %d mse %.4f ground %.3f text ground %.3f concept %.3f (%.0f s)", step, mse.item(), ground.item(),
+                         text_ground.item(), concept.item(), time.time() - t0)
     store.clear()
+    if concepts is not None:
+        concepts.remove()
     ema.apply()
     transformer.set_attn_processor(default_processors)
     return transformer.eval(), t5.eval()
@@ -270,6 +296,7 @@ def main(argv=None) -> int:
     enc = dit.T5CaptionEncoder(t5_tok)
     if args.estimate:
         data = encode_data(args, vae, clip_tok, clip, enc, device, 1024)
+        data["concept_ids"] = dit.concept_ids(t5_tok, CONCEPTS).to(device)
         times: list[float] = []
         train(args, data, t5, transformer, device, stop_after=9, times=times)
         each = (times[-1] - times[3]) / (len(times) - 4)
@@ -277,6 +304,7 @@ def main(argv=None) -> int:
                  each * args.steps / 60, args.scenes / 1024 * (time.time() - t0 - each * 9) / 60 * 0.5)
         return 0
     data = encode_data(args, vae, clip_tok, clip, enc, device, args.scenes)
+    data["concept_ids"] = dit.concept_ids(t5_tok, CONCEPTS).to(device)
     t_data = time.time() - t0
     log.info("%d scenes drawn and encoded in %.1f s", args.scenes, t_data)
     transformer, t5 = train(args, data, t5, transformer, device)

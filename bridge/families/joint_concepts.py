@@ -117,9 +117,6 @@ class JointConceptAttention(ConceptSwitch):
 
     def _concept_block(self, block, seen: dict, kwargs: dict):
         """One dual-stream block on the concept stream: (new stream, saliency (concepts, N))."""
-        from diffusers.models.embeddings import apply_rotary_emb
-
-        attn = block.attn
         if "qkv" in seen:
             _, k, v = seen["qkv"].chunk(3, dim=-1)
         else:
@@ -127,43 +124,10 @@ class JointConceptAttention(ConceptSwitch):
         out = seen.get("out")
         if k is None or v is None or out is None:
             return None, None  # the processor used other projections: no concept maps this pass
-        temb = kwargs["temb"]
         rows = self.family.conditional_rows(k.shape[0], self.cfg)
-        c = self._stream.expand(len(range(k.shape[0])[rows]), -1, -1) if self._stream.shape[0] == 1 else self._stream
-        d = k.shape[-1] // attn.heads
-        last = getattr(block, "context_pre_only", False)  # SD3's last block: text read, not updated
-
-        def heads(x, norm=None):
-            x = x.unflatten(-1, (-1, d))  # (rows, positions, heads, d)
-            return x if norm is None else norm(x)
-
-        if last:
-            norm_c = block.norm1_context(c, temb[rows])
-        else:
-            norm_c, gate_msa, shift_mlp, scale_mlp, gate_mlp = block.norm1_context(c, emb=temb[rows])
-        cq = heads(attn.add_q_proj(norm_c), attn.norm_added_q)
-        ck = heads(attn.add_k_proj(norm_c), attn.norm_added_k)
-        cv = heads(attn.add_v_proj(norm_c))
-        ik, iv = heads(k[rows], attn.norm_k), heads(v[rows])
-        rotary = kwargs.get("image_rotary_emb")
-        if rotary is not None:  # the image part of the joint sequence's rotation; the concepts sit at 0
-            n = ik.shape[1]
-            ik = apply_rotary_emb(ik, tuple(r[-n:] for r in rotary), sequence_dim=1)
-        keys, values = torch.cat([ck, ik], dim=1), torch.cat([cv, iv], dim=1)
-        o_c = F.scaled_dot_product_attention(cq.transpose(1, 2), keys.transpose(1, 2), values.transpose(1, 2))
-        o_c = o_c.transpose(1, 2).flatten(2, 3).to(cq.dtype)  # (rows, concepts, inner)
-        o_x = out[rows]  # (rows, N, inner): the image tokens' attention output, before to_out
-        saliency = torch.softmax(torch.matmul(o_x.float(), o_c.float().transpose(-1, -2)), dim=-1)  # over concepts
-        saliency = saliency.sum(dim=0).transpose(0, 1)  # (concepts, N), the conditional images summed
-        if last:
-            return c, saliency
-        # the text stream's update, on the concepts
-        c = c + gate_msa.unsqueeze(1) * attn.to_add_out(o_c)
-        normed = block.norm2_context(c) * (1 + scale_mlp[:, None]) + shift_mlp[:, None]
-        c = c + gate_mlp.unsqueeze(1) * block.ff_context(normed)
-        if c.dtype == torch.float16:
-            c = c.clip(-65504, 65504)
-        return c, saliency
+        c, saliency = concept_block(block, k[rows], v[rows], out[rows], self._stream, kwargs["temb"][rows],
+                                    kwargs.get("image_rotary_emb"))
+        return c, saliency.sum(dim=0).transpose(0, 1)  # (concepts, N), the conditional images summed
 
     # -- concepts and steps -----------------------------------------------------------------
     def start_step(self) -> None:
@@ -181,3 +145,49 @@ class JointConceptAttention(ConceptSwitch):
         h, w = self.grid
         mean = torch.stack(pending).mean(dim=0).reshape(1, -1, h, w)
         return F.interpolate(mean, size=self.map_hw, mode="bicubic", align_corners=False).clamp_(min=0)[0]
+
+
+def concept_block(block, k, v, out, stream, temb, rotary=None):
+    """One dual-stream block's step of the concept stream: (new stream, saliency (rows, N, concepts)).
+
+    ``k``, ``v``: the block's image keys and values as ``to_k``/``to_v`` give them (before the
+    head norm and the rotation), ``out``: the image tokens' attention output (the input of
+    ``to_out[0]``), all (rows, N, inner); ``stream``: (rows or 1, concepts, inner); ``temb``
+    (rows, dim).  The capture and the built-in model's training (bridge/builtin/training/dit.py)
+    both run this, so the maps trained are the maps streamed.
+    """
+    from diffusers.models.embeddings import apply_rotary_emb
+
+    attn = block.attn
+    c = stream.expand(k.shape[0], -1, -1) if stream.shape[0] == 1 else stream
+    d = k.shape[-1] // attn.heads
+    last = getattr(block, "context_pre_only", False)  # SD3's last block: text read, not updated
+
+    def heads(x, norm=None):
+        x = x.unflatten(-1, (-1, d))  # (rows, positions, heads, d)
+        return x if norm is None else norm(x)
+
+    if last:
+        norm_c = block.norm1_context(c, temb)
+    else:
+        norm_c, gate_msa, shift_mlp, scale_mlp, gate_mlp = block.norm1_context(c, emb=temb)
+    cq = heads(attn.add_q_proj(norm_c), attn.norm_added_q)
+    ck = heads(attn.add_k_proj(norm_c), attn.norm_added_k)
+    cv = heads(attn.add_v_proj(norm_c))
+    ik, iv = heads(k, attn.norm_k), heads(v)
+    if rotary is not None:  # the image part of the joint sequence's rotation; the concepts sit at 0
+        n = ik.shape[1]
+        ik = apply_rotary_emb(ik, tuple(r[-n:] for r in rotary), sequence_dim=1)
+    keys, values = torch.cat([ck, ik], dim=1), torch.cat([cv, iv], dim=1)
+    o_c = F.scaled_dot_product_attention(cq.transpose(1, 2), keys.transpose(1, 2), values.transpose(1, 2))
+    o_c = o_c.transpose(1, 2).flatten(2, 3).to(cq.dtype)  # (rows, concepts, inner)
+    saliency = torch.softmax(torch.matmul(out.float(), o_c.float().transpose(-1, -2)), dim=-1)  # over concepts
+    if last:
+        return c, saliency
+    # the text stream's update, on the concepts
+    c = c + gate_msa.unsqueeze(1) * attn.to_add_out(o_c)
+    normed = block.norm2_context(c) * (1 + scale_mlp[:, None]) + shift_mlp[:, None]
+    c = c + gate_mlp.unsqueeze(1) * block.ff_context(normed)
+    if c.dtype == torch.float16:
+        c = c.clip(-65504, 65504)
+    return c, saliency
