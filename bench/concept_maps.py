@@ -18,6 +18,10 @@ mask, as bench/attribution.py finds it):
   per step                the concepts' argmax of each step's own map (not averaged), as a
                           curve, with its middle and best step: ConceptAttention's paper finds
                           the middle of denoising the most useful
+  grid ceiling            the argmax of perfect maps on the concept maps' grid (each object's
+                          drawn mask average-pooled to the grid, the background the rest,
+                          upsampled as the capture upsamples) against those masks: what a map
+                          at that grid can reach at best
 
 Usage:
   python bench/concept_maps.py [--prompts 100] [--model builtin] [--steps 20] [--concept-layers 1,2] [--out result.json]
@@ -89,6 +93,23 @@ def score(scene: sd.Scene, words, cumulative_last: np.ndarray, concept_steps: li
     return out
 
 
+def grid_ceiling(scenes, grid: int) -> float:
+    """Argmax mIoU of perfect concept maps at ``grid`` × ``grid`` against the scenes' drawn masks."""
+    import torch
+    import torch.nn.functional as F
+
+    _, masks = sd.rasterise(scenes, "cpu", torch.Generator().manual_seed(0))
+    scores = []
+    for scene, m in zip(scenes, masks):
+        objects = m[:len(scene.objects)].float()
+        pooled = F.adaptive_avg_pool2d(objects[None], grid)[0]
+        maps = torch.cat([pooled, (1 - pooled.sum(0, keepdim=True)).clamp_min(0)])
+        up = F.interpolate(maps[None], size=objects.shape[-2:], mode="bicubic", align_corners=False)[0].clamp_min(0)
+        won = segments(up.numpy())
+        scores += [float(iou(won == j, truth)) for j, truth in enumerate(objects.numpy() > 0.5) if truth.any()]
+    return float(np.mean(scores))
+
+
 def run(prompts: int, model: str, steps: int, guidance, device: str, seed: int, progress: bool = True, concept_layers=None):
     from tqdm import tqdm
 
@@ -117,12 +138,15 @@ def run(prompts: int, model: str, steps: int, guidance, device: str, seed: int, 
             ious[m] += result[m]
         curves += result["per step"]
     curve = np.mean(curves, axis=0) if curves else np.zeros(steps)
+    width, height = engine.native_size
+    grid = engine.family.latent_hw(height, width)[0] // getattr(engine.family, "token_patch", 1)  # the maps' finest grid
     return {
         "model": model, "family": engine.family.name, "method": "OVAM" if engine.family.name in ("sd", "sdxl") else "ConceptAttention",
         "concept_layers": list(concept_layers) if concept_layers else "default",
         "prompts": prompts, "objects": objects, "objects_drawn": drawn, "steps": steps,
         "miou": {m: float(np.mean(v)) if v else 0.0 for m, v in ious.items()},
         "concepts_argmax_per_step": [round(float(v), 4) for v in curve],
+        "grid": grid, "grid_ceiling": grid_ceiling(sd.sample_scenes(seed, prompts), grid),
         "seconds_per_render": float(np.mean(seconds)), "seconds_per_render_median": float(np.median(seconds)),
     }
 
@@ -141,6 +165,8 @@ def format_summary(s: dict) -> str:
     lines.append("concepts, argmax of each step's own map, steps 1…{}:\n  {}".format(len(curve), " ".join(f"{v:.2f}" for v in curve)))
     lines.append(f"  middle step ({len(curve) // 2 + 1}): {curve[len(curve) // 2]:.3f}; best step ({best + 1}): {curve[best]:.3f}; "
                  f"best − word maps: {curve[best] - s['miou']['word maps, τ = 0.4']:+.3f}")
+    lines.append(f"grid ceiling: perfect maps on the {s['grid']} × {s['grid']} grid score {s['grid_ceiling']:.3f} by argmax "
+                 f"(the concepts reach {s['miou']['concepts, argmax'] / s['grid_ceiling']:.0%} of it)")
     return "\n".join(lines)
 
 

@@ -249,6 +249,16 @@ def test_shipped_transformers_concept_maps_lie_on_their_objects():
     assert s["miou"]["concepts, argmax"] >= FLOOR_DIT_CONCEPTS, concept_maps.format_summary(s)
 
 
+def test_concept_grid_ceiling_is_exact_at_pixel_grid_and_falls_with_coarser_grids():
+    """bench/concept_maps.py's ceiling: perfect maps at the image's own grid segment every drawn
+    object exactly; coarser token grids spill past the edges, the coarser the more."""
+    import concept_maps
+
+    scenes = sd.sample_scenes(concept_maps.BENCH_SEED, 12)
+    fine, mid, coarse = (concept_maps.grid_ceiling(scenes, g) for g in (64, 16, 8))
+    assert fine > 0.99 and fine > mid > coarse > 0.5, (fine, mid, coarse)
+
+
 def test_colour_purity_tells_a_clean_shape_from_a_multicoloured_blob():
     import torch
 

@@ -85,7 +85,8 @@ def parse_args(argv=None):
     p.add_argument("--text-ground-weight", type=float, default=0.0,
                    help="weight of the grounding term on the other direction: each caption word's attention over the image, "
                         "in the dual-stream blocks, what ConceptAttention's concept queries read (default: 0, off: "
-                        "0.3 nearly doubles the concept maps but costs the word maps; docs/MODEL.md)")
+                        "0.3 nearly doubles the concept maps but costs the word maps; --concept-weight, which the "
+                        "shipped weights use, trains them directly; docs/MODEL.md)")
     p.add_argument("--concept-weight", type=float, default=0.0,
                    help="weight of the concept term: ConceptAttention's segmentation of the shape nouns and \"background\", "
                         "by the capture's own code, pulled onto the scene (default: 0, off; docs/MODEL.md)")
