@@ -2,7 +2,7 @@
 """Concept maps against word maps, on the same held-out prompts and seeds (bench/attribution.py's scenes).
 
 Every prompt renders once through the engine with the scene's shape nouns plus "background"
-as concepts (OVAM on a UNet such as the built-in model, ConceptAttention on Flux), so the word
+as concepts (``--by colour``: its colour words, and the colour words' maps as the word maps) (OVAM on a UNet such as the built-in model, ConceptAttention on Flux), so the word
 maps and the concept maps come from the very same run.  Per drawn object (its colour-segmented
 mask, as bench/attribution.py finds it):
 
@@ -67,7 +67,7 @@ class Collector:
 
 
 def score(scene: sd.Scene, words, cumulative_last: np.ndarray, concept_steps: list[np.ndarray], concepts: tuple[str, ...],
-          image: np.ndarray) -> dict[str, list]:
+          image: np.ndarray, by: str = "shape") -> dict[str, list]:
     """Per method, the IoU of each drawn object ("per step": a list per object, one IoU a step)."""
     hw = image.shape[:2]
     concept_mean = np.mean(concept_steps, axis=0)
@@ -75,7 +75,7 @@ def score(scene: sd.Scene, words, cumulative_last: np.ndarray, concept_steps: li
     final = resize_map(cumulative_last, hw)
     concept_maps = resize_map(concept_mean, hw)
     won = segments(concept_maps)
-    nouns = [word_index(words, scene, j, "shape") for j in range(len(scene.objects))]
+    nouns = [word_index(words, scene, j, by) for j in range(len(scene.objects))]
     noun_maps = final[nouns] / np.maximum(final[nouns].reshape(len(nouns), -1).max(axis=1), 1e-12)[:, None, None]
     noun_won = np.where(noun_maps.max(axis=0) >= TAU, noun_maps.argmax(axis=0), -1)
     out = {m: [] for m in METHODS}
@@ -84,7 +84,7 @@ def score(scene: sd.Scene, words, cumulative_last: np.ndarray, concept_steps: li
     for j, mask in enumerate(truth):
         if mask is None:
             continue
-        c = concepts.index(scene.objects[j].shape)
+        c = concepts.index(getattr(scene.objects[j], by))
         out[METHODS[0]].append(float(iou(daam_mask(final[nouns[j]], TAU), mask)))
         out[METHODS[1]].append(float(iou(won == c, mask)))
         out[METHODS[2]].append(float(iou(daam_mask(concept_maps[c], TAU), mask)))
@@ -110,7 +110,8 @@ def grid_ceiling(scenes, grid: int) -> float:
     return float(np.mean(scores))
 
 
-def run(prompts: int, model: str, steps: int, guidance, device: str, seed: int, progress: bool = True, concept_layers=None):
+def run(prompts: int, model: str, steps: int, guidance, device: str, seed: int, progress: bool = True, concept_layers=None,
+        by: str = "shape"):
     from tqdm import tqdm
 
     from bridge.bus import Bus
@@ -124,14 +125,14 @@ def run(prompts: int, model: str, steps: int, guidance, device: str, seed: int, 
     drawn = objects = 0
     seconds = []
     for i, scene in enumerate(tqdm(sd.sample_scenes(seed, prompts), desc="concept maps", disable=not progress)):
-        concepts = tuple(dict.fromkeys(o.shape for o in scene.objects)) + (BACKGROUND,)
+        concepts = tuple(dict.fromkeys(getattr(o, by) for o in scene.objects)) + (BACKGROUND,)
         t0 = time.perf_counter()
         end = engine.generate(GenerationRequest(scene.caption, seed=i, steps=steps, guidance=guidance, concepts=concepts,
                                                 concept_layers=concept_layers), bus)
         seconds.append(time.perf_counter() - t0)
         if end.status != "completed":
             raise RuntimeError(f"render of {scene.caption!r} ended {end.status}: {end.error}")
-        result = score(scene, sink.start.words, sink.cumulative[-1], sink.concepts, concepts, end.image)
+        result = score(scene, sink.start.words, sink.cumulative[-1], sink.concepts, concepts, end.image, by)
         objects += len(scene.objects)
         drawn += len(result[METHODS[0]])
         for m in METHODS:
@@ -142,7 +143,7 @@ def run(prompts: int, model: str, steps: int, guidance, device: str, seed: int, 
     grid = engine.family.latent_hw(height, width)[0] // getattr(engine.family, "token_patch", 1)  # the maps' finest grid
     return {
         "model": model, "family": engine.family.name, "method": "OVAM" if engine.family.name in ("sd", "sdxl") else "ConceptAttention",
-        "concept_layers": list(concept_layers) if concept_layers else "default",
+        "concept_layers": list(concept_layers) if concept_layers else "default", "by": by,
         "prompts": prompts, "objects": objects, "objects_drawn": drawn, "steps": steps,
         "miou": {m: float(np.mean(v)) if v else 0.0 for m, v in ious.items()},
         "concepts_argmax_per_step": [round(float(v), 4) for v in curve],
@@ -153,7 +154,8 @@ def run(prompts: int, model: str, steps: int, guidance, device: str, seed: int, 
 
 def format_summary(s: dict) -> str:
     layers = "" if s["concept_layers"] == "default" else f", blocks {','.join(map(str, s['concept_layers']))}"
-    lines = [f"{s['prompts']} held-out prompts on {s['model']} ({s['family']}: concepts by {s['method']}{layers}), "
+    lines = [f"{s['prompts']} held-out prompts on {s['model']} ({s['family']}: concepts by {s['method']}{layers}; "
+             f"each object's {s['by']} as its concept), "
              f"{s['objects_drawn']} of {s['objects']} objects drawn; render with concepts "
              f"{s['seconds_per_render']:.2f} s mean, {s['seconds_per_render_median']:.2f} s median",
              "mIoU over drawn objects:"]
@@ -181,12 +183,14 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=BENCH_SEED, help="scene generator seed (default: %(default)s, bench/attribution.py's)")
     p.add_argument("--concept-layers", default=None, metavar="N,N,…",
                    help="on Flux, the dual-stream blocks whose concept maps are averaged, as render's flag (default: the later half)")
+    p.add_argument("--by", choices=("shape", "colour"), default="shape",
+                   help="the word of each object that is its concept and its word map (default: %(default)s)")
     p.add_argument("--out", type=Path, help="also write the summary as JSON")
     args = p.parse_args(argv)
     from bridge.commands.render import parse_layer_indices
 
     summary = run(args.prompts, args.model, args.steps, args.guidance, args.device, args.seed,
-                  concept_layers=parse_layer_indices(args.concept_layers))
+                  concept_layers=parse_layer_indices(args.concept_layers), by=args.by)
     print(format_summary(summary))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

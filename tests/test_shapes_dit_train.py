@@ -278,7 +278,7 @@ def test_concept_term_trains_the_concept_stream_and_t5(t5_tokenizer):
     enc = dit.T5CaptionEncoder(t5_tokenizer)
     base = tsd.parse_args(["--steps", "1", "--batch", "8", "--no-progress"])
     data = tsd.encode_data(base, vae, clip_tok, clip, enc, "cpu", 8)
-    data["concept_ids"] = dit.concept_ids(t5_tokenizer, tsd.CONCEPTS)
+    data["concept_ids"] = tsd.concept_set_ids(t5_tokenizer, "cpu")
     assert data["shapes"].shape == (8, sd.MAX_OBJECTS) and int(data["shapes"].max()) < len(sd.SHAPES)
     weights = {}
     for weight in (0.0, 5.0):
@@ -294,3 +294,33 @@ def test_concept_term_trains_the_concept_stream_and_t5(t5_tokenizer):
     assert not torch.allclose(weights[0.0][0], weights[5.0][0])
     background = t5_tokenizer("background").input_ids[0]
     assert not torch.allclose(weights[0.0][1][background], weights[5.0][1][background])
+
+
+def test_concept_sets_are_taken_in_turn_and_an_unknown_one_is_a_usage_error(t5_tokenizer, capsys):
+    """--concept-sets colours trains the colour concepts (each object under its colour, the same
+    objects as under its shape): one step with it differs from one with the shapes, and with
+    "shapes,colours" the second step takes the colours; a set that does not exist is refused in
+    one sentence naming the choices."""
+    from bridge.builtin import train_shapes_dit as tsd
+
+    with pytest.raises(SystemExit) as e:
+        tsd.parse_args(["--concept-sets", "shapes,moods"])
+    assert e.value.code == 2 and "--concept-sets: moods; choose from shapes, colours" in capsys.readouterr().err
+    assert tsd.parse_args(["--concept-sets", "shapes, colours"]).concept_sets == ("shapes", "colours")
+    vae, clip_tok, clip = tsd.load_reused("cpu")
+    base = tsd.parse_args(["--steps", "1", "--batch", "8", "--no-progress"])
+    data = tsd.encode_data(base, vae, clip_tok, clip, dit.T5CaptionEncoder(t5_tokenizer), "cpu", 8)
+    data["concept_ids"] = tsd.concept_set_ids(t5_tokenizer, "cpu")
+    assert torch.equal(data["colours"] < 0, data["shapes"] < 0)
+    assert int(data["colours"].max()) < len(sd.COLOURS) and data["concept_ids"]["colours"].shape[0] == len(sd.COLOURS) + 1
+    weights = {}
+    for sets, steps in (("shapes", 1), ("colours", 1), ("shapes", 2), ("shapes,colours", 2)):
+        torch.manual_seed(0)
+        t5, transformer = dit.make_t5(len(t5_tokenizer)), dit.make_transformer(2, 1, clip.config.hidden_size)
+        args = tsd.parse_args(["--steps", str(steps), "--batch", "4", "--no-progress", "--ema", "0", "--drop-caption", "0",
+                               "--concept-weight", "5", "--concept-sets", sets])
+        args.bf16 = False
+        tsd.train(args, data, t5, transformer, "cpu")
+        weights[sets, steps] = transformer.transformer_blocks[1].attn.add_q_proj.weight.detach().clone()
+    assert not torch.allclose(weights["shapes", 1], weights["colours", 1])
+    assert not torch.allclose(weights["shapes", 2], weights["shapes,colours", 2])  # the second step took the colours

@@ -18,7 +18,8 @@ UNet recipe (bridge/builtin/training/grounding.py) pulls each colour and shape p
 attention over the image in the dual-stream blocks — the attention ConceptAttention's concept
 queries make with the text stream's weights (docs/MODEL.md says what it did).
 ``--concept-weight`` trains ConceptAttention's maps themselves: the concepts (the five shape
-nouns and "background", each encoded alone as the capture encodes them) are carried through the
+nouns and "background", each encoded alone as the capture encodes them; with ``--concept-sets
+shapes,colours`` every other step the seven colours and "background") are carried through the
 dual-stream blocks by the capture's own code, and their segmentation — the saliency softmax over
 the concepts, averaged over the blocks the capture averages — is pulled onto the scene's objects
 and background (cross entropy per image token).  ``--init FOLDER
@@ -53,7 +54,9 @@ log = logging.getLogger("train_shapes_dit")
 DEFAULT_OUT = BUILTIN_DIR / "shapes-dit"
 SHAPES = BUILTIN_DIR / "shapes"  # whose VAE and CLIP text encoder are reused
 GUIDANCE = 3.0
-CONCEPTS = sd.SHAPES + ("background",)  # what --concept-weight trains: the background last (concept_loss)
+# What --concept-weight trains, by --concept-sets: each set's concepts, the background last
+# (concept_loss), and which of an object's words names it there.
+CONCEPT_SETS = {"shapes": sd.SHAPES + ("background",), "colours": tuple(sd.COLOURS) + ("background",)}
 
 
 INIT_PARTS = ("transformer", "text_encoder_2", "tokenizer_2")  # what --init needs of a folder
@@ -90,6 +93,8 @@ def parse_args(argv=None):
     p.add_argument("--concept-weight", type=float, default=0.0,
                    help="weight of the concept term: ConceptAttention's segmentation of the shape nouns and \"background\", "
                         "by the capture's own code, pulled onto the scene (default: 0, off; docs/MODEL.md)")
+    p.add_argument("--concept-sets", default="shapes", metavar="SET[,SET]",
+                   help="the concept sets the concept term takes in turn, one a step: shapes, colours (default: %(default)s)")
     p.add_argument("--pixel-weight", type=float, default=1.0,
                    help="weight of the grounding term's pixel part against its token part (default: %(default)s)")
     p.add_argument("--guidance", type=float, default=GUIDANCE, help="guidance the folder recommends (true CFG)")
@@ -100,6 +105,10 @@ def parse_args(argv=None):
     p.add_argument("--log-every", type=int, default=100, help="a log line every N steps (default: %(default)s)")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     args = p.parse_args(argv)
+    args.concept_sets = tuple(x.strip() for x in args.concept_sets.split(",") if x.strip())
+    unknown = [x for x in args.concept_sets if x not in CONCEPT_SETS]
+    if unknown or not args.concept_sets:
+        p.error(f"--concept-sets: {', '.join(unknown) or 'none given'}; choose from {', '.join(CONCEPT_SETS)}")
     if args.init is not None:
         missing = [part for part in INIT_PARTS if not (args.init / part).is_dir()]
         if missing:
@@ -138,7 +147,7 @@ def encode_data(args, vae, clip_tok, clip, t5_enc: dit.T5CaptionEncoder, device,
     clip_enc = CaptionEncoder(clip_tok)
     stream = SceneStream(args.seed + 2, 512, device)
     bare = np.random.default_rng(args.seed + 4)  # its own generator: the scenes drawn stay the recipe's
-    parts: dict[str, list] = {"z": [], "masks": [], "ids": [], "owner": [], "pooled": [], "shapes": []}
+    parts: dict[str, list] = {"z": [], "masks": [], "ids": [], "owner": [], "pooled": [], "shapes": [], "colours": []}
     done = 0
     while done < count:
         scenes, x, masks = stream.next()
@@ -155,8 +164,9 @@ def encode_data(args, vae, clip_tok, clip, t5_enc: dit.T5CaptionEncoder, device,
         parts["masks"].append(torch.nn.functional.adaptive_avg_pool2d(masks, 16).half())
         parts["ids"].append(ids.to(device))
         parts["owner"].append(owner.to(device))
-        parts["shapes"].append(torch.tensor([[CONCEPTS.index(o.shape) for o in s.objects] + [-1] * (masks.shape[1] - len(s.objects))
-                                              for s in scenes], device=device))
+        for name, word in (("shapes", "shape"), ("colours", "colour")):  # each object's concept in each set
+            parts[name].append(torch.tensor([[CONCEPT_SETS[name].index(getattr(o, word)) for o in s.objects]
+                                             + [-1] * (masks.shape[1] - len(s.objects)) for s in scenes], device=device))
         done += take
     data = {k: torch.cat(v) for k, v in parts.items()}
     with torch.no_grad():
@@ -164,6 +174,11 @@ def encode_data(args, vae, clip_tok, clip, t5_enc: dit.T5CaptionEncoder, device,
         data["empty_pooled"] = clip(torch.tensor([empty_clip], device=device)).pooler_output[0]
     data["empty_ids"] = torch.tensor(t5_enc.empty(), device=device)
     return data
+
+
+def concept_set_ids(t5_tok, device) -> dict:
+    """Each concept set's T5 ids, each concept alone (dit.concept_ids)."""
+    return {name: dit.concept_ids(t5_tok, names).to(device) for name, names in CONCEPT_SETS.items()}
 
 
 def train(args, data, t5, transformer, device, stop_after=None, times=None):
@@ -215,7 +230,8 @@ def train(args, data, t5, transformer, device, stop_after=None, times=None):
         with mixed_precision(device, args.bf16):
             text = t5(ids).last_hidden_state
             if concepts is not None:  # each concept alone through T5, its first token (as the capture embeds it)
-                concepts.begin(t5(data["concept_ids"]).last_hidden_state[:, 0])
+                concept_set = args.concept_sets[step % len(args.concept_sets)]
+                concepts.begin(t5(data["concept_ids"][concept_set]).last_hidden_state[:, 0])
             pred = transformer(hidden_states=dit.pack(noisy), timestep=sigma, pooled_projections=pooled,
                                encoder_hidden_states=text, txt_ids=txt_ids, img_ids=img_ids, return_dict=False)[0].float()
         mse = ((pred - dit.pack(noise - z)) ** 2).mean()
@@ -230,7 +246,7 @@ def train(args, data, t5, transformer, device, stop_after=None, times=None):
             loss = loss + args.text_ground_weight * text_ground
         concept = torch.zeros((), device=device)
         if concepts is not None:
-            concept = concept_loss(concepts.end(), masks, data["shapes"][idx], len(CONCEPTS), keep=~drop)
+            concept = concept_loss(concepts.end(), masks, data[concept_set][idx], len(CONCEPT_SETS[concept_set]), keep=~drop)
             loss = loss + args.concept_weight * concept
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -297,7 +313,7 @@ def main(argv=None) -> int:
     enc = dit.T5CaptionEncoder(t5_tok)
     if args.estimate:
         data = encode_data(args, vae, clip_tok, clip, enc, device, 1024)
-        data["concept_ids"] = dit.concept_ids(t5_tok, CONCEPTS).to(device)
+        data["concept_ids"] = concept_set_ids(t5_tok, device)
         times: list[float] = []
         train(args, data, t5, transformer, device, stop_after=9, times=times)
         each = (times[-1] - times[3]) / (len(times) - 4)
@@ -305,7 +321,7 @@ def main(argv=None) -> int:
                  each * args.steps / 60, args.scenes / 1024 * (time.time() - t0 - each * 9) / 60 * 0.5)
         return 0
     data = encode_data(args, vae, clip_tok, clip, enc, device, args.scenes)
-    data["concept_ids"] = dit.concept_ids(t5_tok, CONCEPTS).to(device)
+    data["concept_ids"] = concept_set_ids(t5_tok, device)
     t_data = time.time() - t0
     log.info("%d scenes drawn and encoded in %.1f s", args.scenes, t_data)
     transformer, t5 = train(args, data, t5, transformer, device)
