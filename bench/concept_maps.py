@@ -2,8 +2,9 @@
 """Concept maps against word maps, on the same held-out prompts and seeds (bench/attribution.py's scenes).
 
 Every prompt renders once through the engine with the scene's shape nouns plus "background"
-as concepts (``--by colour``: its colour words, and the colour words' maps as the word maps) (OVAM on a UNet such as the built-in model, ConceptAttention on Flux), so the word
-maps and the concept maps come from the very same run.  Per drawn object (its colour-segmented
+as concepts (OVAM on a UNet such as the built-in model, ConceptAttention on Flux), so the word
+maps and the concept maps come from the very same run; with ``--by colour`` its colour words
+are the concepts and their maps the word maps.  Per drawn object (its colour-segmented
 mask, as bench/attribution.py finds it):
 
   word maps, τ = 0.4      IoU of the DAAM-0.4 mask of the shape noun's final cumulative map
@@ -124,7 +125,8 @@ def run(prompts: int, model: str, steps: int, guidance, device: str, seed: int, 
     curves = []
     drawn = objects = 0
     seconds = []
-    for i, scene in enumerate(tqdm(sd.sample_scenes(seed, prompts), desc="concept maps", disable=not progress)):
+    scenes = sd.sample_scenes(seed, prompts)
+    for i, scene in enumerate(tqdm(scenes, desc="concept maps", disable=not progress)):
         concepts = tuple(dict.fromkeys(getattr(o, by) for o in scene.objects)) + (BACKGROUND,)
         t0 = time.perf_counter()
         end = engine.generate(GenerationRequest(scene.caption, seed=i, steps=steps, guidance=guidance, concepts=concepts,
@@ -147,7 +149,7 @@ def run(prompts: int, model: str, steps: int, guidance, device: str, seed: int, 
         "prompts": prompts, "objects": objects, "objects_drawn": drawn, "steps": steps,
         "miou": {m: float(np.mean(v)) if v else 0.0 for m, v in ious.items()},
         "concepts_argmax_per_step": [round(float(v), 4) for v in curve],
-        "grid": grid, "grid_ceiling": grid_ceiling(sd.sample_scenes(seed, prompts), grid),
+        "grid": grid, "grid_ceiling": grid_ceiling(scenes, grid),
         "seconds_per_render": float(np.mean(seconds)), "seconds_per_render_median": float(np.median(seconds)),
     }
 

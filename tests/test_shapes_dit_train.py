@@ -246,7 +246,7 @@ def test_concept_loss_is_cross_entropy_against_the_scenes_segmentation():
     saliency = [torch.softmax(torch.randn(b, side * side, c), -1) for _ in range(2)]
     masks = (torch.rand(b, k, 8, 8) > 0.7).float() * torch.tensor([1.0, 1.0, 0.0]).view(1, k, 1, 1)  # object 2: no mask
     masks[0, 1] = 0.0
-    shape_index = torch.tensor([[2, 0, -1], [1, 2, -1], [0, 1, -1]])
+    concept_index = torch.tensor([[2, 0, -1], [1, 2, -1], [0, 1, -1]])
     keep = torch.tensor([True, False, True])
     pooled = torch.nn.functional.adaptive_avg_pool2d(masks, side).flatten(2)
     mean = (saliency[0] + saliency[1]) / 2
@@ -258,13 +258,13 @@ def test_concept_loss_is_cross_entropy_against_the_scenes_segmentation():
         for n in range(side * side):
             target = [0.0] * c
             for j in range(k):
-                if shape_index[i, j] >= 0:
-                    target[shape_index[i, j]] += float(pooled[i, j, n])
+                if concept_index[i, j] >= 0:
+                    target[concept_index[i, j]] += float(pooled[i, j, n])
             target[-1] = max(0.0, 1 - sum(target[:-1]))
             norm = sum(target)
             total += -sum(t / norm * float(torch.log(mean[i, n, ci])) for ci, t in enumerate(target))
         want.append(total / (side * side))
-    got = concept_loss(saliency, masks, shape_index, c, keep=keep)
+    got = concept_loss(saliency, masks, concept_index, c, keep=keep)
     assert abs(float(got) - sum(want) / len(want)) < 1e-5
 
 

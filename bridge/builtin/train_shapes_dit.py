@@ -22,7 +22,7 @@ nouns and "background", each encoded alone as the capture encodes them; with ``-
 shapes,colours`` every other step the seven colours and "background") are carried through the
 dual-stream blocks by the capture's own code, and their segmentation — the saliency softmax over
 the concepts, averaged over the blocks the capture averages — is pulled onto the scene's objects
-and background (cross entropy per image token).  ``--init FOLDER
+and background (cross entropy per image token).  ``--init FOLDER``
 fine-tunes a saved folder instead of starting from scratch.
 """
 
@@ -54,9 +54,9 @@ log = logging.getLogger("train_shapes_dit")
 DEFAULT_OUT = BUILTIN_DIR / "shapes-dit"
 SHAPES = BUILTIN_DIR / "shapes"  # whose VAE and CLIP text encoder are reused
 GUIDANCE = 3.0
-# What --concept-weight trains, by --concept-sets: each set's concepts, the background last
-# (concept_loss), and which of an object's words names it there.
-CONCEPT_SETS = {"shapes": sd.SHAPES + ("background",), "colours": tuple(sd.COLOURS) + ("background",)}
+# What --concept-weight trains, by --concept-sets: per set, the word of an object that names it
+# there and the set's concepts, the background last (concept_loss).
+CONCEPT_SETS = {"shapes": ("shape", sd.SHAPES + ("background",)), "colours": ("colour", tuple(sd.COLOURS) + ("background",))}
 
 
 INIT_PARTS = ("transformer", "text_encoder_2", "tokenizer_2")  # what --init needs of a folder
@@ -147,7 +147,7 @@ def encode_data(args, vae, clip_tok, clip, t5_enc: dit.T5CaptionEncoder, device,
     clip_enc = CaptionEncoder(clip_tok)
     stream = SceneStream(args.seed + 2, 512, device)
     bare = np.random.default_rng(args.seed + 4)  # its own generator: the scenes drawn stay the recipe's
-    parts: dict[str, list] = {"z": [], "masks": [], "ids": [], "owner": [], "pooled": [], "shapes": [], "colours": []}
+    parts: dict[str, list] = {"z": [], "masks": [], "ids": [], "owner": [], "pooled": [], **{name: [] for name in CONCEPT_SETS}}
     done = 0
     while done < count:
         scenes, x, masks = stream.next()
@@ -164,8 +164,8 @@ def encode_data(args, vae, clip_tok, clip, t5_enc: dit.T5CaptionEncoder, device,
         parts["masks"].append(torch.nn.functional.adaptive_avg_pool2d(masks, 16).half())
         parts["ids"].append(ids.to(device))
         parts["owner"].append(owner.to(device))
-        for name, word in (("shapes", "shape"), ("colours", "colour")):  # each object's concept in each set
-            parts[name].append(torch.tensor([[CONCEPT_SETS[name].index(getattr(o, word)) for o in s.objects]
+        for name, (word, names) in CONCEPT_SETS.items():  # each object's concept in each set
+            parts[name].append(torch.tensor([[names.index(getattr(o, word)) for o in s.objects]
                                              + [-1] * (masks.shape[1] - len(s.objects)) for s in scenes], device=device))
         done += take
     data = {k: torch.cat(v) for k, v in parts.items()}
@@ -178,7 +178,7 @@ def encode_data(args, vae, clip_tok, clip, t5_enc: dit.T5CaptionEncoder, device,
 
 def concept_set_ids(t5_tok, device) -> dict:
     """Each concept set's T5 ids, each concept alone (dit.concept_ids)."""
-    return {name: dit.concept_ids(t5_tok, names).to(device) for name, names in CONCEPT_SETS.items()}
+    return {name: dit.concept_ids(t5_tok, names).to(device) for name, (_, names) in CONCEPT_SETS.items()}
 
 
 def train(args, data, t5, transformer, device, stop_after=None, times=None):
@@ -246,7 +246,7 @@ def train(args, data, t5, transformer, device, stop_after=None, times=None):
             loss = loss + args.text_ground_weight * text_ground
         concept = torch.zeros((), device=device)
         if concepts is not None:
-            concept = concept_loss(concepts.end(), masks, data[concept_set][idx], len(CONCEPT_SETS[concept_set]), keep=~drop)
+            concept = concept_loss(concepts.end(), masks, data[concept_set][idx], len(CONCEPT_SETS[concept_set][1]), keep=~drop)
             loss = loss + args.concept_weight * concept
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -128,22 +128,22 @@ def noise_tilt(t, num_timesteps: int, tilt: float):
     return 1 + tilt * (2 * t.float() / num_timesteps - 1)
 
 
-def concept_loss(saliency_list, masks, shape_index, concepts: int, keep=None):
+def concept_loss(saliency_list, masks, concept_index, concepts: int, keep=None):
     """Cross entropy between ConceptAttention's segmentation and the scene's: per image token,
     the concepts' saliency (averaged over the blocks, as the capture averages them) against the
-    token's share of each object — under its shape's concept — and of the background (the last
+    token's share of each object — under the object's concept — and of the background (the last
     concept).
 
     saliency_list: (B, N, concepts) softmax over concepts per block; masks (B, K, H, W) object
-    coverage (pooled to the token grid); shape_index (B, K) each object's concept, −1 for none;
+    coverage (pooled to the token grid); concept_index (B, K) each object's concept, −1 for none;
     ``keep`` (B,) bool, optional: the images that count.
     """
     saliency = torch.stack(saliency_list).mean(0)  # (B, N, C)
     side = int(math.isqrt(saliency.shape[1]))
     m = F.adaptive_avg_pool2d(masks.float(), side).flatten(2)  # (B, K, N)
-    present = (shape_index >= 0).float().unsqueeze(-1)
+    present = (concept_index >= 0).float().unsqueeze(-1)
     target = torch.zeros(saliency.shape[0], concepts, saliency.shape[1], device=saliency.device)
-    target.scatter_add_(1, shape_index.clamp_min(0).unsqueeze(-1).expand_as(m), m * present)
+    target.scatter_add_(1, concept_index.clamp_min(0).unsqueeze(-1).expand_as(m), m * present)
     target[:, -1] = (1 - target[:, :-1].sum(1)).clamp_min(0)
     target = target / target.sum(1, keepdim=True).clamp_min(1e-8)
     ce = -(target.transpose(1, 2) * saliency.clamp_min(1e-8).log()).sum(-1).mean(-1)  # (B,)
