@@ -92,6 +92,15 @@ def word_index(words: tuple[str, ...], scene: sd.Scene, obj_index: int, which: s
     return list(words).index(getattr(scene.objects[obj_index], which))  # names are distinct within a caption
 
 
+def perfect_maps(masks: np.ndarray, grid: tuple[int, int], hw: tuple[int, int]) -> np.ndarray:
+    """Masks (..., H, W) as attention on a ``grid`` (rows, columns) of cells would draw them at
+    best: each cell the masks' mean over it, upsampled to ``hw`` as the capture upsamples
+    (:func:`resize_map`).  The benches' ceilings score these."""
+    (h, w), (gh, gw) = masks.shape[-2:], grid
+    cells = masks.astype(np.float32).reshape(*masks.shape[:-2], gh, h // gh, gw, w // gw).mean(axis=(-3, -1))
+    return resize_map(cells, hw)
+
+
 def resize_map(m: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     """Bicubic resize of maps (..., h, w) to the image size (no-op when sizes agree)."""
     if m.shape[-2:] == tuple(hw):

@@ -45,15 +45,12 @@ WINDOWS = {"all steps (DAAM)": slice(None), "last 10": slice(-10, None), "last 5
 
 def ceiling_miou(scenes, tau: float, layer_grids=LAYER_GRIDS) -> float:
     """mIoU of perfect per-layer attention (the mask pooled to each grid) against the masks."""
-    import torch.nn.functional as F
-
     _, masks = sd.rasterise(scenes)
-    masks = masks.float()
-    size = masks.shape[-1]
-    agg = sum(n * F.interpolate(F.adaptive_avg_pool2d(masks, side), size=size, mode="bicubic",
-                                align_corners=False).clamp_min(0) for side, n in layer_grids.items())
+    masks = masks.float().numpy()
+    hw = masks.shape[-2:]
+    agg = sum(n * attribution.perfect_maps(masks, (side, side), hw) for side, n in layer_grids.items())
     present = np.array([[k < len(s.objects) for k in range(masks.shape[1])] for s in scenes])
-    return float(iou(daam_mask(agg.numpy(), tau), masks.numpy() > 0.5)[present].mean())
+    return float(iou(daam_mask(agg, tau), masks > 0.5)[present].mean())
 
 
 def minmax_mask(m: np.ndarray, tau: float) -> np.ndarray:

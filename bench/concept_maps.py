@@ -41,7 +41,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from attribution import BENCH_SEED, object_masks, resize_map, word_index  # noqa: E402
+from attribution import BENCH_SEED, object_masks, perfect_maps, resize_map, word_index  # noqa: E402
 from bridge.builtin import shapes_data as sd  # noqa: E402
 from bridge.export import segments  # noqa: E402
 from bridge.masks import daam_mask, iou  # noqa: E402
@@ -97,17 +97,14 @@ def score(scene: sd.Scene, words, cumulative_last: np.ndarray, concept_steps: li
 def grid_ceiling(scenes, grid: int) -> float:
     """Argmax mIoU of perfect concept maps at ``grid`` × ``grid`` against the scenes' drawn masks."""
     import torch
-    import torch.nn.functional as F
 
     _, masks = sd.rasterise(scenes, "cpu", torch.Generator().manual_seed(0))
     scores = []
-    for scene, m in zip(scenes, masks):
-        objects = m[:len(scene.objects)].float()
-        pooled = F.adaptive_avg_pool2d(objects[None], grid)[0]
-        maps = torch.cat([pooled, (1 - pooled.sum(0, keepdim=True)).clamp_min(0)])
-        up = F.interpolate(maps[None], size=objects.shape[-2:], mode="bicubic", align_corners=False)[0].clamp_min(0)
-        won = segments(up.numpy())
-        scores += [float(iou(won == j, truth)) for j, truth in enumerate(objects.numpy() > 0.5) if truth.any()]
+    for scene, m in zip(scenes, masks.float().numpy()):
+        objects = m[:len(scene.objects)]
+        background = np.clip(1 - objects.sum(0, keepdims=True), 0, None)  # the objects do not overlap
+        won = segments(perfect_maps(np.concatenate([objects, background]), (grid, grid), objects.shape[-2:]))
+        scores += [float(iou(won == j, truth)) for j, truth in enumerate(objects > 0.5) if truth.any()]
     return float(np.mean(scores))
 
 

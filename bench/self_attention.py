@@ -74,13 +74,8 @@ def share(map_: np.ndarray, mask: np.ndarray) -> float:
 def ceiling(mask: np.ndarray, factor: int, map_hw: tuple[int, int]) -> float:
     """The share of a map that is the object's mask pooled to a ``factor``-pixel grid, upsampled
     bicubically to the map size and clamped as bridge/attention/selfagg.py does."""
-    import torch
-    import torch.nn.functional as F
-
     h, w = mask.shape
-    cells = mask.astype(np.float32).reshape(h // factor, factor, w // factor, factor).mean(axis=(1, 3))
-    up = F.interpolate(torch.from_numpy(cells)[None, None], size=map_hw, mode="bicubic", align_corners=False).clamp_(min=0)
-    return share(up[0, 0].numpy(), mask)
+    return share(A.perfect_maps(mask, (h // factor, w // factor), map_hw), mask)
 
 
 def first_settled(values: list[float], final: float) -> int:
