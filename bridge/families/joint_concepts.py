@@ -37,7 +37,63 @@ def default_concept_layers(blocks: int) -> tuple[int, ...]:
     return tuple(range(blocks // 2, blocks))
 
 
-class JointConceptAttention(ConceptSwitch):
+class BlockTaps:
+    """What a concept stream reads of each dual-stream block — its image keys and values
+    (``to_k``/``to_v``, or a fused ``to_qkv``) and the image tokens' attention output (the input
+    of ``to_out[0]``) — handed with the block's call arguments to :meth:`on_block` once the block
+    has run, while :meth:`tapping`.  The capture and the built-in model's training both read
+    the blocks through this."""
+
+    _seen: dict[str, torch.Tensor]
+
+    def tapping(self) -> bool:
+        raise NotImplementedError
+
+    def on_block(self, index: int, block, k, v, out, kwargs: dict) -> None:
+        """``k``, ``v``, ``out`` (rows, N, inner), or None where the processor used other projections."""
+        raise NotImplementedError
+
+    def tap(self, transformer) -> list:
+        """Install the hooks on ``transformer``'s dual-stream blocks; returns their handles."""
+        self._seen = {}  # the current block's image k, v and attention output
+        hooks = []
+        for i, block in enumerate(transformer.transformer_blocks):
+            attn = block.attn
+            if getattr(attn, "fused_projections", False):
+                hooks.append(attn.to_qkv.register_forward_hook(self._keep("qkv")))
+            else:
+                hooks.append(attn.to_k.register_forward_hook(self._keep("k")))
+                hooks.append(attn.to_v.register_forward_hook(self._keep("v")))
+            hooks.append(attn.to_out[0].register_forward_pre_hook(self._keep_input("out")))
+            hooks.append(block.register_forward_hook(self._after_block(i, block), with_kwargs=True))
+        return hooks
+
+    def _keep(self, role):
+        def hook(_module, _args, output):
+            if self.tapping():
+                self._seen[role] = output
+        return hook
+
+    def _keep_input(self, role):
+        def hook(_module, args):
+            if self.tapping():
+                self._seen[role] = args[0]
+        return hook
+
+    def _after_block(self, index: int, block):
+        def hook(_module, _args, kwargs, _output):
+            if not self.tapping():
+                return
+            seen, self._seen = self._seen, {}
+            if "qkv" in seen:
+                _, k, v = seen["qkv"].chunk(3, dim=-1)
+            else:
+                k, v = seen.get("k"), seen.get("v")
+            self.on_block(index, block, k, v, seen.get("out"), kwargs)
+        return hook
+
+
+class JointConceptAttention(ConceptSwitch, BlockTaps):
     """The concept residual stream and its saliency maps for one run (see the module docstring)."""
 
     def __init__(self, family, latent_hw, map_hw, cfg: bool, device, layers=None):
@@ -50,7 +106,6 @@ class JointConceptAttention(ConceptSwitch):
         self.map_hw, self.cfg, self.device = tuple(map_hw), cfg, device
         self._embeds = None  # (concepts, joint_attention_dim) T5 states of the current concepts
         self._stream = None  # (rows, concepts, inner) the concept residual stream inside one pass
-        self._seen: dict[str, torch.Tensor] = {}  # the current block's image k, v and attention output
         self._pending: list[torch.Tensor] = []  # this step's per-block saliency, (concepts, N)
         self.timer = None  # a CaptureTimer while a benchmark times the capture's own work
         self._passes = 0
@@ -59,17 +114,8 @@ class JointConceptAttention(ConceptSwitch):
 
     # -- hooks ----------------------------------------------------------------------------
     def __enter__(self) -> "JointConceptAttention":
-        add = self._hooks.append
-        add(self.transformer.register_forward_pre_hook(self._start_pass, with_kwargs=True))
-        for i, block in enumerate(self.transformer.transformer_blocks):
-            attn = block.attn
-            if getattr(attn, "fused_projections", False):
-                add(attn.to_qkv.register_forward_hook(self._keep("qkv")))
-            else:
-                add(attn.to_k.register_forward_hook(self._keep("k")))
-                add(attn.to_v.register_forward_hook(self._keep("v")))
-            add(attn.to_out[0].register_forward_pre_hook(self._keep_input("out")))
-            add(block.register_forward_hook(self._after_block(i, block), with_kwargs=True))
+        self._hooks.append(self.transformer.register_forward_pre_hook(self._start_pass, with_kwargs=True))
+        self._hooks += self.tap(self.transformer)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -78,17 +124,8 @@ class JointConceptAttention(ConceptSwitch):
         self._hooks.clear()
         self._stream = None
 
-    def _keep(self, role):
-        def hook(_module, _args, output):
-            if self._stream is not None:
-                self._seen[role] = output
-        return hook
-
-    def _keep_input(self, role):
-        def hook(_module, args):
-            if self._stream is not None:
-                self._seen[role] = args[0]
-        return hook
+    def tapping(self) -> bool:
+        return self._stream is not None
 
     def _start_pass(self, _module, args, kwargs) -> None:
         self._passes += 1
@@ -102,32 +139,21 @@ class JointConceptAttention(ConceptSwitch):
         c = self.transformer.context_embedder(self._embeds.to(self.transformer.dtype))
         self._stream = c.unsqueeze(0)  # rows are expanded at the first block (the batch is known there)
 
-    def _after_block(self, index: int, block):
-        def hook(_module, args, kwargs, _output):
-            if self._stream is None:
-                return
-            seen, self._seen = self._seen, {}
-            started = self.timer.start() if self.timer else None
-            self._stream, saliency = self._concept_block(block, seen, kwargs)
-            if self.timer:
-                self.timer.stop("concept stream", started)
-            if index in self.layers and saliency is not None:
-                self._pending.append(saliency)
-        return hook
-
-    def _concept_block(self, block, seen: dict, kwargs: dict):
-        """One dual-stream block on the concept stream: (new stream, saliency (concepts, N))."""
-        if "qkv" in seen:
-            _, k, v = seen["qkv"].chunk(3, dim=-1)
+    def on_block(self, index: int, block, k, v, out, kwargs: dict) -> None:
+        """One dual-stream block on the concept stream; a chosen block's saliency (concepts, N),
+        the conditional images summed, joins this step's."""
+        started = self.timer.start() if self.timer else None
+        if k is None or v is None or out is None:  # the processor used other projections: no concept maps this pass
+            self._stream, saliency = None, None
         else:
-            k, v = seen.get("k"), seen.get("v")
-        out = seen.get("out")
-        if k is None or v is None or out is None:
-            return None, None  # the processor used other projections: no concept maps this pass
-        rows = self.family.conditional_rows(k.shape[0], self.cfg)
-        c, saliency = concept_block(block, k[rows], v[rows], out[rows], self._stream, kwargs["temb"][rows],
-                                    kwargs.get("image_rotary_emb"))
-        return c, saliency.sum(dim=0).transpose(0, 1)  # (concepts, N), the conditional images summed
+            rows = self.family.conditional_rows(k.shape[0], self.cfg)
+            self._stream, saliency = concept_block(block, k[rows], v[rows], out[rows], self._stream, kwargs["temb"][rows],
+                                                   kwargs.get("image_rotary_emb"))
+            saliency = saliency.sum(dim=0).transpose(0, 1)
+        if self.timer:
+            self.timer.stop("concept stream", started)
+        if index in self.layers and saliency is not None:
+            self._pending.append(saliency)
 
     # -- concepts and steps -----------------------------------------------------------------
     def start_step(self) -> None:

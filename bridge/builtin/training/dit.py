@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from ...families.joint_concepts import BlockTaps, concept_block
 from .. import shapes_data as sd
 
 WIDTH = 128  # the transformer's and the T5 encoder's width
@@ -118,24 +119,18 @@ class GroundedFluxAttention:
         return attn.to_out[1](attn.to_out[0](image_out)), attn.to_add_out(text_out)
 
 
-class ConceptStream:
+class ConceptStream(BlockTaps):
     """Training only: ConceptAttention's concept stream carried through the dual-stream blocks
-    during a training forward, by the capture's own maths
-    (:func:`bridge.families.joint_concepts.concept_block`), keeping the chosen blocks' saliency
-    (B, N, concepts) with its gradients.  Hooks read each block's image keys, values and
-    attention output as the capture's do; the image and text tokens never see the concepts."""
+    during a training forward, reading the blocks as the capture does and by the capture's own
+    maths (:func:`bridge.families.joint_concepts.concept_block`), keeping the chosen blocks'
+    saliency (B, N, concepts) with its gradients; the image and text tokens never see the
+    concepts."""
 
     def __init__(self, transformer, layers):
         self.transformer, self.layers = transformer, tuple(layers)
         self.stream = None
         self.saliency: list[torch.Tensor] = []
-        self._seen: dict[str, torch.Tensor] = {}
-        self._hooks = []
-        for i, block in enumerate(transformer.transformer_blocks):
-            self._hooks += [block.attn.to_k.register_forward_hook(self._keep("k")),
-                            block.attn.to_v.register_forward_hook(self._keep("v")),
-                            block.attn.to_out[0].register_forward_pre_hook(self._keep_out),
-                            block.register_forward_hook(self._after_block(i, block), with_kwargs=True)]
+        self._hooks = self.tap(transformer)
 
     def begin(self, embeds: torch.Tensor) -> None:
         """Start a forward with these concepts' T5 states (concepts, T5 width)."""
@@ -151,28 +146,13 @@ class ConceptStream:
             h.remove()
         self._hooks.clear()
 
-    def _keep(self, role):
-        def hook(_module, _args, output):
-            if self.stream is not None:
-                self._seen[role] = output
-        return hook
+    def tapping(self) -> bool:
+        return self.stream is not None
 
-    def _keep_out(self, _module, args):
-        if self.stream is not None:
-            self._seen["out"] = args[0]
-
-    def _after_block(self, index: int, block):
-        from ...families.joint_concepts import concept_block
-
-        def hook(_module, _args, kwargs, _output):
-            if self.stream is None:
-                return
-            seen, self._seen = self._seen, {}
-            self.stream, saliency = concept_block(block, seen["k"], seen["v"], seen["out"], self.stream, kwargs["temb"],
-                                                  kwargs.get("image_rotary_emb"))
-            if index in self.layers:
-                self.saliency.append(saliency)
-        return hook
+    def on_block(self, index: int, block, k, v, out, kwargs: dict) -> None:
+        self.stream, saliency = concept_block(block, k, v, out, self.stream, kwargs["temb"], kwargs.get("image_rotary_emb"))
+        if index in self.layers:
+            self.saliency.append(saliency)
 
 
 def concept_ids(tokenizer, names) -> torch.Tensor:
