@@ -21,6 +21,18 @@ def t5_tokenizer(tmp_path_factory):
     return T5Tokenizer.from_pretrained(dit.write_caption_tokenizer(tmp_path_factory.mktemp("t5")))
 
 
+@pytest.fixture(scope="module")
+def eight_scenes(t5_tokenizer):
+    """Eight of the recipe's scenes encoded as training reads them (each concept set's T5 ids
+    included), and the width of CLIP's pooled vector."""
+    from bridge.builtin import train_shapes_dit as tsd
+
+    vae, clip_tok, clip = tsd.load_reused("cpu")
+    data = tsd.encode_data(tsd.parse_args(["--no-progress"]), vae, clip_tok, clip, dit.T5CaptionEncoder(t5_tokenizer), "cpu", 8)
+    data["concept_ids"] = tsd.concept_set_ids(t5_tokenizer, "cpu")
+    return data, clip.config.hidden_size
+
+
 def test_every_caption_word_is_one_piece_and_objects_own_their_colour_and_shape(t5_tokenizer):
     enc = dit.T5CaptionEncoder(t5_tokenizer)
     for scene in sd.sample_scenes(4, 200):
@@ -178,20 +190,16 @@ def test_init_that_is_not_a_flux_pipeline_folder_is_a_usage_error(tmp_path, caps
         assert f"not a FluxPipeline folder like the shipped one ({missing})" in capsys.readouterr().err
 
 
-def test_text_grounding_term_moves_the_text_streams_query_weights(t5_tokenizer):
+def test_text_grounding_term_moves_the_text_streams_query_weights(t5_tokenizer, eight_scenes):
     """One training step with and without --text-ground-weight, same seed, same data: the term
     is in the loss, so it reaches the dual-stream block's text-query projection."""
     from bridge.builtin import train_shapes_dit as tsd
 
-    vae, clip_tok, clip = tsd.load_reused("cpu")
-    enc = dit.T5CaptionEncoder(t5_tokenizer)
-    base = tsd.parse_args(["--steps", "1", "--batch", "8", "--no-progress"])
-    base.bf16 = False
-    data = tsd.encode_data(base, vae, clip_tok, clip, enc, "cpu", 8)
+    data, pooled_width = eight_scenes
     weights = {}
     for weight in (0.0, 5.0):
         torch.manual_seed(0)
-        t5, transformer = dit.make_t5(len(t5_tokenizer)), dit.make_transformer(1, 1, clip.config.hidden_size)
+        t5, transformer = dit.make_t5(len(t5_tokenizer)), dit.make_transformer(1, 1, pooled_width)
         args = tsd.parse_args(["--steps", "1", "--batch", "8", "--no-progress", "--ema", "0", "--text-ground-weight", str(weight)])
         args.bf16 = False
         tsd.train(args, data, t5, transformer, "cpu")
@@ -268,22 +276,18 @@ def test_concept_loss_is_cross_entropy_against_the_scenes_segmentation():
     assert abs(float(got) - sum(want) / len(want)) < 1e-5
 
 
-def test_concept_term_trains_the_concept_stream_and_t5(t5_tokenizer):
+def test_concept_term_trains_the_concept_stream_and_t5(t5_tokenizer, eight_scenes):
     """One training step with and without --concept-weight, same seed, same data: the term
     reaches the later dual-stream block's text-stream weights (which the concept stream uses)
     and T5 (which embeds each concept alone)."""
     from bridge.builtin import train_shapes_dit as tsd
 
-    vae, clip_tok, clip = tsd.load_reused("cpu")
-    enc = dit.T5CaptionEncoder(t5_tokenizer)
-    base = tsd.parse_args(["--steps", "1", "--batch", "8", "--no-progress"])
-    data = tsd.encode_data(base, vae, clip_tok, clip, enc, "cpu", 8)
-    data["concept_ids"] = tsd.concept_set_ids(t5_tokenizer, "cpu")
+    data, pooled_width = eight_scenes
     assert data["shapes"].shape == (8, sd.MAX_OBJECTS) and int(data["shapes"].max()) < len(sd.SHAPES)
     weights = {}
     for weight in (0.0, 5.0):
         torch.manual_seed(0)
-        t5, transformer = dit.make_t5(len(t5_tokenizer)), dit.make_transformer(2, 1, clip.config.hidden_size)
+        t5, transformer = dit.make_t5(len(t5_tokenizer)), dit.make_transformer(2, 1, pooled_width)
         args = tsd.parse_args(["--steps", "1", "--batch", "8", "--no-progress", "--ema", "0", "--drop-caption", "0",
                                "--concept-weight", str(weight)])
         args.bf16 = False
@@ -296,7 +300,7 @@ def test_concept_term_trains_the_concept_stream_and_t5(t5_tokenizer):
     assert not torch.allclose(weights[0.0][1][background], weights[5.0][1][background])
 
 
-def test_concept_sets_are_taken_in_turn_and_an_unknown_one_is_a_usage_error(t5_tokenizer, capsys):
+def test_concept_sets_are_taken_in_turn_and_an_unknown_one_is_a_usage_error(t5_tokenizer, eight_scenes, capsys):
     """--concept-sets colours trains the colour concepts (each object under its colour, the same
     objects as under its shape): one step with it differs from one with the shapes, and with
     "shapes,colours" the second step takes the colours; a set that does not exist is refused in
@@ -307,16 +311,13 @@ def test_concept_sets_are_taken_in_turn_and_an_unknown_one_is_a_usage_error(t5_t
         tsd.parse_args(["--concept-sets", "shapes,moods"])
     assert e.value.code == 2 and "--concept-sets: moods; choose from shapes, colours" in capsys.readouterr().err
     assert tsd.parse_args(["--concept-sets", "shapes, colours"]).concept_sets == ("shapes", "colours")
-    vae, clip_tok, clip = tsd.load_reused("cpu")
-    base = tsd.parse_args(["--steps", "1", "--batch", "8", "--no-progress"])
-    data = tsd.encode_data(base, vae, clip_tok, clip, dit.T5CaptionEncoder(t5_tokenizer), "cpu", 8)
-    data["concept_ids"] = tsd.concept_set_ids(t5_tokenizer, "cpu")
+    data, pooled_width = eight_scenes
     assert torch.equal(data["colours"] < 0, data["shapes"] < 0)
     assert int(data["colours"].max()) < len(sd.COLOURS) and data["concept_ids"]["colours"].shape[0] == len(sd.COLOURS) + 1
     weights = {}
     for sets, steps in (("shapes", 1), ("colours", 1), ("shapes", 2), ("shapes,colours", 2)):
         torch.manual_seed(0)
-        t5, transformer = dit.make_t5(len(t5_tokenizer)), dit.make_transformer(2, 1, clip.config.hidden_size)
+        t5, transformer = dit.make_t5(len(t5_tokenizer)), dit.make_transformer(2, 1, pooled_width)
         args = tsd.parse_args(["--steps", str(steps), "--batch", "4", "--no-progress", "--ema", "0", "--drop-caption", "0",
                                "--concept-weight", "5", "--concept-sets", sets])
         args.bf16 = False
